@@ -1,0 +1,159 @@
+"""Safetensors checkpoints: validated reads, atomic writes, pair checks, sha256.
+
+A checkpoint is one safetensors file holding an open_clip model's state_dict
+(optionally with a classification head ``head.weight`` / ``head.bias``).
+Pickled checkpoints are never unpickled here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError
+from .files import file_sha256, write_atomic
+
+__all__ = ["Checkpoint", "file_sha256", "load_checkpoint", "save_checkpoint", "validate_pair"]
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
+_PICKLE_MAGIC = b"\x80"  # pickle protocol 2+
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read into memory (CPU tensors) with its string metadata."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Checkpoint:
+    """Read a safetensors checkpoint, refusing files that are corrupt, pickled or non-finite.
+
+    Args:
+        path: the ``.safetensors`` file.
+        allow_nonfinite: accept NaN / Inf values instead of refusing them.
+
+    Returns:
+        The :class:`Checkpoint` with every tensor on the CPU.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _check_readable(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({_first_line(e)}); "
+            "it may be truncated or corrupt: export or download it again"
+        ) from e
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors; is it a model checkpoint?")
+    if not allow_nonfinite:
+        check_finite(tensors, path)
+    return Checkpoint(path=path, tensors=tensors, metadata=metadata)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a folder; give the .safetensors file inside it"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix in _PICKLE_SUFFIXES or head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise CheckpointError(
+            f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
+            "save its state_dict with safetensors.torch.save_file first"
+        )
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse NaN or Inf weights, naming the first offending tensor."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path} has NaN or Inf values in {key}; "
+                "fix the checkpoint or pass --allow-nonfinite"
+            )
+
+
+def save_checkpoint(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Write tensors atomically (temporary file in the same folder, fsync, rename).
+
+    The metadata is stored with ``clipsharp.version`` added; all values must be strings.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = {"clipsharp.version": __version__, **metadata}
+    tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in tensors.items()}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+
+    write_atomic(path, write)
+
+
+def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
+    """Refuse a pair that cannot be interpolated, naming the first offending keys.
+
+    Both must hold the same keys with the same shapes and dtypes; integer and
+    boolean tensors (never interpolated) must be equal.
+    """
+    zs, ft = zero_shot.tensors, fine_tuned.tensors
+    only_zs, only_ft = sorted(zs.keys() - ft.keys()), sorted(ft.keys() - zs.keys())
+    if only_zs or only_ft:
+        parts = []
+        if only_zs:
+            parts.append(f"only {zero_shot.name} has {_few(only_zs)}")
+        if only_ft:
+            parts.append(f"only {fine_tuned.name} has {_few(only_ft)}")
+        raise CheckpointError(
+            f"checkpoints do not match: {'; '.join(parts)}; are both of the same architecture?"
+        )
+    for key in zs:
+        a, b = zs[key], ft[key]
+        if a.shape != b.shape:
+            raise CheckpointError(
+                f"checkpoints do not match at {key}: shape {tuple(a.shape)} in {zero_shot.name}, "
+                f"{tuple(b.shape)} in {fine_tuned.name}; are both of the same architecture?"
+            )
+        if a.dtype != b.dtype:
+            raise CheckpointError(
+                f"checkpoints do not match at {key}: dtype {a.dtype} in {zero_shot.name}, "
+                f"{b.dtype} in {fine_tuned.name}; save both in one dtype"
+            )
+        if not a.is_floating_point() and not torch.equal(a, b):
+            raise CheckpointError(
+                f"checkpoints differ at the integer tensor {key}, which cannot be interpolated; "
+                "are they of the same model?"
+            )
+
+
+def _few(keys: Iterable[str], limit: int = 3) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,147 @@
+"""The ``clipsharp`` command line: one module per command, joined into one app.
+
+torch and open_clip are imported inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..errors import ClipsharpError
+
+app = typer.Typer(
+    name="clipsharp",
+    help="Why robust fine-tuning (WiSE-FT) of a CLIP model succeeds or fails: accuracy and "
+    "loss along the interpolation path between zero-shot and fine-tuned weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+INTERNAL_ERROR = 3
+INTERRUPTED = 130
+
+
+def handle_errors(command):
+    """Expected errors: one line on stderr and exit 2. Ctrl-C: exit 130. Bugs: exit 3.
+
+    Also serves ``--show-config`` for every command that has it.
+    """
+
+    @functools.wraps(command)
+    def wrapper(ctx: typer.Context, **kwargs):
+        if kwargs.get("show_config"):
+            _show_config(ctx)
+            return None
+        try:
+            return command(**kwargs)
+        except ClipsharpError as e:
+            typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("clipsharp: interrupted", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+        except Exception as e:
+            if _debug(ctx):
+                raise
+            typer.echo(
+                f"clipsharp {ctx.info_name}: internal error: {type(e).__name__}: {e} "
+                "(run with clipsharp --debug for the traceback, and please report it)",
+                err=True,
+            )
+            raise typer.Exit(INTERNAL_ERROR) from None
+
+    signature = inspect.signature(command, eval_str=True)
+    ctx_param = inspect.Parameter(
+        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+    )
+    wrapper.__signature__ = signature.replace(
+        parameters=[ctx_param, *signature.parameters.values()]
+    )
+    return wrapper
+
+
+def _debug(ctx: typer.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.obj or {}).get("debug")) or os.environ.get("CLIPSHARP_DEBUG") == "1"
+
+
+def _show_config(ctx: typer.Context) -> None:
+    """Print each option's resolved value and where it came from, as JSON on stdout."""
+    resolved = {}
+    for name, value in ctx.params.items():
+        if name == "show_config":
+            continue
+        source = ctx.get_parameter_source(name)
+        where = {"DEFAULT_MAP": "config file", "COMMANDLINE": "flag"}.get(
+            source.name if source else "", "default"
+        )
+        resolved[name.replace("_", "-")] = {"value": _jsonable(value), "from": where}
+    typer.echo(json.dumps({"command": ctx.info_name, "options": resolved}, indent=2))
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clipsharp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
+) -> None:
+    """Load clipsharp.toml defaults for the command about to run."""
+    from .config_file import default_map, find_config
+
+    ctx.obj = {"debug": debug}
+    try:
+        found = find_config(Path.cwd())
+        if found:
+            commands = {
+                name: {p.name for p in cmd.params} for name, cmd in ctx.command.commands.items()
+            }
+            ctx.default_map = default_map(found[1], commands, found[0])
+    except ClipsharpError as e:
+        typer.echo(f"clipsharp: error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _register() -> None:
+    from . import demo, inspection, interpolate
+
+    app.command("interpolate")(handle_errors(interpolate.command))
+    app.command("inspect")(handle_errors(inspection.command))
+    app.command("demo")(handle_errors(demo.command))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app(prog_name="clipsharp") or 0)

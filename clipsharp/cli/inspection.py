@@ -1,0 +1,62 @@
+"""``clipsharp inspect``: architecture, parameters and layer groups of one or two checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import options as opt
+from .output import console, emit, fmt
+
+
+def command(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One checkpoint, or a zero-shot and a fine-tuned one.", show_default=False
+        ),
+    ],
+    model: opt.Model = None,
+    output: opt.Output = None,
+    allow_nonfinite: opt.AllowNonfinite = False,
+) -> None:
+    """Architecture, parameter count and layer groups (the names --layers accepts).
+
+    With two checkpoints, also the relative change ||ft - zs|| / ||zs|| of every layer.
+
+    Example: clipsharp inspect zs.safetensors ft.safetensors
+    """
+    from ..errors import ConfigError
+    from ..inspection import run_inspect
+
+    if len(checkpoints) > 2:
+        raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
+    report = run_inspect(checkpoints, model=model, allow_nonfinite=allow_nonfinite)
+    out = console()
+    out.print(layer_table(report.to_dict()))
+    emit(report, output, out)
+
+
+def layer_table(doc: dict) -> Table:
+    s = doc["summary"]
+    title = (
+        f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
+        f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
+    )
+    table = Table(title=title)
+    table.add_column("layer")
+    table.add_column("tower")
+    table.add_column("tensors", justify="right")
+    table.add_column("parameters", justify="right")
+    pair = "fine_tuned" in doc["inputs"]["checkpoints"]
+    if pair:
+        table.add_column("|ft-zs|/|zs|", justify="right")
+    for row in doc["results"]["layers"]:
+        cells = [row["layer"], row["tower"], str(len(row["tensors"])), f"{row['parameters']:,}"]
+        if pair:
+            cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,91 @@
+"""``clipsharp interpolate``: accuracy and loss along the WiSE-FT path."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from . import options as opt
+from .output import console, emit, fmt, progress_bars, signed
+
+
+def command(
+    zero_shot: opt.ZeroShot,
+    fine_tuned: opt.FineTuned,
+    id: opt.Id = None,
+    ood: opt.Ood = None,
+    alphas: opt.Alphas = "0:1:0.1",
+    extrapolate: opt.Extrapolate = False,
+    exclude: opt.Exclude = None,
+    failure_threshold: opt.FailureThreshold = 0.0,
+    model: opt.Model = None,
+    image_column: opt.ImageColumn = None,
+    label_column: opt.LabelColumn = None,
+    classnames: opt.Classnames = None,
+    limit: opt.Limit = None,
+    seed: opt.Seed = 0,
+    num_workers: opt.NumWorkers = 0,
+    templates: opt.Templates = "openai",
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 128,
+    precision: opt.Precision = "fp32",
+    output: opt.Output = None,
+    allow_nonfinite: opt.AllowNonfinite = False,
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Accuracy and loss along theta(alpha) = (1-alpha)*zero_shot + alpha*fine_tuned.
+
+    Reports, per dataset, the best alpha, the gain over zero-shot, the depth and
+    barrier of the loss along the path, and (OOD sets) whether robust
+    fine-tuning fails: no alpha beats the zero-shot model.
+
+    Example:
+
+        clipsharp interpolate zs.safetensors ft.safetensors --ood data/shifted -o path.json
+    """
+    from ..interpolation import run_interpolation
+    from ..pipeline import open_workspace
+
+    run = opt.run_options(
+        image_column=image_column, label_column=label_column, classnames=classnames,
+        limit=limit, seed=seed, num_workers=num_workers, device=device,
+        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
+        extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold,
+    )  # fmt: skip
+    out = console()
+    with progress_bars(out) as progress:
+        workspace = open_workspace(
+            {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
+            opt.dataset_specs(id, ood),
+            data=run.data,
+            evaluation=run.eval,
+            model=model,
+            allow_nonfinite=allow_nonfinite,
+            progress=progress,
+        )
+        report = run_interpolation(workspace, run, progress=progress)
+    out.print(path_table(report.to_dict()))
+    emit(report, output, out)
+
+
+def path_table(doc: dict) -> Table:
+    """Per dataset: endpoints, best alpha, gain, depth, barrier, failure mode."""
+    table = Table(title=f"{doc['command']}: alpha 0 = zero-shot, 1 = fine-tuned")
+    for column in ("dataset", "role", "acc(0)", "acc(1)", "best alpha", "best acc"):
+        table.add_column(column, justify="left" if column in ("dataset", "role") else "right")
+    for column in ("gain", "depth", "barrier", "failure"):
+        table.add_column(column, justify="right")
+    path = doc["results"]["path"]
+    first, last = _at(path, 0.0), _at(path, 1.0)
+    for dataset in doc["inputs"]["datasets"]:
+        name, s = dataset["name"], doc["summary"][dataset["name"]]
+        failure = {True: "[bold red]FAILURE[/]", False: "no", None: "-"}[s["failure_mode"]]
+        table.add_row(
+            name, dataset["role"], fmt(first[name]["accuracy"]), fmt(last[name]["accuracy"]),
+            f"{s['best_alpha']:g}", fmt(s["best_accuracy"]), signed(s["gain"]),
+            signed(s["depth"]), signed(s["barrier"]), failure,
+        )  # fmt: skip
+    return table
+
+
+def _at(path: list[dict], alpha: float) -> dict:
+    return next(point["metrics"] for point in path if point["alpha"] == alpha)

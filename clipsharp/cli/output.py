@@ -1,0 +1,90 @@
+"""Human output on stderr (rich), reports on stdout or to a file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..report import Report
+
+
+def console() -> Console:
+    """The stderr console; rich drops colour when stderr is no terminal or NO_COLOR is set.
+
+    Off a terminal (CI logs, pipes), tables get room enough not to be truncated.
+    """
+    out = Console(stderr=True, highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 132)
+    return out
+
+
+def emit(report: Report, output: str | None, out: Console) -> None:
+    """Write the report to ``output`` (a file, atomically), or to stdout.
+
+    With no ``-o``, the JSON goes to stdout when stdout is not a terminal (a pipe
+    or a file); at a terminal only the summary is shown.
+    """
+    if output == "-" or (output is None and not sys.stdout.isatty()):
+        sys.stdout.write(report.to_json())
+        sys.stdout.flush()
+    elif output:
+        report.write(Path(output))
+        out.print(f"report written to {output}")
+    else:
+        out.print("[dim]pass -o FILE to save the JSON report[/dim]")
+
+
+@contextmanager
+def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(task, done, total)`` callback: live bars at a terminal, else sparse lines."""
+    if out.is_terminal:
+        with Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        ) as bars:
+            tasks: dict[str, int] = {}
+
+            def update(task: str, done: int, total: int) -> None:
+                if task not in tasks:
+                    tasks[task] = bars.add_task(task, total=total)
+                bars.update(tasks[task], completed=done, total=total)
+
+            yield update
+        return
+    yield _plain_progress(out)
+
+
+def _plain_progress(out: Console) -> Callable[[str, int, int], None]:
+    """One line per task at most every 5 seconds, and at the end of each task."""
+    last: dict[str, float] = {}
+
+    def update(task: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last.get(task, 0.0) >= 5.0:
+            last[task] = now
+            out.print(f"{task}: {done}/{total}")
+
+    return update
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def signed(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}"

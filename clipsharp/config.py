@@ -1,0 +1,110 @@
+"""Options of every analysis, as frozen dataclasses with their defaults.
+
+The CLI builds these from flags and ``clipsharp.toml``; the library takes them
+as they are. One commented line per field that is not obvious.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+TEMPLATE_SETS = ("openai", "simple")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How dataset specs become labelled image tensors."""
+
+    image_column: str | None = None  # None: the one Image feature of the dataset
+    label_column: str | None = None  # None: the one ClassLabel feature of the dataset
+    classnames: Path | None = None  # file of class names (one per line, or a JSON list)
+    limit: int | None = None  # deterministic subset of at most this many examples
+    seed: int = 0  # seeds the subset chosen by `limit`
+    num_workers: int = 0  # worker processes for decoding and preprocessing images
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How the evaluation loop runs."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = 128
+    precision: str = "fp32"  # dtype of the working model: fp32 | bf16 | fp16
+    templates: str = "openai"  # prompt templates of the zero-shot head: openai | simple | FILE
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
+            )
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """The interpolation path theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned."""
+
+    alphas: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(11))
+    exclude: str | None = None  # regex: matching tensors stay at the fine-tuned value
+    extrapolate: bool = False  # allow alphas outside [0, 1]
+    failure_threshold: float = 0.0  # OOD gain at or below this is a failure mode
+
+    def __post_init__(self) -> None:
+        if not self.alphas:
+            raise ConfigError("--alphas is empty; give at least one value, e.g. 0,0.5,1")
+        if not self.extrapolate:
+            outside = [a for a in self.alphas if not 0.0 <= a <= 1.0]
+            if outside:
+                raise ConfigError(
+                    f"--alphas {outside[0]:g} is outside [0, 1]; add --extrapolate to allow it"
+                )
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """Parse ``0,0.25,1`` or ``start:stop:step`` (stop inclusive) into sorted unique alphas.
+
+    Example:
+        >>> parse_alphas("0:1:0.25")
+        (0.0, 0.25, 0.5, 0.75, 1.0)
+    """
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            values = _inclusive_range(start, stop, step)
+        else:
+            values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise ConfigError(
+            f"--alphas {text!r} is not a list like 0,0.5,1 or a range like 0:1:0.1"
+        ) from e
+    if any(not math.isfinite(v) for v in values):
+        raise ConfigError(f"--alphas {text!r} holds a value that is not finite")
+    return tuple(sorted(set(values)))
+
+
+def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
+    if step <= 0 or stop < start:
+        raise ConfigError(
+            f"--alphas range {start:g}:{stop:g}:{step:g} needs start <= stop and a positive step"
+        )
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    if count > 10_000:
+        raise ConfigError(f"--alphas range gives {count} points; use a larger step")
+    # Rounding keeps 0.1 * 3 from printing as 0.30000000000000004 in reports.
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one `interpolate` run needs besides its inputs."""
+
+    data: DataOptions = field(default_factory=DataOptions)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    path: PathOptions = field(default_factory=PathOptions)

@@ -1,0 +1,85 @@
+"""THE evaluation loop: (classifier, head, data) -> accuracy, loss, counts.
+
+Paths, layer-wise paths, sharpness and pruning all call :func:`evaluate`.
+Each rank evaluates its own shard of the examples; the sums of correct
+predictions, losses and counts are all-reduced, so a distributed run gives
+the single-process numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import distributed
+from .data import EvalData
+from .models import ClipClassifier, ZeroShotHeads
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Totals over a dataset; accuracy and loss are derived from them."""
+
+    correct: int  # examples whose arg-max logit is the label
+    loss_sum: float  # sum of per-example cross-entropy, in nats
+    count: int  # examples evaluated
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count
+
+    @property
+    def error(self) -> float:
+        return 1.0 - self.accuracy
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy, in nats."""
+        return self.loss_sum / self.count
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"accuracy": self.accuracy, "loss": self.loss, "num_examples": self.count}
+
+
+def batches(
+    data: EvalData, batch_size: int, *, rank: int | None = None, world_size: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images (B, 3, H, W), labels (B,)) over this rank's shard of ``data``, in order."""
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
+    part = distributed.shard(data.num_examples, rank, world_size)
+    for start in range(part.start, part.stop, batch_size):
+        stop = min(start + batch_size, part.stop)
+        yield data.images[start:stop], data.labels[start:stop]
+
+
+def evaluate(
+    classifier: ClipClassifier,
+    heads: ZeroShotHeads,
+    data: EvalData,
+    batch_size: int,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Metrics:
+    """Accuracy and mean cross-entropy of the classifier's current weights on ``data``.
+
+    ``rank`` / ``world_size`` default to the process group's; pass them to
+    evaluate one shard by hand (the totals are then that shard's alone).
+    """
+    head = heads.get(data.classnames)
+    totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)  # correct, loss, count
+    with torch.inference_mode():
+        for images, labels in batches(data, batch_size, rank=rank, world_size=world_size):
+            labels = labels.to(classifier.device)
+            logits = classifier.logits(images, head)  # (B, C) fp32
+            totals[0] += (logits.argmax(dim=-1) == labels).sum()
+            totals[1] += F.cross_entropy(logits, labels, reduction="sum").double()
+            totals[2] += labels.numel()
+    if rank is None and world_size is None:
+        totals = distributed.all_reduce_sum(totals)
+    correct, loss_sum, count = totals.tolist()
+    return Metrics(correct=int(correct), loss_sum=loss_sum, count=int(count))

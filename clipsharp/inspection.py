@@ -1,0 +1,90 @@
+"""``inspect``: architecture, parameter counts, layer groups, per-layer change of a pair."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, file_sha256, load_checkpoint, validate_pair
+from .layers import layer_groups, tower_of
+from .models import ClipClassifier, build_model, check_architecture, head_shape
+from .pipeline import common_architecture
+from .report import Report
+
+
+def run_inspect(
+    paths: Sequence[Path], *, model: str | None = None, allow_nonfinite: bool = False
+) -> Report:
+    """Describe one checkpoint, or a pair with the relative change of every layer group.
+
+    The relative change of a group is ||ft - zs|| / ||zs|| over its floating tensors
+    (2-norm of the concatenated entries).
+    """
+    started = time.perf_counter()
+    checkpoints = [load_checkpoint(p, allow_nonfinite=allow_nonfinite) for p in paths]
+    if len(checkpoints) == 2:
+        validate_pair(*checkpoints)
+    arch = common_architecture(checkpoints, model)
+    classifier = ClipClassifier(
+        build_model(arch), head_shape=head_shape(checkpoints[0]), device="cpu", dtype=torch.float32
+    )
+    for ckpt in checkpoints:
+        check_architecture(classifier, ckpt, arch)
+    layers = _layers(checkpoints)
+    roles = ["zero_shot", "fine_tuned"] if len(checkpoints) == 2 else ["model"]
+    tensors = checkpoints[-1].tensors
+    return Report(
+        command="inspect",
+        inputs={
+            "checkpoints": {
+                role: {"path": str(c.path), "sha256": file_sha256(c.path), "model": arch.name}
+                for role, c in zip(roles, checkpoints, strict=True)
+            },
+            "architecture": arch.describe(),
+        },
+        config={"granularity": "block", "model_config": arch.model_cfg},
+        results={"layers": layers},
+        summary={
+            "model": arch.name,
+            "parameters": sum(t.numel() for t in tensors.values()),
+            "tensors": len(tensors),
+            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
+            "head": "stored" if "head.weight" in tensors else "zero-shot",
+            "layers": len(layers),
+            "changed_layers": sum(1 for row in layers if row.get("relative_change")),
+        },
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _layers(checkpoints: list[Checkpoint]) -> list[dict]:
+    rows = []
+    for layer, keys in layer_groups(checkpoints[-1].tensors).items():
+        row = {
+            "layer": layer,
+            "tower": tower_of(layer),
+            "tensors": keys,
+            "parameters": sum(checkpoints[-1].tensors[k].numel() for k in keys),
+        }
+        if len(checkpoints) == 2:
+            row["relative_change"] = relative_change(checkpoints[0], checkpoints[1], keys)
+        rows.append(row)
+    return rows
+
+
+def relative_change(zero_shot: Checkpoint, fine_tuned: Checkpoint, keys: Sequence[str]) -> float:
+    """||ft - zs|| / ||zs|| over the floating tensors ``keys`` (0 when nothing changed)."""
+    diff = base = 0.0
+    for key in keys:
+        zs = zero_shot.tensors[key]
+        if not zs.is_floating_point():
+            continue
+        zs64, ft64 = zs.double(), fine_tuned.tensors[key].double()
+        diff += float((ft64 - zs64).pow(2).sum())
+        base += float(zs64.pow(2).sum())
+    if diff == 0.0:
+        return 0.0
+    return (diff / base) ** 0.5 if base > 0 else float("inf")

@@ -1,0 +1,97 @@
+"""Layer groups of a CLIP state_dict.
+
+``block`` granularity names the parts of an open_clip ViT CLIP as the paper
+does: ``visual.embed``, ``visual.block.{i}``, ``visual.head``, ``text.embed``,
+``text.block.{i}``, ``text.head``, ``logit_scale``, ``head``. Other towers
+(ResNet, timm, HF text) fall back to one rule: the module path up to its first
+integer index, else the top-level module. ``module`` granularity groups a
+weight with its bias; ``tensor`` takes each tensor alone. Every key belongs
+to exactly one group.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+GRANULARITIES = ("block", "module", "tensor")
+
+# (pattern on the key, group name template) for the open_clip ViT CLIP layout.
+_VIT_RULES = [
+    (r"^visual\.(conv1|class_embedding|positional_embedding|ln_pre)\b", "visual.embed"),
+    (r"^visual\.transformer\.resblocks\.(\d+)\.", "visual.block.{0}"),
+    (r"^visual\.(ln_post|proj|attn_pool|attn_pool_contrastive|ln_pool)\b", "visual.head"),
+    (r"^(token_embedding|positional_embedding)\b", "text.embed"),
+    (r"^transformer\.resblocks\.(\d+)\.", "text.block.{0}"),
+    (r"^(ln_final|text_projection)\b", "text.head"),
+    (r"^(logit_scale|logit_bias)$", "logit_scale"),
+    (r"^head\.", "head"),
+]
+_COMPILED = [(re.compile(pattern), name) for pattern, name in _VIT_RULES]
+
+
+def block_of(key: str) -> str:
+    """The block-granularity group of one state_dict key."""
+    for pattern, name in _COMPILED:
+        match = pattern.search(key)
+        if match:
+            return name.format(*match.groups())
+    return _generic_block(key)
+
+
+def _generic_block(key: str) -> str:
+    """Module path up to the first integer index, else the top-level module (of its tower)."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    tower = 1 if parts[0] in ("visual", "text") and len(parts) > 2 else 0
+    return ".".join(parts[: tower + 1])
+
+
+def group_of(key: str, granularity: str = "block") -> str:
+    if granularity == "block":
+        return block_of(key)
+    if granularity == "module":
+        return key.rsplit(".", 1)[0] if "." in key else key
+    if granularity == "tensor":
+        return key
+    raise ValueError(f"unknown granularity {granularity!r}; choose one of {GRANULARITIES}")
+
+
+def layer_groups(keys: Iterable[str], granularity: str = "block") -> dict[str, list[str]]:
+    """Group keys: ``{group: [keys...]}``, image tower first, then text, then the rest.
+
+    Within a tower: input embedding, blocks by index, output head; other groups keep
+    the order in which they first appear.
+    """
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(group_of(key, granularity), []).append(key)
+    order = {name: i for i, name in enumerate(groups)}
+    return {name: groups[name] for name in sorted(groups, key=lambda g: _rank(g, order[g]))}
+
+
+_TOWER_ORDER = {"image": 0, "text": 1, "other": 2}
+
+
+def _rank(group: str, appearance: int) -> tuple[int, int, int]:
+    """Sort key: tower, then embed < blocks (by index) < head, then first appearance."""
+    tower = _TOWER_ORDER[tower_of(group)]
+    if group.endswith(".embed"):
+        return (tower, 0, 0)
+    block = re.search(r"\.block\.(\d+)$", group)
+    if block:
+        return (tower, 1, int(block.group(1)))
+    if group in ("visual.head", "text.head"):
+        return (tower, 3, 0)
+    return (tower, 2, appearance)
+
+
+def tower_of(group: str) -> str:
+    """``image``, ``text`` or ``other`` (scales and stored heads)."""
+    if group.startswith("visual"):
+        return "image"
+    if group in ("logit_scale", "head") or group.startswith("head."):
+        return "other"
+    return "text"

@@ -1,0 +1,305 @@
+"""Architectures, open_clip model builds, and the classifier being evaluated.
+
+The architecture of a checkpoint is found, in this order: ``--model`` (an
+open_clip name or a config JSON file), the safetensors metadata
+(``clipsharp.model`` or ``clipsharp.model_config``), an
+``open_clip_config.json`` beside the file. Models are built from the config
+dict (never through a global registry) and filled from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import Checkpoint
+from .errors import CheckpointError, ConfigError
+
+HEAD_KEYS = ("head.weight", "head.bias")
+SCALE_KEYS = ("logit_scale", "logit_bias")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An open_clip model config and where it came from."""
+
+    name: str  # open_clip model name, or "custom"
+    model_cfg: dict[str, Any] = field(hash=False)  # embed_dim, vision_cfg, text_cfg, ...
+    preprocess_cfg: dict[str, Any] = field(hash=False)  # mean, std, interpolation, resize_mode
+    source: str  # "--model", "metadata", or the open_clip_config.json path
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source}
+
+
+def resolve_architecture(checkpoint: Checkpoint, model: str | None = None) -> Architecture:
+    """Find a checkpoint's architecture (see the module docstring for the order)."""
+    if model:
+        return _from_model_option(model)
+    meta = checkpoint.metadata
+    if meta.get("clipsharp.model"):
+        return _named(meta["clipsharp.model"], source="metadata")
+    if meta.get("clipsharp.model_config"):
+        cfg = _parse_config_json(meta["clipsharp.model_config"], f"{checkpoint.path} metadata")
+        return _custom(cfg, source="metadata")
+    beside = checkpoint.path.parent / "open_clip_config.json"
+    if beside.is_file():
+        cfg = _parse_config_json(beside.read_text(encoding="utf-8"), str(beside))
+        return _custom(cfg, source=str(beside))
+    raise CheckpointError(
+        f"cannot tell the architecture of {checkpoint.path}: pass --model NAME or --model "
+        "CONFIG.json, or store it in the metadata key clipsharp.model, or put an "
+        "open_clip_config.json beside the file"
+    )
+
+
+def _from_model_option(model: str) -> Architecture:
+    path = Path(model)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"--model {model}: config file does not exist")
+        return _custom(_parse_config_json(path.read_text(encoding="utf-8"), model), "--model")
+    return _named(model, source="--model")
+
+
+def _named(name: str, source: str) -> Architecture:
+    import open_clip
+
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        known = ", ".join(m for m in open_clip.list_models() if m.startswith(name[:4]))[:200]
+        hint = f" (similar: {known})" if known else ""
+        raise ConfigError(
+            f"unknown architecture {name!r}{hint}; use an open_clip model name "
+            "(python -c 'import open_clip; print(open_clip.list_models())') or a config JSON"
+        )
+    return Architecture(name, cfg, dict(cfg.pop("preprocess_cfg", {}) or {}), source)
+
+
+def _custom(cfg: dict[str, Any], source: str) -> Architecture:
+    """Accept a bare model config or the hub layout ``{"model_cfg", "preprocess_cfg"}``."""
+    preprocess = dict(cfg.get("preprocess_cfg", {}) or {})
+    model_cfg = dict(cfg.get("model_cfg", cfg))
+    model_cfg.pop("preprocess_cfg", None)
+    if not {"embed_dim", "vision_cfg", "text_cfg"} <= model_cfg.keys():
+        raise CheckpointError(
+            f"model config from {source} lacks embed_dim, vision_cfg or text_cfg; "
+            "is it an open_clip model config?"
+        )
+    return Architecture("custom", model_cfg, preprocess, source)
+
+
+def _parse_config_json(text: str, where: str) -> dict[str, Any]:
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"model config in {where} is not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"model config in {where} is not a JSON object")
+    return cfg
+
+
+def build_model(arch: Architecture) -> torch.nn.Module:
+    """An open_clip model of this architecture with random weights, in eval mode, on the CPU."""
+    from open_clip.model import CLIP, CustomTextCLIP
+
+    cfg = json.loads(json.dumps(arch.model_cfg))  # a deep copy the constructor may change
+    custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    if "hf_model_name" in cfg.get("text_cfg", {}):
+        cfg["text_cfg"]["hf_model_pretrained"] = False  # weights come from the checkpoint
+    if "timm_model_name" in cfg.get("vision_cfg", {}):
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    cls = CustomTextCLIP if custom_text else CLIP
+    try:
+        model = cls(**cfg)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"open_clip cannot build architecture {arch.name} from {arch.source}: {e}"
+        ) from e
+    return model.eval()
+
+
+def eval_transform(arch: Architecture, model: torch.nn.Module) -> Callable:
+    """The model's own open_clip evaluation transform (resize, crop, normalise)."""
+    import open_clip
+
+    pre = arch.preprocess_cfg
+    return open_clip.image_transform(
+        model.visual.image_size,
+        is_train=False,
+        mean=pre.get("mean"),
+        std=pre.get("std"),
+        interpolation=pre.get("interpolation"),
+        resize_mode=pre.get("resize_mode"),
+        fill_color=pre.get("fill_color", 0),
+    )
+
+
+def build_tokenizer(arch: Architecture) -> Callable[[Sequence[str]], torch.Tensor]:
+    import open_clip
+
+    if arch.name != "custom":
+        return open_clip.get_tokenizer(arch.name)
+    text_cfg = arch.model_cfg.get("text_cfg", {})
+    context_length = text_cfg.get("context_length", 77)
+    if text_cfg.get("hf_tokenizer_name"):
+        return open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=context_length)
+    return open_clip.SimpleTokenizer(context_length=context_length)
+
+
+def load_templates(spec: str) -> list[Callable[[str], str]] | list[str]:
+    """Prompt templates: ``openai`` (80), ``simple``, or a file of lines holding ``{}``."""
+    import open_clip
+
+    if spec == "openai":
+        return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
+    if spec == "simple":
+        return list(open_clip.SIMPLE_IMAGENET_TEMPLATES)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"--templates {spec!r} is neither openai, simple nor an existing file")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    templates = [line for line in lines if line]
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ConfigError(
+            f"--templates {spec}: every line must hold {{}} for the class name"
+            + (f" (not: {bad[0]!r})" if bad else " and the file is empty")
+        )
+    return templates
+
+
+def is_image_key(key: str) -> bool:
+    return key.startswith("visual.")
+
+
+def is_text_key(key: str) -> bool:
+    """Keys of the text tower: everything but the image tower, the scales and a stored head."""
+    return not (is_image_key(key) or key.startswith("head.") or key in SCALE_KEYS)
+
+
+class ClipClassifier:
+    """One working open_clip model (plus an optional stored head) on a device.
+
+    ``tensors`` maps every checkpoint key to the live tensor it is written into;
+    weights are changed only through that map, in place.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, head_shape: torch.Size | None, device, dtype):
+        self.model = model.to(device=device, dtype=dtype)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.head = None
+        if head_shape is not None:
+            out_features, in_features = head_shape
+            self.head = torch.nn.Linear(in_features, out_features).to(device=device, dtype=dtype)
+        self.tensors: dict[str, torch.Tensor] = {
+            key: tensor.data for key, tensor in self.model.state_dict(keep_vars=True).items()
+        }
+        if self.head is not None:
+            self.tensors["head.weight"] = self.head.weight.data
+            self.tensors["head.bias"] = self.head.bias.data
+
+    @torch.no_grad()
+    def write(self, key: str, value: torch.Tensor) -> None:
+        self.tensors[key].copy_(value)
+
+    def load(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        for key, value in tensors.items():
+            self.write(key, value)
+
+    def logits(self, images: torch.Tensor, zero_shot_head: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, C) logits in fp32.
+
+        Zero-shot head (D, C): ``logit_scale.exp() * normalize(f) @ head``.
+        Stored head: ``normalize(f) @ W.T + b`` (the scale is folded into W, as in WiSE-FT).
+        """
+        features = F.normalize(self.model.encode_image(images.to(self.device, self.dtype)), dim=-1)
+        if self.head is not None:
+            return self.head(features).float()
+        scale = self.model.logit_scale.exp()
+        return (scale * features @ zero_shot_head.to(features.dtype)).float()
+
+
+def check_architecture(classifier: ClipClassifier, checkpoint: Checkpoint, arch: Architecture):
+    """Refuse a checkpoint whose keys or shapes differ from the architecture's, naming them."""
+    expected, found = classifier.tensors, checkpoint.tensors
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    where = f"architecture {arch.name} (from {arch.source})"
+    if missing:
+        raise CheckpointError(
+            f"{checkpoint.path} has no key {missing[0]}"
+            + (f" (and {len(missing) - 1} more keys)" if len(missing) > 1 else "")
+            + f" of {where}; is it a CLIP checkpoint, and is the architecture right?"
+        )
+    if extra:
+        raise CheckpointError(
+            f"{checkpoint.path} has key {extra[0]} that {where} lacks; is --model right?"
+        )
+    for key, tensor in expected.items():
+        if found[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{checkpoint.path}: {key} has shape {tuple(found[key].shape)}, {where} "
+                f"expects {tuple(tensor.shape)}; is --model right?"
+            )
+
+
+def head_shape(checkpoint: Checkpoint) -> torch.Size | None:
+    """The shape of a stored head, or None when the checkpoint has none."""
+    has = [key in checkpoint.tensors for key in HEAD_KEYS]
+    if all(has):
+        return checkpoint.tensors["head.weight"].shape
+    if any(has):
+        raise CheckpointError(
+            f"{checkpoint.path} has only one of head.weight and head.bias; store both or neither"
+        )
+    return None
+
+
+class ZeroShotHeads:
+    """Zero-shot heads built from the text tower, one per list of class names.
+
+    A head is cached until :meth:`invalidate` says the text tower changed, so a
+    path that leaves the text tower alone encodes the class prompts once.
+    """
+
+    def __init__(self, classifier: ClipClassifier, tokenizer, templates: Sequence) -> None:
+        self.classifier = classifier
+        self.tokenizer = tokenizer
+        self.templates = templates
+        self.encodings = 0  # times the class prompts were encoded (for tests and timing)
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def get(self, classnames: Sequence[str]) -> torch.Tensor | None:
+        """The (D, C) head for these class names, or None when a stored head is used."""
+        if self.classifier.head is not None:
+            return None
+        key = tuple(classnames)
+        if key not in self._cache:
+            self._cache[key] = self._build(key)
+        return self._cache[key]
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    @torch.inference_mode()
+    def _build(self, classnames: tuple[str, ...]) -> torch.Tensor:
+        import open_clip
+
+        self.encodings += 1
+        return open_clip.build_zero_shot_classifier(
+            self.classifier.model,
+            self.tokenizer,
+            classnames,
+            self.templates,
+            num_classes_per_batch=10,
+            device=self.classifier.device,
+        )

@@ -1,0 +1,165 @@
+"""Setting up an analysis: checkpoints -> architecture -> working model -> datasets.
+
+Every input is validated here, cheapest first, before any evaluation starts:
+the checkpoints (readable, finite, matching), the architecture, then the
+datasets (decoded and preprocessed once, reused by every point of a sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import distributed
+from .checkpoint import Checkpoint, file_sha256, load_checkpoint, validate_pair
+from .config import DataOptions, EvalOptions
+from .data import DatasetSpec, EvalData, load_all
+from .errors import CheckpointError, ConfigError, DatasetError
+from .models import (
+    DTYPES,
+    Architecture,
+    ClipClassifier,
+    ZeroShotHeads,
+    build_model,
+    build_tokenizer,
+    check_architecture,
+    eval_transform,
+    head_shape,
+    load_templates,
+    resolve_architecture,
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first GPU if there is one, else the CPU; ``cuda[:N]`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+@dataclass
+class Workspace:
+    """Everything an analysis works on: one working model and the preprocessed datasets."""
+
+    checkpoints: dict[str, Checkpoint]  # "zero_shot" / "fine_tuned" (or "model") -> checkpoint
+    arch: Architecture
+    classifier: ClipClassifier
+    heads: ZeroShotHeads
+    datasets: list[EvalData]
+    device: torch.device
+
+    def inputs(self) -> dict[str, Any]:
+        """The report's ``inputs`` section."""
+        return {
+            "checkpoints": {
+                role: {
+                    "path": str(ckpt.path),
+                    "sha256": file_sha256(ckpt.path),
+                    "model": self.arch.name,
+                }
+                for role, ckpt in self.checkpoints.items()
+            },
+            "architecture": self.arch.describe(),
+            "datasets": [d.describe() for d in self.datasets],
+        }
+
+
+def open_workspace(
+    checkpoints: dict[str, Path],
+    specs: Sequence[DatasetSpec],
+    *,
+    data: DataOptions,
+    evaluation: EvalOptions,
+    model: str | None = None,
+    allow_nonfinite: bool = False,
+    progress: Progress | None = None,
+) -> Workspace:
+    """Load and validate the checkpoints and datasets; the working model holds the last one.
+
+    ``checkpoints`` maps roles to files: ``{"zero_shot": zs, "fine_tuned": ft}`` for a
+    pair (validated as a pair), ``{"model": path}`` for one model.
+    """
+    if not specs:
+        raise ConfigError("no datasets: give --id and/or --ood (or set them in clipsharp.toml)")
+    device = resolve_device(evaluation.device)
+    distributed.init_from_env(device)
+    loaded = {
+        role: load_checkpoint(path, allow_nonfinite=allow_nonfinite)
+        for role, path in checkpoints.items()
+    }
+    if len(loaded) == 2:
+        validate_pair(*loaded.values())
+    arch = common_architecture(list(loaded.values()), model)
+    last = list(loaded.values())[-1]
+    classifier = ClipClassifier(
+        build_model(arch),
+        head_shape=head_shape(last),
+        device=device,
+        dtype=DTYPES[evaluation.precision],
+    )
+    for ckpt in loaded.values():
+        check_architecture(classifier, ckpt, arch)
+    classifier.load(last.tensors)
+    heads = ZeroShotHeads(classifier, build_tokenizer(arch), load_templates(evaluation.templates))
+    transform = eval_transform(arch, classifier.model)
+    datasets = load_all(list(specs), transform, data, _data_progress(progress))
+    _check_head_fits(classifier, datasets)
+    return Workspace(loaded, arch, classifier, heads, datasets, device)
+
+
+def common_architecture(checkpoints: list[Checkpoint], model: str | None) -> Architecture:
+    """Resolve from each checkpoint; they must agree (or ``--model`` decides for both)."""
+    if model:
+        return resolve_architecture(checkpoints[0], model)
+    found: list[Architecture] = []
+    errors: list[CheckpointError] = []
+    for ckpt in checkpoints:
+        try:
+            found.append(resolve_architecture(ckpt))
+        except CheckpointError as e:
+            errors.append(e)
+    if not found:
+        raise errors[0]
+    if any(a.model_cfg != found[0].model_cfg for a in found[1:]):
+        names = " and ".join(c.name for c in checkpoints)
+        raise CheckpointError(f"{names} record different architectures; pass --model to choose one")
+    return found[0]
+
+
+def _check_head_fits(classifier: ClipClassifier, datasets: Sequence[EvalData]) -> None:
+    if classifier.head is None:
+        return
+    classes = classifier.head.out_features
+    for d in datasets:
+        if d.num_classes > classes:
+            raise DatasetError(
+                f"dataset {d.spec.text} has {d.num_classes} classes but the stored head has "
+                f"{classes}; evaluate it with a matching head, or without head.* tensors"
+            )
+
+
+def _data_progress(progress: Progress | None):
+    if progress is None:
+        return None
+    return lambda done, total: progress("preprocess", done, total)

@@ -1,0 +1,106 @@
+"""Session fixtures: a tiny open_clip CLIP pair and small labelled datasets, made here.
+
+Nothing downloads: HF_HUB_OFFLINE is set and HF_HOME points at a temporary folder
+before `datasets` or `huggingface_hub` are imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="clipsharp-hf-"))
+os.environ.setdefault("NO_COLOR", "1")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+CLASSNAMES = ["red", "green", "blue", "yellow"]
+COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]], dtype=np.float32)
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    return CLIP(**json.loads(json.dumps(TINY_CONFIG))).eval()
+
+
+def save_checkpoint(path: Path, tensors: dict, config: dict | None = TINY_CONFIG) -> Path:
+    metadata = {"clipsharp.model_config": json.dumps(config)} if config else {}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
+
+
+def fine_tune_like(state: dict, seed: int, scale: float = 0.3) -> dict:
+    """The zero-shot weights with the image tower moved (text tower and scale untouched)."""
+    gen = torch.Generator().manual_seed(seed)
+    moved = {}
+    for key, tensor in state.items():
+        if key.startswith("visual.") and tensor.is_floating_point():
+            noise = torch.randn(tensor.shape, generator=gen) * (tensor.std() + 1e-3) * scale
+            moved[key] = tensor + noise
+        else:
+            moved[key] = tensor.clone()
+    return moved
+
+
+def coloured_images(n: int, seed: int) -> tuple[list, list[int]]:
+    """n RGB 32x32 images: class k is a noisy square of colour k."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        label = i % len(CLASSNAMES)
+        pixels = rng.normal(60, 30, size=(32, 32, 3))
+        pixels[8:24, 8:24] = COLOURS[label] + rng.normal(0, 20, size=(16, 16, 3))
+        images.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+        labels.append(label)
+    return images, labels
+
+
+def save_dataset(path: Path, n: int, seed: int) -> Path:
+    import datasets
+
+    images, labels = coloured_images(n, seed)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSNAMES)}
+    )
+    datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(
+        str(path)
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class Pair:
+    zero_shot: Path
+    fine_tuned: Path
+    in_dist: Path
+    shifted: Path
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def pair(tmp_path_factory) -> Pair:
+    root = tmp_path_factory.mktemp("pair")
+    state = tiny_model(0).state_dict()
+    zero_shot = save_checkpoint(root / "zs.safetensors", state)
+    fine_tuned = save_checkpoint(root / "ft.safetensors", fine_tune_like(state, seed=1))
+    in_dist = save_dataset(root / "in_dist", 24, seed=2)
+    shifted = save_dataset(root / "shifted", 20, seed=3)
+    return Pair(zero_shot, fine_tuned, in_dist, shifted, root)

@@ -1,0 +1,214 @@
+"""The command line through CliRunner: reports, config files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY_CONFIG, save_checkpoint, tiny_model
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from clipsharp import __version__
+from clipsharp.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def interpolate_args(pair, *extra):
+    return ["interpolate", pair.zero_shot, pair.fine_tuned, "--id", pair.in_dist,
+            "--ood", pair.shifted, "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_version_and_help():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"clipsharp {__version__}"
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("interpolate", "inspect", "demo"):
+        assert command in result.stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run(
+        [sys.executable, "-m", "clipsharp", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"clipsharp {__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, clipsharp.cli; print('torch' in sys.modules, 'open_clip' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_report_on_stdout_with_dash(pair):
+    result = invoke(*interpolate_args(pair, "--alphas", "0,0.5,1", "-o", "-"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["command"] == "interpolate"
+    assert [p["alpha"] for p in doc["results"]["path"]] == [0.0, 0.5, 1.0]
+    assert set(doc["summary"]) == {"in_dist", "shifted"}
+    assert "shifted" in result.stderr and "gain" in result.stderr  # the summary table
+
+
+def test_report_to_file_and_same_numbers_twice(pair, tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert invoke(*interpolate_args(pair, "--alphas", "0,1", "-o", first)).exit_code == 0
+    assert invoke(*interpolate_args(pair, "--alphas", "0,1", "-o", second)).exit_code == 0
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    for doc in (a, b):
+        doc.pop("created"), doc.pop("timing")
+    assert a == b
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_config_file_supplies_datasets_and_flags_override(pair, tmp_path, monkeypatch):
+    (tmp_path / "clipsharp.toml").write_text(
+        f'id = "{pair.in_dist}"\nood = ["{pair.shifted}"]\ndevice = "cpu"\n'
+        '[interpolate]\nalphas = "0,0.5,1"\nbatch-size = 5\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    result = invoke("interpolate", pair.zero_shot, pair.fine_tuned, "-o", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["config"]["alphas"] == [0.0, 0.5, 1.0] and doc["config"]["batch_size"] == 5
+    assert [d["role"] for d in doc["inputs"]["datasets"]] == ["id", "ood"]
+    result = invoke("interpolate", pair.zero_shot, pair.fine_tuned, "--alphas", "0,1", "-o", "-")
+    assert json.loads(result.stdout)["config"]["alphas"] == [0.0, 1.0]
+
+
+def test_pyproject_tool_table_and_show_config(pair, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.clipsharp]\nbatch-size = 9\nood = ["x"]\n')
+    monkeypatch.chdir(tmp_path)
+    result = invoke("interpolate", "a.safetensors", "b.safetensors", "--seed", "4", "--show-config")
+    assert result.exit_code == 0, result.output
+    options = json.loads(result.stdout)["options"]
+    assert options["batch-size"] == {"value": 9, "from": "config file"}
+    assert options["ood"] == {"value": ["x"], "from": "config file"}
+    assert options["seed"] == {"value": 4, "from": "flag"}
+    assert options["precision"] == {"value": "fp32", "from": "default"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("batch-sise = 3\n", "'batch-sise' is not an option"),
+        ("[interpolat]\nseed = 1\n", "[interpolat] is not a clipsharp command"),
+        ("[inspect]\nalphas = '0,1'\n", "[inspect] has no option 'alphas'"),
+        ("seed = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_file(tmp_path, monkeypatch, content, message):
+    (tmp_path / "clipsharp.toml").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("interpolate", "a.safetensors", "b.safetensors")
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def _mismatched(tmp_path, pair):
+    other = json.loads(json.dumps(TINY_CONFIG))
+    other["vision_cfg"]["width"] = 32
+    from open_clip.model import CLIP
+
+    return save_checkpoint(tmp_path / "other.safetensors", CLIP(**other).state_dict(), other)
+
+
+def _truncated(tmp_path, pair):
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(pair.fine_tuned.read_bytes()[:-1000])
+    return path
+
+
+def _no_metadata(tmp_path, pair):
+    """Neither checkpoint says its architecture (one that does would serve for both)."""
+    zero_shot = save_checkpoint(tmp_path / "zs.safetensors", load_file(str(pair.zero_shot)), None)
+    return zero_shot, save_checkpoint(
+        tmp_path / "bare.safetensors", load_file(str(pair.fine_tuned)), None
+    )
+
+
+def _nan(tmp_path, pair):
+    state = load_file(str(pair.fine_tuned))
+    state["visual.proj"][0, 0] = float("nan")
+    return save_checkpoint(tmp_path / "nan.safetensors", state)
+
+
+def _pickle(tmp_path, pair):
+    path = tmp_path / "ft.pt"
+    torch.save(load_file(str(pair.fine_tuned)), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "expected"),
+    [
+        (_mismatched, [], "do not match at visual"),
+        (_truncated, [], "cut.safetensors is not a readable safetensors file"),
+        (_no_metadata, [], "cannot tell the architecture of"),
+        (_nan, [], "nan.safetensors has NaN or Inf values in visual.proj"),
+        (_pickle, [], "ft.pt is a pickled PyTorch checkpoint"),
+        (None, ["--model", "NoSuchNet-B-99"], "unknown architecture 'NoSuchNet-B-99'"),
+        (None, ["--ood", "/no/such/folder"], "/no/such/folder"),
+        (None, ["--alphas", "0,2"], "outside [0, 1]"),
+        (None, ["--precision", "fp8"], "--precision 'fp8' is unknown"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(pair, tmp_path, make, extra, expected):
+    made = make(tmp_path, pair) if make else pair.fine_tuned
+    zero_shot, fine_tuned = made if isinstance(made, tuple) else (pair.zero_shot, made)
+    report = tmp_path / "report.json"
+    args = ["interpolate", zero_shot, fine_tuned, "--id", pair.in_dist, "--device", "cpu"]
+    result = invoke(*args, *extra, "-o", report)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert not report.exists()
+
+
+def test_nonfinite_weights_allowed_on_request(pair, tmp_path):
+    nan = _nan(tmp_path, pair)
+    result = invoke("inspect", nan, "--allow-nonfinite", "-o", "-")
+    assert result.exit_code == 0, result.output
+
+
+def test_inspect_one_and_two_checkpoints(pair):
+    one = invoke("inspect", pair.fine_tuned, "-o", "-")
+    assert one.exit_code == 0, one.output
+    doc = json.loads(one.stdout)
+    layers = [row["layer"] for row in doc["results"]["layers"]]
+    assert layers == ["visual.embed", "visual.block.0", "visual.block.1", "visual.head",
+                      "text.embed", "text.block.0", "text.head", "logit_scale"]  # fmt: skip
+    assert doc["summary"]["parameters"] == sum(
+        p.numel() for p in tiny_model().state_dict().values()
+    )
+    two = json.loads(invoke("inspect", pair.zero_shot, pair.fine_tuned, "-o", "-").stdout)
+    zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    row = next(r for r in two["results"]["layers"] if r["layer"] == "visual.head")
+    diff = sum(float((ft[k].double() - zs[k].double()).pow(2).sum()) for k in row["tensors"])
+    base = sum(float(zs[k].double().pow(2).sum()) for k in row["tensors"])
+    assert row["relative_change"] == pytest.approx((diff / base) ** 0.5)
+    text = next(r for r in two["results"]["layers"] if r["layer"] == "text.block.0")
+    assert text["relative_change"] == 0.0
+
+
+def test_internal_errors_exit_3_without_traceback(pair, monkeypatch):
+    import clipsharp.inspection
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(clipsharp.inspection, "run_inspect", broken)
+    result = invoke("inspect", pair.fine_tuned)
+    assert result.exit_code == 3
+    assert (
+        "internal error: RuntimeError: boom" in result.stderr and "Traceback" not in result.output
+    )
