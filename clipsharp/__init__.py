@@ -1,1 +1,43 @@
+"""clipsharp: why robust fine-tuning (WiSE-FT) of CLIP succeeds or fails.
+
+The public API is importable from here; heavy modules (torch, open_clip) load
+on first use, so ``import clipsharp`` and ``clipsharp --help`` stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_API = {
+    "ClipsharpError": "errors",
+    "CheckpointError": "errors",
+    "DatasetError": "errors",
+    "ConfigError": "errors",
+    "RunOptions": "config",
+    "DataOptions": "config",
+    "EvalOptions": "config",
+    "PathOptions": "config",
+    "parse_alphas": "config",
+    "DatasetSpec": "data",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "open_workspace": "pipeline",
+    "evaluate": "evaluate",
+    "interpolate_weights": "interpolation",
+    "run_interpolation": "interpolation",
+    "run_inspect": "inspection",
+    "layer_groups": "layers",
+    "Report": "report",
+    "read_report": "report",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'clipsharp' has no attribute {name!r}")

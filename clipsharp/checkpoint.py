@@ -74,13 +74,26 @@ def _check_readable(path: Path) -> None:
         raise CheckpointError(
             f"checkpoint {path} is a folder; give the .safetensors file inside it"
         )
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if path.suffix in _PICKLE_SUFFIXES or head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+    if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise CheckpointError(
             f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
             "save its state_dict with safetensors.torch.save_file first"
         )
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    return 0 < header <= size - 8 and head[8:9] == b"{"
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return path.suffix in _PICKLE_SUFFIXES or head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC))
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:

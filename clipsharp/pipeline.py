@@ -7,6 +7,7 @@ datasets (decoded and preprocessed once, reused by every point of a sweep).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ Progress = Callable[[str, int, int], None]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first GPU if there is one, else the CPU; ``cuda[:N]`` must exist."""
+    """``auto`` -> a GPU if there is one (under torchrun: the local rank's), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
         device = torch.device(name)
     except RuntimeError as e:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from . import options as opt
-from .output import console, emit, fmt
+from .output import console, finish, fmt
 
 
 def command(
@@ -35,9 +35,7 @@ def command(
     if len(checkpoints) > 2:
         raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
     report = run_inspect(checkpoints, model=model, allow_nonfinite=allow_nonfinite)
-    out = console()
-    out.print(layer_table(report.to_dict()))
-    emit(report, output, out)
+    finish(report, layer_table(report.to_dict()), output, console())
 
 
 def layer_table(doc: dict) -> Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from . import options as opt
-from .output import console, emit, fmt, progress_bars, signed
+from .output import console, finish, fmt, progress_bars, signed
 
 
 def command(
@@ -63,8 +63,7 @@ def command(
             progress=progress,
         )
         report = run_interpolation(workspace, run, progress=progress)
-    out.print(path_table(report.to_dict()))
-    emit(report, output, out)
+    finish(report, path_table(report.to_dict()), output, out)
 
 
 def path_table(doc: dict) -> Table:

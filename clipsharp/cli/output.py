@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..report import Report
@@ -25,12 +25,18 @@ def console() -> Console:
     return out
 
 
-def emit(report: Report, output: str | None, out: Console) -> None:
-    """Write the report to ``output`` (a file, atomically), or to stdout.
+def finish(report: Report, summary: RenderableType, output: str | None, out: Console) -> None:
+    """Show the summary and write the report, on the main process only.
 
-    With no ``-o``, the JSON goes to stdout when stdout is not a terminal (a pipe
-    or a file); at a terminal only the summary is shown.
+    The report goes to ``output`` (a file, written atomically) or to stdout: with
+    ``-o -``, or with no ``-o`` when stdout is not a terminal (a pipe or a file).
+    At a terminal without ``-o``, only the summary is shown.
     """
+    from ..distributed import is_main
+
+    if not is_main():
+        return
+    out.print(summary)
     if output == "-" or (output is None and not sys.stdout.isatty()):
         sys.stdout.write(report.to_json())
         sys.stdout.flush()

@@ -1,0 +1,530 @@
+"""Datasets: a spec ``SOURCE[:SPLIT]`` becomes labelled, preprocessed image tensors (DESIGN §1).
+
+SOURCE is tried as, in order: a folder written by ``save_to_disk``; any other folder (an image
+folder ``class_name/*.png``, or data files laid out as on the hub); a parquet / arrow / json /
+jsonl / csv file or a glob of them; a HuggingFace hub name. ``datasets`` is imported inside
+functions because it is slow to import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .config import DataOptions
+from .errors import DatasetError
+
+if TYPE_CHECKING:
+    import datasets
+    from PIL import Image
+
+Transform = Callable[["Image.Image"], torch.Tensor]  # PIL image (RGB) -> (3, H, W)
+Progress = Callable[[int, int], None]  # progress(done, total)
+
+ROLES = ("id", "ood")
+FILE_BUILDERS = dict(parquet="parquet", arrow="arrow", json="json", jsonl="json", csv="csv")
+PREFERRED_SPLITS = ("test", "validation")  # without :SPLIT and several splits, the first found
+LABEL_NAMES = ("label", "labels")  # integer or string columns taken as labels without ClassLabel
+BATCH_SIZE = 64  # images preprocessed between two progress calls
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One ``--id`` / ``--ood`` argument."""
+
+    source: str  # path, glob or hub name
+    split: str | None  # None: choose automatically
+    role: str  # "id" or "ood"
+    text: str  # the spec as the user wrote it, e.g. "data/shifted:test"
+
+    @classmethod
+    def parse(cls, text: str, role: str) -> DatasetSpec:
+        """Split ``SOURCE[:SPLIT]`` at the last ':', unless only the whole text is a local path.
+
+        Example:
+            >>> DatasetSpec.parse("timm/mini-imagenet:test", "ood").split
+            'test'
+        """
+        if role not in ROLES:
+            raise DatasetError(f"dataset role {role!r} is unknown; choose one of id, ood")
+        source, split = text, None
+        if ":" in text:
+            head, tail = text.rsplit(":", 1)
+            if _local_path(head).exists() or not _local_path(text).exists():
+                source, split = head, tail
+        if not source.strip():
+            raise DatasetError(f"dataset spec {text!r} has no source; write SOURCE[:SPLIT]")
+        if split is not None and not split.strip():
+            raise DatasetError(f"dataset spec {text!r} names no split after ':'; drop the ':'")
+        return cls(source=source, split=split, role=role, text=text)
+
+
+@dataclass
+class EvalData:
+    """One dataset, preprocessed and ready for the evaluation loop."""
+
+    name: str  # short display name, unique among the datasets of a run
+    spec: DatasetSpec
+    split: str  # the split actually used
+    images: torch.Tensor  # (N, 3, H, W) float32, through the model's eval transform
+    labels: torch.Tensor  # (N,) int64 in [0, num_classes)
+    classnames: list[str]
+    fingerprint: str  # hex digest of source content, split, columns, subset and transform
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def describe(self) -> dict:
+        """The dataset's entry in a report."""
+        return {
+            "name": self.name,
+            "spec": self.spec.text,
+            "role": self.spec.role,
+            "split": self.split,
+            "num_examples": self.num_examples,
+            "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def load_all(
+    specs: list[DatasetSpec],
+    transform: Transform,
+    options: DataOptions,
+    progress: Progress | None = None,
+) -> list[EvalData]:
+    """Load every spec, each (source, split) once, under names made unique by `unique_names`.
+
+    Every dataset is opened and checked (split, columns, labels) before any image is
+    preprocessed, so a bad spec fails in seconds, not after the others are preprocessed.
+    """
+    plans: dict[tuple[str, str | None], _Plan] = {}
+    for spec in specs:
+        if (spec.source, spec.split) not in plans:
+            plans[(spec.source, spec.split)] = _plan(spec, options)
+    loaded = {key: _finish(plan, transform, options, progress) for key, plan in plans.items()}
+    return [
+        replace(loaded[(spec.source, spec.split)], name=name, spec=spec)
+        for spec, name in zip(specs, unique_names(specs), strict=True)
+    ]
+
+
+def load_eval_data(
+    spec: DatasetSpec,
+    transform: Transform,
+    options: DataOptions,
+    progress: Progress | None = None,
+) -> EvalData:
+    """Read one dataset split, choose its columns and subset, and preprocess its images.
+
+    Args:
+        spec: the dataset and split to read.
+        transform: the model's eval transform, PIL image (RGB) -> (3, H, W) tensor.
+        options: columns, class names file, ``limit`` and ``seed``, worker count.
+        progress: called as ``progress(done, total)`` every batch of images and at the end.
+
+    Raises:
+        DatasetError: the dataset cannot be found or read, or is unfit for classification.
+    """
+    return _finish(_plan(spec, options), transform, options, progress)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A dataset opened and checked, its images not yet decoded."""
+
+    spec: DatasetSpec
+    split: str
+    dataset: datasets.Dataset  # the subset of the split
+    image_column: str
+    rows: np.ndarray  # (N,) row of each example in the split
+    base_dir: Path | None  # where relative image paths start
+    labels: torch.Tensor  # (N,) int64
+    classnames: list[str]
+    identity: list[str]  # what the fingerprint covers, besides the transform
+
+
+def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
+    if options.limit is not None and options.limit <= 0:
+        raise DatasetError(f"--limit must be a positive number of examples, got {options.limit}")
+    with _quiet_datasets():
+        splits, base_dir = _open_source(spec)
+        split = _choose_split(spec, sorted(splits))
+        if len(splits[split]) == 0:
+            raise _error(spec, f"split {split!r} has no examples")
+        image_column, label_column = _columns(spec, splits[split].features, options)
+        rows = _subset(len(splits[split]), options)
+        dataset = splits[split].select(rows)
+        labels, classnames = _labels(spec, dataset, label_column, options.classnames)
+    subset = [] if options.limit is None else [str(options.limit), str(options.seed)]
+    identity = [splits[split]._fingerprint, split, image_column, label_column]
+    identity += [json.dumps(classnames), *subset]
+    return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classnames, identity)
+
+
+def _finish(
+    plan: _Plan, transform: Transform, options: DataOptions, progress: Progress | None
+) -> EvalData:
+    items = _TransformedImages(plan.dataset, plan.image_column, plan.rows, plan.base_dir, transform)
+    images = _preprocess(plan.spec, items, options.num_workers, progress)
+    fingerprint = _digest([*plan.identity, repr(transform)])
+    name = display_name(plan.spec)
+    return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classnames, fingerprint)
+
+
+def read_classnames(path: Path) -> list[str]:
+    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"--classnames {path} cannot be read ({e}); give a UTF-8 file") from e
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"--classnames {path} is not valid JSON ({e})") from e
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise DatasetError(f"--classnames {path} must be a JSON list of strings")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"--classnames {path} holds no class names; write one per line")
+    repeated = [name for name in names if names.count(name) > 1]
+    if repeated:
+        raise DatasetError(f"--classnames {path} repeats {repeated[0]!r}; names must be unique")
+    return names
+
+
+def display_name(spec: DatasetSpec) -> str:
+    """Folder name, file stem, glob's folder or hub repository: 'data/shifted:test' -> 'shifted'."""
+    source = spec.source.rstrip("/") or "/"
+    if _GLOB_CHARS.search(source):
+        parts = Path(source).parts
+        fixed = parts[: next(i for i, part in enumerate(parts) if _GLOB_CHARS.search(part))]
+        return _local_path(str(Path(*fixed))).resolve().name if fixed else Path.cwd().name
+    path = _local_path(source).resolve() if _is_local(source) else Path(source)
+    return (path.stem if path.suffix[1:].lower() in FILE_BUILDERS else path.name) or source
+
+
+def unique_names(specs: list[DatasetSpec]) -> list[str]:
+    """Display names, one per spec, unique among them.
+
+    Specs sharing a display name add their explicit split (``shifted:test``); names still
+    repeated get ``-2``, ``-3``... in order.
+    """
+    bases = [display_name(spec) for spec in specs]
+    names = [
+        f"{base}:{spec.split}" if spec.split and bases.count(base) > 1 else base
+        for base, spec in zip(bases, specs, strict=True)
+    ]
+    taken: set[str] = set()
+    for i, name in enumerate(names):
+        candidate, n = name, 2
+        while candidate in taken:
+            candidate, n = f"{name}-{n}", n + 1
+        names[i] = candidate
+        taken.add(candidate)
+    return names
+
+
+# ---- finding and opening a source ----------------------------------------------------------
+
+
+def _local_path(source: str) -> Path:
+    return Path(source).expanduser()
+
+
+def _is_local(source: str) -> bool:
+    """Whether a missing source is reported missing rather than tried on the hub."""
+    if source.startswith((".", "/", "~")) or not _HUB_NAME.fullmatch(source):
+        return True
+    return _local_path(source).exists() or _local_path(Path(source).parts[0]).exists()
+
+
+def _open_source(spec: DatasetSpec) -> tuple[dict[str, datasets.Dataset], Path | None]:
+    """The splits of a source, and the folder that relative image paths start from."""
+    import datasets
+
+    source, path = spec.source, _local_path(spec.source)
+    if _GLOB_CHARS.search(source):
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True))
+        if not files:
+            raise _error(spec, f"the pattern {source} matches no files")
+        return _load_files(spec, files), files[0].parent
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return _as_splits(_read(spec, lambda: datasets.load_from_disk(str(path)))), path
+        return _as_splits(_read(spec, lambda: datasets.load_dataset(str(path.resolve())))), path
+    if path.is_file():
+        return _load_files(spec, [path]), path.parent
+    if _is_local(source):
+        raise _error(
+            spec,
+            f"{source} does not exist; give a folder written by save_to_disk, an image "
+            "folder, a parquet/arrow/json/csv file, or a hub name",
+        )
+    return _load_hub(spec), None
+
+
+def _load_files(spec: DatasetSpec, files: list[Path]) -> dict[str, datasets.Dataset]:
+    import datasets
+
+    builders = {FILE_BUILDERS.get(f.suffix.lower().lstrip(".")) for f in files}
+    if None in builders or len(builders) != 1:
+        found = ", ".join(sorted({f.suffix or f.name for f in files}))
+        raise _error(spec, f"files must all be one of {', '.join(FILE_BUILDERS)}, got {found}")
+    data_files = [str(f.resolve()) for f in files]
+    builder = builders.pop()
+    return _as_splits(_read(spec, lambda: datasets.load_dataset(builder, data_files=data_files)))
+
+
+def _load_hub(spec: DatasetSpec) -> dict[str, datasets.Dataset]:
+    """All splits of a hub dataset, or only the one named (from the cache when offline)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(spec.source, split=spec.split)
+    except Exception as e:
+        if isinstance(e, ValueError) and spec.split and "split" in str(e).lower():
+            raise _error(spec, _reason(e)) from e  # 'Unknown split "x". Should be one of [...]'
+        raise DatasetError(
+            f"dataset {spec.source!r} is not a local path and could not be loaded from the "
+            f"HuggingFace hub (offline? HF_HUB_OFFLINE=1): {_reason(e)}; give a local folder "
+            "or file, or run once online to cache it"
+        ) from e
+    return {spec.split: loaded} if spec.split else _as_splits(loaded)
+
+
+def _as_splits(loaded: Any) -> dict[str, datasets.Dataset]:
+    """A DatasetDict's splits; a lone Dataset is its one split ('train' when it has no name)."""
+    import datasets
+
+    if isinstance(loaded, datasets.Dataset):
+        return {str(loaded.split) if loaded.split else "train": loaded}
+    return dict(loaded)
+
+
+def _read(spec: DatasetSpec, load: Callable[[], Any]) -> Any:
+    """Run a ``datasets`` call; any failure to read becomes a DatasetError naming the spec."""
+    try:
+        return load()
+    except Exception as e:  # corrupt files, unreadable folders, parser errors of every kind
+        raise _error(
+            spec, f"cannot be read: {_reason(e)}; check the files are complete and supported"
+        ) from e
+
+
+def _error(spec: DatasetSpec, message: str) -> DatasetError:
+    return DatasetError(f"dataset {spec.text!r}: {message}")
+
+
+def _reason(e: BaseException) -> str:
+    """The exception's type and first line, at most 200 characters."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = first if len(first) <= 200 else first[:197] + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence the progress bars of ``datasets``; the caller shows its own."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+# ---- split, columns, labels ----------------------------------------------------------------
+
+
+def _choose_split(spec: DatasetSpec, splits: list[str]) -> str:
+    """The split named, else the only one, else test, else validation."""
+    listed = ", ".join(splits) or "none"
+    if spec.split is not None and spec.split not in splits:
+        raise _error(spec, f"has no split {spec.split!r}; its splits are {listed}")
+    if spec.split is not None or len(splits) == 1:
+        return spec.split or splits[0]
+    for name in PREFERRED_SPLITS:
+        if name in splits:
+            return name
+    raise _error(
+        spec, f"has splits {listed}, none test or validation; choose one as {spec.source}:SPLIT"
+    )
+
+
+def _columns(spec: DatasetSpec, features: Any, options: DataOptions) -> tuple[str, str]:
+    """The image column and the label column: as given, or the one of their kind."""
+    import datasets
+
+    images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
+    labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
+    labels = labels or [n for n in LABEL_NAMES if n in features and _is_label_value(features[n])]
+    image = _column(spec, features, options.image_column, images, "--image-column", "Image")
+    label = _column(spec, features, options.label_column, labels, "--label-column", "ClassLabel")
+    if not isinstance(features[image], datasets.Image) and not _is_string(features[image]):
+        raise _error(spec, f"column {image!r} holds neither images nor file paths")
+    return image, label
+
+
+def _column(spec, features, given: str | None, found: list[str], flag: str, kind: str) -> str:
+    columns = ", ".join(features)
+    if given and given not in features:
+        raise _error(spec, f"has no column {given!r} ({flag}); its columns are {columns}")
+    if given or len(found) == 1:
+        return given or found[0]
+    if not found:
+        raise _error(spec, f"has no {kind} column (columns: {columns}); name one with {flag}")
+    raise _error(spec, f"has several {kind} columns ({', '.join(found)}); choose with {flag}")
+
+
+def _is_string(feature: Any) -> bool:
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def _is_label_value(feature: Any) -> bool:
+    return _is_string(feature) or str(getattr(feature, "dtype", "")).startswith(("int", "uint"))
+
+
+def _labels(
+    spec: DatasetSpec, dataset: datasets.Dataset, column: str, classnames_file: Path | None
+) -> tuple[torch.Tensor, list[str]]:
+    """(N,) int64 class indices, and the class names they index."""
+    import datasets
+
+    feature = dataset.features[column]
+    values = dataset.with_format("arrow")[column].to_pylist()
+    if any(value is None for value in values):
+        raise _error(spec, f"column {column!r} has missing labels")
+    classnames = read_classnames(classnames_file) if classnames_file else None
+    if _is_string(feature):
+        classnames = classnames or sorted(set(values))
+        index = {name: i for i, name in enumerate(classnames)}
+        unknown = sorted(set(values) - set(index))
+        if unknown:
+            raise _error(spec, f"has label {unknown[0]!r}, not in --classnames {classnames_file}")
+        values = [index[value] for value in values]
+    elif isinstance(feature, datasets.ClassLabel):
+        classnames = classnames or list(feature.names)
+    elif not _is_label_value(feature):
+        raise _error(spec, f"column {column!r} holds no class labels; choose --label-column")
+    elif classnames is None:
+        raise _error(spec, f"has integer labels in {column!r}; give class names with --classnames")
+    labels = torch.tensor(values, dtype=torch.int64)
+    bad = labels[(labels < 0) | (labels >= len(classnames))]
+    if len(bad):
+        source = f"--classnames {classnames_file}" if classnames_file else f"column {column!r}"
+        raise _error(
+            spec,
+            f"has label {int(bad[0])} outside [0, {len(classnames)}), the class names of "
+            f"{source}; are these the right class names, or is this split unlabelled?",
+        )
+    return labels, classnames
+
+
+def _subset(num_rows: int, options: DataOptions) -> np.ndarray:
+    """Row indices kept: all, or ``limit`` of them drawn by ``seed``, sorted."""
+    if options.limit is None or options.limit >= num_rows:
+        return np.arange(num_rows)
+    return np.sort(np.random.default_rng(options.seed).permutation(num_rows)[: options.limit])
+
+
+# ---- images --------------------------------------------------------------------------------
+
+
+class _TransformedImages(torch.utils.data.Dataset):
+    """Rows of one image column, decoded, made RGB and transformed.
+
+    An item is ``(row, tensor, None)`` or ``(row, None, reason)``: the main process reports a
+    bad image as a DatasetError, never as a worker's traceback.
+    """
+
+    def __init__(self, dataset, column: str, rows, base_dir: Path | None, transform: Transform):
+        self.dataset, self.column = dataset.select_columns([column]), column
+        self.rows, self.base_dir, self.transform = rows, base_dir, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        row = int(self.rows[i])
+        try:
+            image = _open_image(self.dataset[i][self.column], self.base_dir)
+            return row, torch.as_tensor(self.transform(_to_rgb(image))), None
+        except Exception as e:  # PIL and datasets raise many types for a bad file
+            return row, None, _reason(e)
+
+
+def _open_image(value: Any, base_dir: Path | None) -> Image.Image:
+    """A decoded image, or one opened from a path relative to the dataset's folder."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected an image or a file path, got {type(value).__name__}")
+    path = Path(value).expanduser()
+    return Image.open(path if path.is_absolute() or base_dir is None else base_dir / path)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as open_clip's own preprocessing makes it (alpha dropped, not composited)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _preprocess(
+    spec: DatasetSpec, items: _TransformedImages, num_workers: int, progress: Progress | None
+) -> torch.Tensor:
+    """(N, 3, H, W) float32: every image through the transform, in ``num_workers`` processes."""
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=BATCH_SIZE, num_workers=num_workers, collate_fn=list
+    )
+    images: torch.Tensor | None = None
+    done = 0
+    for batch in loader:
+        for row, tensor, reason in batch:
+            if tensor is None:
+                raise _error(spec, f"the image of row {row} cannot be read ({reason}); fix it")
+            if images is None:
+                images = torch.empty((len(items), *tensor.shape), dtype=torch.float32)
+            if tensor.shape != images.shape[1:]:
+                raise _error(
+                    spec,
+                    f"the transform gave row {row} shape {tuple(tensor.shape)}, not "
+                    f"{tuple(images.shape[1:])}; it must resize and crop to one size",
+                )
+            images[done] = tensor
+            done += 1
+        if progress is not None:
+            progress(done, len(items))
+    assert images is not None  # the split was checked to be non-empty
+    return images
+
+
+def _digest(parts: list[str]) -> str:
+    """First 16 hex digits of a sha256; memory addresses in reprs are dropped."""
+    text = "\0".join(re.sub(r" at 0x[0-9a-fA-F]+", "", part) for part in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

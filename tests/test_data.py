@@ -1,0 +1,470 @@
+"""clipsharp.data on small real datasets made here: save_to_disk folders, image folders, parquet.
+
+Expected pixels and labels are computed from the numpy arrays the fixtures wrote, not by
+reading the datasets back through clipsharp.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from clipsharp import data
+from clipsharp.config import DataOptions
+from clipsharp.data import DatasetSpec, load_all, load_eval_data, read_classnames, unique_names
+from clipsharp.errors import DatasetError
+
+NAMES = ["ant", "bee", "cat"]
+TO_TENSOR = transforms.ToTensor()  # exact: pixels / 255
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_cache(tmp_path_factory):
+    """Guard: no hub traffic and a private datasets cache, whatever the environment says."""
+    import datasets
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        cache = tmp_path_factory.mktemp("hf-datasets-cache")
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        yield
+
+
+def arrays(n: int, seed: int, shape=(12, 12, 3)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
+
+
+def expected(pixels: np.ndarray) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1] straight from the array; grayscale repeated, alpha dropped."""
+    rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+
+
+def assert_images(images: torch.Tensor, pixels: list[np.ndarray]) -> None:
+    assert images.dtype == torch.float32 and images.shape == (len(pixels), 3, 12, 12)
+    torch.testing.assert_close(
+        images, torch.stack([expected(p) for p in pixels]), atol=1e-6, rtol=0
+    )
+
+
+def features(label=None, images=("image",)):
+    import datasets
+
+    label = label or datasets.ClassLabel(names=NAMES)
+    return datasets.Features({**{name: datasets.Image() for name in images}, "label": label})
+
+
+def make_dataset(pixels: list[np.ndarray], labels: list, **kwargs):
+    import datasets
+
+    columns = {
+        name: [Image.fromarray(p) for p in pixels] for name in kwargs.get("images", ["image"])
+    }
+    return datasets.Dataset.from_dict({**columns, "label": labels}, features=features(**kwargs))
+
+
+def save_splits(path: Path, sizes: dict[str, int], seed: int = 0) -> Path:
+    import datasets
+
+    splits = {}
+    for k, (split, n) in enumerate(sizes.items()):
+        splits[split] = make_dataset(arrays(n, seed + k), [i % 3 for i in range(n)])
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+def spec(source, split: str | None = None, role: str = "ood") -> DatasetSpec:
+    text = f"{source}:{split}" if split else str(source)
+    return DatasetSpec.parse(text, role)
+
+
+def load(source, split=None, transform=TO_TENSOR, **options) -> data.EvalData:
+    return load_eval_data(spec(source, split), transform, DataOptions(**options))
+
+
+@dataclass(frozen=True)
+class Saved:
+    path: Path
+    test: list[np.ndarray]  # pixels of the "test" split, in row order
+    train: list[np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory) -> Saved:
+    """DatasetDict save_to_disk folder: train (6) and test (24), Image + ClassLabel."""
+    path = save_splits(tmp_path_factory.mktemp("saved") / "shifted", {"train": 6, "test": 24})
+    return Saved(path, test=arrays(24, 1), train=arrays(6, 0))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[int]]:
+    """root/{ant,bee,cat}/*.png, 4 each; ant/3.png grayscale, bee/3.png RGBA, cat/3.jpg..."""
+    root = tmp_path_factory.mktemp("folder") / "photos"
+    pixels, labels = [], []
+    for label, name in enumerate(NAMES):
+        (root / name).mkdir(parents=True)
+        for i, array in enumerate(arrays(4, 10 + label)):
+            if i == 3 and name == "ant":
+                array = array[..., 0]  # mode L
+            if i == 3 and name == "bee":
+                array = np.concatenate([array, np.full((12, 12, 1), 7, np.uint8)], axis=2)
+            Image.fromarray(array).save(root / name / f"{i}.png")
+            pixels.append(array)
+            labels.append(label)
+    return root, pixels, labels
+
+
+@pytest.fixture(scope="session")
+def parquet(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[int]]:
+    """A parquet file of Image + plain int64 labels (no ClassLabel), and two classnames files."""
+    import datasets
+
+    root = tmp_path_factory.mktemp("parquet")
+    pixels, labels = arrays(24, 20), [(i * 7) % 3 for i in range(24)]
+    make_dataset(pixels, labels, label=datasets.Value("int64")).to_parquet(root / "rot.parquet")
+    (root / "names.txt").write_text("ant\n\nbee\ncat\n")
+    (root / "names.json").write_text(json.dumps(NAMES))
+    return root / "rot.parquet", pixels, labels
+
+
+def match_rows(images: torch.Tensor, pixels: list[np.ndarray]) -> list[int]:
+    """For each loaded image, the index of the fixture array it equals."""
+    wanted = [expected(p) for p in pixels]
+    return [next(j for j, w in enumerate(wanted) if torch.allclose(img, w)) for img in images]
+
+
+# ---- specs and names -------------------------------------------------------------------------
+
+
+def test_parse_splits_at_last_colon_unless_the_path_has_it(tmp_path):
+    assert spec("data/shifted", "test").source == "data/shifted"
+    parsed = DatasetSpec.parse("timm/mini-imagenet:validation", "id")
+    assert (parsed.source, parsed.split, parsed.role) == ("timm/mini-imagenet", "validation", "id")
+    odd = tmp_path / "a:b"
+    odd.mkdir()
+    assert (
+        DatasetSpec.parse(str(odd), "ood").source,
+        DatasetSpec.parse(str(odd), "ood").split,
+    ) == (
+        str(odd),
+        None,
+    )
+    assert DatasetSpec.parse(f"{odd}:test", "ood").split == "test"
+    assert DatasetSpec.parse(f"{odd}:test", "ood").source == str(odd)
+    with pytest.raises(DatasetError, match="names no split"):
+        DatasetSpec.parse("data/shifted:", "ood")
+    with pytest.raises(DatasetError, match="role 'both'"):
+        DatasetSpec.parse("data/shifted", "both")
+
+
+def test_unique_names_disambiguates_same_stem(tmp_path):
+    specs = [spec("a/shifted"), spec("b/shifted.parquet"), spec("c/other"), spec("user/shifted")]
+    assert unique_names(specs) == ["shifted", "shifted-2", "other", "shifted-3"]
+    by_split = [spec("a/shifted", "test"), spec("a/shifted", "validation")]
+    assert unique_names(by_split) == ["shifted:test", "shifted:validation"]
+    assert unique_names([spec("x"), spec("x-2"), spec("y/x")]) == ["x", "x-2", "x-3"]
+    assert unique_names([spec(tmp_path / "d" / "*.parquet")]) == ["d"]
+
+
+# ---- save_to_disk ----------------------------------------------------------------------------
+
+
+def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
+    loaded = load(saved.path)
+    assert loaded.split == "test" and loaded.name == "shifted"
+    assert_images(loaded.images, saved.test)
+    assert loaded.labels.tolist() == [i % 3 for i in range(24)]
+    assert loaded.labels.dtype == torch.int64 and loaded.classnames == NAMES
+    assert loaded.describe() == {
+        "name": "shifted",
+        "spec": str(saved.path),
+        "role": "ood",
+        "split": "test",
+        "num_examples": 24,
+        "num_classes": 3,
+        "fingerprint": loaded.fingerprint,
+    }
+
+
+def test_explicit_split(saved):
+    loaded = load(saved.path, "train")
+    assert loaded.split == "train" and loaded.num_examples == 6
+    assert_images(loaded.images, saved.train)
+    with pytest.raises(DatasetError, match="no split 'dev'; its splits are test, train"):
+        load(saved.path, "dev")
+
+
+@pytest.mark.parametrize(
+    ("splits", "chosen"),
+    [
+        (["validation"], "validation"),
+        (["train", "validation"], "validation"),
+        (["a", "test"], "test"),
+        (["validation", "train", "test"], "test"),
+    ],
+)
+def test_split_choice(tmp_path, splits, chosen):
+    path = save_splits(tmp_path / "d", dict.fromkeys(splits, 3))
+    loaded = load(path)
+    assert loaded.split == chosen
+    assert_images(loaded.images, arrays(3, splits.index(chosen)))
+
+
+def test_no_preferred_split_lists_splits(tmp_path):
+    path = save_splits(tmp_path / "d", {"train": 3, "extra": 3})
+    with pytest.raises(DatasetError, match=r"splits extra, train, none test or validation"):
+        load(path)
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    import datasets
+
+    one = make_dataset(arrays(1, 0), [0])
+    datasets.DatasetDict(test=one.filter(lambda row: False)).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(DatasetError, match="split 'test' has no examples"):
+        load(tmp_path / "d")
+    one.select([]).to_parquet(tmp_path / "empty.parquet")  # datasets itself refuses this one
+    with pytest.raises(DatasetError, match="empty.parquet': cannot be read"):
+        load(tmp_path / "empty.parquet")
+
+
+def test_labels_outside_classnames_are_an_error(tmp_path):
+    path = save_splits(tmp_path / "d", {"test": 3})  # labels 0, 1, 2
+    (tmp_path / "two.txt").write_text("ant\nbee\n")
+    with pytest.raises(DatasetError, match=r"label 2 outside \[0, 2\).*two.txt"):
+        load(path, classnames=tmp_path / "two.txt")
+
+
+# ---- columns ---------------------------------------------------------------------------------
+
+
+def test_two_image_columns_need_the_flag(tmp_path):
+    import datasets
+
+    left, right = arrays(4, 30), arrays(4, 31)
+    table = make_dataset(left, [0, 1, 2, 0], images=["left", "right"])
+    table = table.cast_column("right", datasets.Image())
+    table = table.map(lambda row, i: {"right": Image.fromarray(right[i])}, with_indices=True)
+    table.save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(
+        DatasetError, match=r"several Image columns \(left, right\).*--image-column"
+    ):
+        load(tmp_path / "two")
+    assert_images(load(tmp_path / "two", image_column="right").images, right)
+    assert_images(load(tmp_path / "two", image_column="left").images, left)
+    with pytest.raises(DatasetError, match="no column 'pic' .*columns are left, right, label"):
+        load(tmp_path / "two", image_column="pic")
+    with pytest.raises(DatasetError, match="no column 'y' \\(--label-column\\)"):
+        load(tmp_path / "two", image_column="left", label_column="y")
+
+
+def test_string_labels_and_image_paths_from_csv(tmp_path):
+    pixels = arrays(5, 40)
+    (tmp_path / "img").mkdir()
+    rows = ["file,kind"]
+    kinds = ["zebra", "ant", "zebra", "moth", "ant"]
+    for i, (array, kind) in enumerate(zip(pixels, kinds, strict=True)):
+        Image.fromarray(array).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{kind}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    loaded = load(tmp_path / "list.csv", image_column="file", label_column="kind")
+    assert loaded.split == "train" and loaded.name == "list"
+    assert loaded.classnames == ["ant", "moth", "zebra"]
+    assert loaded.labels.tolist() == [2, 0, 2, 1, 0]
+    assert_images(loaded.images, pixels)
+    (tmp_path / "order.txt").write_text("zebra\nmoth\nant\n")
+    ordered = load(
+        tmp_path / "list.csv",
+        image_column="file",
+        label_column="kind",
+        classnames=tmp_path / "order.txt",
+    )
+    assert ordered.labels.tolist() == [0, 2, 0, 1, 2]
+
+
+# ---- image folders ---------------------------------------------------------------------------
+
+
+def test_image_folder_classes_modes_and_pixels(image_folder):
+    root, pixels, labels = image_folder
+    loaded = load(root)
+    assert loaded.classnames == NAMES and loaded.num_examples == 12
+    assert loaded.images.shape == (12, 3, 12, 12)  # grayscale and RGBA became 3 channels
+    rows = match_rows(loaded.images, pixels)
+    assert sorted(rows) == list(range(12))
+    assert loaded.labels.tolist() == [labels[j] for j in rows]
+
+
+def test_image_folder_with_split_subfolders(tmp_path):
+    for split, n in (("train", 2), ("test", 3)):
+        for name in NAMES[:2]:
+            (tmp_path / "root" / split / name).mkdir(parents=True)
+            for i, array in enumerate(arrays(n, 50)):
+                Image.fromarray(array).save(tmp_path / "root" / split / name / f"{i}.png")
+    loaded = load(tmp_path / "root")
+    assert (loaded.split, loaded.num_examples, loaded.classnames) == ("test", 6, NAMES[:2])
+    assert sorted(loaded.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert load(tmp_path / "root", "train").num_examples == 4
+
+
+def test_unreadable_image_names_the_row(tmp_path, image_folder):
+    root = tmp_path / "broken"
+    for name in NAMES[:2]:
+        (root / name).mkdir(parents=True)
+        Image.fromarray(arrays(1, 60)[0]).save(root / name / "ok.png")
+    (root / "bee" / "bad.png").write_bytes(b"not a png at all")
+    with pytest.raises(DatasetError, match=r"the image of row \d cannot be read \(.*Error"):
+        load(root)
+
+
+def test_resizing_transform_and_progress(image_folder, monkeypatch):
+    root, pixels, _ = image_folder
+    transform = transforms.Compose([transforms.Resize(16), transforms.CenterCrop(16), TO_TENSOR])
+    calls = []
+    monkeypatch.setattr(data, "BATCH_SIZE", 5)
+    loaded = load_eval_data(spec(root), transform, DataOptions(), lambda *c: calls.append(c))
+    assert calls == [(5, 12), (10, 12), (12, 12)]
+    want = [transform(Image.fromarray(p).convert("RGB")) for p in pixels]
+    for image in loaded.images:
+        assert image.shape == (3, 16, 16)
+        assert any(torch.allclose(image, w) for w in want)
+
+
+def test_workers_give_the_same_tensors(image_folder):
+    root, _, _ = image_folder
+    serial, parallel = load(root), load(root, num_workers=2)
+    assert torch.equal(serial.images, parallel.images)
+    assert torch.equal(serial.labels, parallel.labels)
+
+
+# ---- parquet and class names -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names_file", ["names.txt", "names.json"])
+def test_parquet_with_classnames_file(parquet, names_file):
+    path, pixels, labels = parquet
+    loaded = load(path, classnames=path.parent / names_file)
+    assert (loaded.split, loaded.name, loaded.classnames) == ("train", "rot", NAMES)
+    assert loaded.labels.tolist() == labels
+    assert_images(loaded.images, pixels)
+
+
+def test_integer_labels_need_classnames(parquet):
+    with pytest.raises(DatasetError, match="integer labels in 'label'.*--classnames"):
+        load(parquet[0])
+
+
+def test_parquet_glob(parquet):
+    path, pixels, labels = parquet
+    loaded = load(path.parent / "*.parquet", classnames=path.parent / "names.txt")
+    assert loaded.labels.tolist() == labels and loaded.name == path.parent.name
+    with pytest.raises(DatasetError, match="matches no files"):
+        load(path.parent / "*.nothing")
+
+
+def test_corrupt_parquet_is_a_dataset_error(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DatasetError, match="bad.parquet': cannot be read: ArrowInvalid"):
+        load(tmp_path / "bad.parquet")
+
+
+def test_read_classnames(tmp_path):
+    (tmp_path / "a.txt").write_text("\ufeff cat \n\n dog\n")
+    assert read_classnames(tmp_path / "a.txt") == ["cat", "dog"]
+    (tmp_path / "b.json").write_text('["a cat", "a dog"]')
+    assert read_classnames(tmp_path / "b.json") == ["a cat", "a dog"]
+    for name, text, message in [
+        ("c.json", '["a", 1]', "JSON list of strings"),
+        ("d.txt", "cat\ncat\n", "repeats 'cat'"),
+        ("e.txt", "\n\n", "no class names"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DatasetError, match=message):
+            read_classnames(tmp_path / name)
+    with pytest.raises(DatasetError, match="missing.txt cannot be read"):
+        read_classnames(tmp_path / "missing.txt")
+
+
+# ---- limit and fingerprint -------------------------------------------------------------------
+
+
+def test_limit_is_a_seeded_sorted_subset(saved):
+    first, again = load(saved.path, limit=5, seed=3), load(saved.path, limit=5, seed=3)
+    other = load(saved.path, limit=5, seed=4)
+    rows = match_rows(first.images, saved.test)
+    assert rows == sorted(np.random.default_rng(3).permutation(24)[:5].tolist())
+    assert first.labels.tolist() == [j % 3 for j in rows]
+    assert torch.equal(first.images, again.images)
+    assert match_rows(other.images, saved.test) != rows
+    assert load(saved.path, limit=100).num_examples == 24
+    with pytest.raises(DatasetError, match="--limit must be a positive"):
+        load(saved.path, limit=0)
+
+
+def test_fingerprint_is_stable_and_tracks_inputs(saved):
+    base = load(saved.path, limit=5).fingerprint
+    assert len(base) == 16 and int(base, 16) >= 0
+    assert load(saved.path, limit=5).fingerprint == base
+    resized = transforms.Compose([transforms.Resize(14), TO_TENSOR])
+    others = {
+        load(saved.path, limit=6).fingerprint,
+        load(saved.path, limit=5, seed=1).fingerprint,
+        load(saved.path, "train", limit=5).fingerprint,
+        load(saved.path, limit=5, transform=resized).fingerprint,
+    }
+    assert base not in others and len(others) == 4
+
+
+# ---- missing sources and the hub -------------------------------------------------------------
+
+
+def test_missing_local_paths_fail_fast(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for source in ("data/nope", "./nope", str(tmp_path / "nope.parquet"), "~/clipsharp-nope"):
+        with pytest.raises(DatasetError, match=re.escape(f"{source} does not exist")):
+            load(source)
+
+
+def test_hub_name_offline_is_a_dataset_error_quickly():
+    start = time.monotonic()
+    with pytest.raises(DatasetError) as caught:
+        load("clipsharp-test/no-such-dataset", "test")
+    assert time.monotonic() - start < 10
+    message = str(caught.value)
+    assert "'clipsharp-test/no-such-dataset' is not a local path" in message
+    assert "HF_HUB_OFFLINE=1" in message and "run once online to cache it" in message
+
+
+def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatch):
+    calls, opened = [], []
+    open_source = data._open_source
+    monkeypatch.setattr(data, "_open_source", lambda s: opened.append(s.text) or open_source(s))
+    specs = [spec(saved.path, "test", "id"), spec(saved.path, "test"), spec(saved.path, "train")]
+    loaded = load_all(specs, TO_TENSOR, DataOptions(), lambda *c: calls.append(c))
+    assert opened == [f"{saved.path}:test", f"{saved.path}:train"]
+    assert [d.name for d in loaded] == ["shifted:test", "shifted:test-2", "shifted:train"]
+    assert [d.spec.role for d in loaded] == ["id", "ood", "ood"]
+    assert loaded[0].images is loaded[1].images and calls == [(24, 24), (6, 6)]
+    assert [d.split for d in loaded] == ["test", "test", "train"]
+    calls.clear()
+    with pytest.raises(DatasetError, match="nope does not exist"):
+        load_all(
+            [specs[0], spec(tmp_path / "nope")],
+            TO_TENSOR,
+            DataOptions(),
+            lambda *c: calls.append(c),
+        )
+    assert calls == []  # checked every spec before preprocessing any image

@@ -1,0 +1,81 @@
+"""Sharded evaluation: every example exactly once, totals equal to one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
+from clipsharp.data import DatasetSpec
+from clipsharp.distributed import shard
+from clipsharp.evaluate import evaluate
+from clipsharp.interpolation import run_interpolation
+from clipsharp.pipeline import open_workspace
+
+OPTIONS = RunOptions(
+    DataOptions(), EvalOptions(device="cpu", batch_size=4), PathOptions(alphas=(0.0, 0.5, 1.0))
+)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7, 30])
+def test_shards_cover_every_example_once(world_size):
+    covered = [i for rank in range(world_size) for i in shard(20, rank, world_size)]
+    assert covered == list(range(20))
+
+
+def open_pair(pair):
+    return open_workspace(
+        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
+        [
+            DatasetSpec.parse(str(pair.in_dist), role="id"),
+            DatasetSpec.parse(str(pair.shifted), role="ood"),
+        ],
+        data=OPTIONS.data,
+        evaluation=OPTIONS.eval,
+    )
+
+
+def test_shard_totals_add_up_to_the_whole(pair):
+    ws = open_pair(pair)
+    data = ws.datasets[1]
+    whole = evaluate(ws.classifier, ws.heads, data, batch_size=4)
+    parts = [evaluate(ws.classifier, ws.heads, data, 4, rank=r, world_size=3) for r in range(3)]
+    assert sum(p.count for p in parts) == whole.count == data.num_examples
+    assert sum(p.correct for p in parts) == whole.correct
+    assert sum(p.loss_sum for p in parts) == pytest.approx(whole.loss_sum, rel=1e-6)
+
+
+def _worker(rank: int, world_size: int, port: int, pair, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        doc = run_interpolation(open_pair(pair), OPTIONS).to_dict()
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(doc, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_equal_one_process(pair, tmp_path):
+    single = run_interpolation(open_pair(pair), OPTIONS).to_dict()
+    mp.spawn(_worker, args=(2, _free_port(), pair, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert doc["config"]["world_size"] == 2
+        for ours, theirs in zip(doc["results"]["path"], single["results"]["path"], strict=True):
+            for name, metrics in theirs["metrics"].items():
+                assert ours["metrics"][name]["accuracy"] == metrics["accuracy"]
+                assert ours["metrics"][name]["num_examples"] == metrics["num_examples"]
+                assert ours["metrics"][name]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
