@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CLASSNAMES, TINY_CONFIG, fine_tune_like, save_checkpoint, tiny_model
+from conftest import TINY_CONFIG, fine_tune_like, save_checkpoint, tiny_model
 from safetensors.torch import load_file
 
 from clipsharp.checkpoint import Checkpoint, load_checkpoint, validate_pair
