@@ -16,7 +16,11 @@ from .report import Report
 
 
 def run_inspect(
-    paths: Sequence[Path], *, model: str | None = None, allow_nonfinite: bool = False
+    paths: Sequence[Path],
+    *,
+    model: str | None = None,
+    granularity: str = "block",
+    allow_nonfinite: bool = False,
 ) -> Report:
     """Describe one checkpoint, or a pair with the relative change of every layer group.
 
@@ -33,7 +37,7 @@ def run_inspect(
     )
     for ckpt in checkpoints:
         check_architecture(classifier, ckpt, arch)
-    layers = _layers(checkpoints)
+    layers = _layers(checkpoints, granularity)
     roles = ["zero_shot", "fine_tuned"] if len(checkpoints) == 2 else ["model"]
     tensors = checkpoints[-1].tensors
     return Report(
@@ -45,7 +49,7 @@ def run_inspect(
             },
             "architecture": arch.describe(),
         },
-        config={"granularity": "block", "model_config": arch.model_cfg},
+        config={"granularity": granularity, "model_config": arch.model_cfg},
         results={"layers": layers},
         summary={
             "model": arch.name,
@@ -60,9 +64,9 @@ def run_inspect(
     )
 
 
-def _layers(checkpoints: list[Checkpoint]) -> list[dict]:
+def _layers(checkpoints: list[Checkpoint], granularity: str) -> list[dict]:
     rows = []
-    for layer, keys in layer_groups(checkpoints[-1].tensors).items():
+    for layer, keys in layer_groups(checkpoints[-1].tensors, granularity).items():
         row = {
             "layer": layer,
             "tower": tower_of(layer),

@@ -121,6 +121,11 @@ def with_endpoints(alphas: Sequence[float]) -> list[float]:
     return sorted(set(alphas) | {0.0, 1.0})
 
 
+def measure(path: WeightPath, datasets: Sequence, batch_size: int) -> dict[str, Metrics]:
+    """Every dataset evaluated at the working model's current weights."""
+    return {d.name: evaluate(path.classifier, path.heads, d, batch_size) for d in datasets}
+
+
 def sweep(
     path: WeightPath,
     datasets: Sequence,
@@ -135,8 +140,7 @@ def sweep(
     points = []
     for done, alpha in enumerate(alphas):
         path.set_alpha(alpha, keys)
-        metrics = {d.name: evaluate(path.classifier, path.heads, d, batch_size) for d in datasets}
-        points.append(PathPoint(alpha=alpha, metrics=metrics))
+        points.append(PathPoint(alpha=alpha, metrics=measure(path, datasets, batch_size)))
         if progress:
             progress(label, done + 1, len(alphas))
     return points

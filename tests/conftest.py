@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 TINY_CONFIG = {
@@ -104,3 +105,29 @@ def pair(tmp_path_factory) -> Pair:
     in_dist = save_dataset(root / "in_dist", 24, seed=2)
     shifted = save_dataset(root / "shifted", 20, seed=3)
     return Pair(zero_shot, fine_tuned, in_dist, shifted, root)
+
+
+def plain_metrics(state: dict, dataset_path) -> tuple[float, float]:
+    """An independent evaluation: open_clip model + zero-shot head + a plain loop."""
+    import datasets
+    import open_clip
+    from open_clip.model import CLIP
+
+    model = CLIP(**TINY_CONFIG).eval()
+    model.load_state_dict(state, strict=True)
+    tokenizer = open_clip.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
+    transform = open_clip.image_transform(32, is_train=False)
+    rows = datasets.load_from_disk(str(dataset_path))
+    correct, losses = 0, []
+    with torch.no_grad():
+        head = open_clip.build_zero_shot_classifier(
+            model, tokenizer, CLASSNAMES, open_clip.OPENAI_IMAGENET_TEMPLATES
+        )
+        for row in rows:
+            image = transform(row["image"].convert("RGB")).unsqueeze(0)
+            features = F.normalize(model.encode_image(image), dim=-1)
+            logits = model.logit_scale.exp() * features @ head
+            label = torch.tensor([row["label"]])
+            correct += int(logits.argmax(-1).item() == row["label"])
+            losses.append(F.cross_entropy(logits, label).item())
+    return correct / len(rows), sum(losses) / len(losses)

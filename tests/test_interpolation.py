@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import CLASSNAMES, TINY_CONFIG
+from conftest import plain_metrics
 from safetensors.torch import load_file
 
 from clipsharp.checkpoint import load_checkpoint
@@ -45,32 +44,6 @@ def workspace(pair, options=OPTIONS):
 @pytest.fixture(scope="module")
 def report(pair):
     return run_interpolation(workspace(pair), OPTIONS).to_dict()
-
-
-def plain_metrics(state: dict, dataset_path) -> tuple[float, float]:
-    """An independent evaluation: open_clip model + zero-shot head + a plain loop."""
-    import datasets
-    import open_clip
-    from open_clip.model import CLIP
-
-    model = CLIP(**TINY_CONFIG).eval()
-    model.load_state_dict(state, strict=True)
-    tokenizer = open_clip.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
-    transform = open_clip.image_transform(32, is_train=False)
-    rows = datasets.load_from_disk(str(dataset_path))
-    correct, losses = 0, []
-    with torch.no_grad():
-        head = open_clip.build_zero_shot_classifier(
-            model, tokenizer, CLASSNAMES, open_clip.OPENAI_IMAGENET_TEMPLATES
-        )
-        for row in rows:
-            image = transform(row["image"].convert("RGB")).unsqueeze(0)
-            features = F.normalize(model.encode_image(image), dim=-1)
-            logits = model.logit_scale.exp() * features @ head
-            label = torch.tensor([row["label"]])
-            correct += int(logits.argmax(-1).item() == row["label"])
-            losses.append(F.cross_entropy(logits, label).item())
-    return correct / len(rows), sum(losses) / len(losses)
 
 
 def test_written_weights_follow_the_formula(pair):

@@ -132,9 +132,10 @@ def root(
 
 
 def _register() -> None:
-    from . import demo, inspection, interpolate
+    from . import demo, inspection, interpolate, layerwise
 
     app.command("interpolate")(handle_errors(interpolate.command))
+    app.command("layerwise")(handle_errors(layerwise.command))
     app.command("inspect")(handle_errors(inspection.command))
     app.command("demo")(handle_errors(demo.command))
 

@@ -20,6 +20,9 @@ def command(
         ),
     ],
     model: opt.Model = None,
+    granularity: Annotated[
+        str, typer.Option(help="Layer groups to list: block, module or tensor.")
+    ] = "block",
     output: opt.Output = None,
     allow_nonfinite: opt.AllowNonfinite = False,
 ) -> None:
@@ -31,10 +34,17 @@ def command(
     """
     from ..errors import ConfigError
     from ..inspection import run_inspect
+    from ..layers import GRANULARITIES
 
     if len(checkpoints) > 2:
         raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
-    report = run_inspect(checkpoints, model=model, allow_nonfinite=allow_nonfinite)
+    if granularity not in GRANULARITIES:
+        raise ConfigError(
+            f"--granularity {granularity!r} is unknown; choose block, module or tensor"
+        )
+    report = run_inspect(
+        checkpoints, model=model, granularity=granularity, allow_nonfinite=allow_nonfinite
+    )
     finish(report, layer_table(report.to_dict()), output, console())
 
 

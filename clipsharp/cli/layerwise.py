@@ -1,0 +1,128 @@
+"""``clipsharp layerwise``: which layers make or break the interpolation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import options as opt
+from .output import console, finish, fmt, progress_bars, signed
+
+LAYERS = "Layers"
+
+
+def command(
+    zero_shot: opt.ZeroShot,
+    fine_tuned: opt.FineTuned,
+    id: opt.Id = None,
+    ood: opt.Ood = None,
+    granularity: Annotated[
+        str,
+        typer.Option(
+            help="Layer groups: block (transformer blocks, embeddings, heads), module "
+            "(a weight with its bias) or tensor.",
+            rich_help_panel=LAYERS,
+        ),
+    ] = "block",
+    background: Annotated[
+        str,
+        typer.Option(
+            help="ft: every other layer fine-tuned, one layer moves toward zero-shot; "
+            "zs: every other layer zero-shot, one moves toward fine-tuned.",
+            rich_help_panel=LAYERS,
+        ),
+    ] = "ft",
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these layers: a comma list of names or globs ('visual.block.*'); "
+            "clipsharp inspect lists the names.",
+            rich_help_panel=LAYERS,
+        ),
+    ] = None,
+    collapse_threshold: Annotated[
+        float,
+        typer.Option(
+            help="A layer collapses when the accuracy on its path falls this far below "
+            "both endpoints.",
+            rich_help_panel=LAYERS,
+        ),
+    ] = 0.05,
+    alphas: opt.Alphas = "0:1:0.1",
+    extrapolate: opt.Extrapolate = False,
+    exclude: opt.Exclude = None,
+    model: opt.Model = None,
+    image_column: opt.ImageColumn = None,
+    label_column: opt.LabelColumn = None,
+    classnames: opt.Classnames = None,
+    limit: opt.Limit = None,
+    seed: opt.Seed = 0,
+    num_workers: opt.NumWorkers = 0,
+    templates: opt.Templates = "openai",
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 128,
+    precision: opt.Precision = "fp32",
+    output: opt.Output = None,
+    allow_nonfinite: opt.AllowNonfinite = False,
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Move one layer at a time between zero-shot and fine-tuned weights (the paper's Fig. 2).
+
+    For each layer group and alpha, every other layer holds the background model.
+    Reports per layer and dataset the gain, depth and barrier of the layer's path
+    and whether it collapses. Layers equal in both checkpoints are listed as
+    unchanged and not evaluated.
+
+    Example:
+
+        clipsharp layerwise zs.safetensors ft.safetensors --ood data/shifted --alphas 0,0.5,1
+    """
+    from ..layerwise import LayerwiseOptions, run_layerwise
+    from ..pipeline import open_workspace
+
+    run = opt.run_options(
+        image_column=image_column, label_column=label_column, classnames=classnames,
+        limit=limit, seed=seed, num_workers=num_workers, device=device,
+        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
+        extrapolate=extrapolate, exclude=exclude,
+    )  # fmt: skip
+    layer_options = LayerwiseOptions(granularity, background, layers, collapse_threshold)
+    out = console()
+    with progress_bars(out) as progress:
+        workspace = open_workspace(
+            {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
+            opt.dataset_specs(id, ood),
+            data=run.data,
+            evaluation=run.eval,
+            model=model,
+            allow_nonfinite=allow_nonfinite,
+            progress=progress,
+        )
+        report = run_layerwise(workspace, run, layer_options, progress=progress)
+    finish(report, layer_table(report.to_dict()), output, out)
+
+
+def layer_table(doc: dict) -> Table:
+    """One row per layer, sorted by depth on the first OOD set (else the first set)."""
+    datasets = doc["inputs"]["datasets"]
+    focus = next((d for d in datasets if d["role"] == "ood"), datasets[0])["name"]
+    background = doc["config"]["background"]
+    table = Table(title=f"layerwise on {focus}: background {background}, alpha 0 = zero-shot layer")
+    for column in ("layer", "tower", "gain", "depth", "barrier", "min acc", "collapse"):
+        table.add_column(column, justify="left" if column in ("layer", "tower") else "right")
+    rows = doc["summary"]["layers"]
+    changed = sorted((r for r in rows if not r["unchanged"]), key=lambda r: -r[focus]["depth"])
+    towers = {r["layer"]: r["tower"] for r in doc["results"]["layers"]}
+    for row in changed:
+        s = row[focus]
+        collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
+        table.add_row(
+            row["layer"], towers[row["layer"]], signed(s["gain"]), signed(s["depth"]),
+            signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
+        )  # fmt: skip
+    unchanged = [r["layer"] for r in rows if r["unchanged"]]
+    if unchanged:
+        table.caption = f"unchanged (not evaluated): {', '.join(unchanged)}"
+    return table

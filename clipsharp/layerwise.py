@@ -1,0 +1,159 @@
+"""Layer-wise interpolation: move one layer group at a time (the paper's Figure 2).
+
+For layer l and alpha, the working model holds the background checkpoint with
+layer l replaced by (1 - alpha) * zero_shot[l] + alpha * fine_tuned[l].
+``background="ft"`` moves one layer back toward zero-shot; ``"zs"`` moves one
+layer toward fine-tuned. A group whose tensors are equal in both checkpoints
+is reported ``unchanged`` and not evaluated: its path is flat by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import RunOptions
+from .errors import ConfigError
+from .interpolation import (
+    CONVENTION,
+    PathPoint,
+    Progress,
+    WeightPath,
+    endpoints,
+    measure,
+    moving_keys,
+    run_config,
+    with_endpoints,
+)
+from .layers import GRANULARITIES, layer_groups, select_layers, tower_of
+from .pipeline import Workspace
+from .report import Report
+from .summary import path_summary
+
+BACKGROUNDS = {"ft": 1.0, "zs": 0.0}  # background -> the alpha at which every layer sits
+
+
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    granularity: str = "block"  # block | module | tensor
+    background: str = "ft"  # ft: move one layer toward zero-shot; zs: toward fine-tuned
+    layers: str | None = None  # comma list of layer names or globs; None: every layer
+    collapse_threshold: float = 0.05  # accuracy drop below both endpoints that is a collapse
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"--granularity {self.granularity!r} is unknown; choose one of "
+                + ", ".join(GRANULARITIES)
+            )
+        if self.background not in BACKGROUNDS:
+            raise ConfigError(f"--background {self.background!r} is unknown; choose ft or zs")
+
+
+def run_layerwise(
+    workspace: Workspace,
+    options: RunOptions,
+    layer_options: LayerwiseOptions,
+    *,
+    progress: Progress | None = None,
+) -> Report:
+    """The ``layerwise`` analysis: one path per layer group, every dataset on each."""
+    started = time.perf_counter()
+    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
+    groups = layer_groups(fine_tuned.tensors, layer_options.granularity)
+    chosen = select_layers(groups, layer_options.layers)
+    moving = set(moving_keys(zero_shot, fine_tuned, options.path.exclude))
+    path = WeightPath(
+        workspace.classifier,
+        workspace.heads,
+        endpoints(zero_shot, fine_tuned, sorted(moving), workspace.device),
+    )
+    alphas = with_endpoints(options.path.alphas)
+    home = BACKGROUNDS[layer_options.background]
+    try:
+        path.set_alpha(home)  # the background model
+        background = measure(path, workspace.datasets, options.eval.batch_size)
+        rows = []
+        for done, layer in enumerate(chosen):
+            keys = [k for k in groups[layer] if k in moving]
+            row = {"layer": layer, "tower": tower_of(layer), "tensors": groups[layer]}
+            row["unchanged"] = not keys
+            if keys:
+                points = _layer_path(path, workspace, keys, alphas, home, background, options)
+                row["path"] = [p.to_dict() for p in points]
+                row["summary"] = _layer_summary(points, workspace, layer_options)
+            rows.append(row)
+            if progress:
+                progress("layers", done + 1, len(chosen))
+    finally:
+        workspace.classifier.load(fine_tuned.tensors)
+    return Report(
+        command="layerwise",
+        inputs=workspace.inputs(),
+        config=run_config(workspace, options)
+        | {
+            "alphas": alphas,
+            "granularity": layer_options.granularity,
+            "background": layer_options.background,
+            "layers": layer_options.layers,
+            "collapse_threshold": layer_options.collapse_threshold,
+        },
+        results={
+            "convention": CONVENTION + "; one layer moves, the others hold the background",
+            "layers": [{k: v for k, v in row.items() if k != "summary"} for row in rows],
+        },
+        summary={"layers": [_summary_row(row) for row in rows]},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _layer_path(
+    path: WeightPath,
+    workspace: Workspace,
+    keys: Sequence[str],
+    alphas: Sequence[float],
+    home: float,
+    background: dict,
+    options: RunOptions,
+) -> list[PathPoint]:
+    """Move ``keys`` along the alphas, then put them back at the background (exactly)."""
+    points = []
+    try:
+        for alpha in alphas:
+            if alpha == home:  # the background model itself: measured once for all layers
+                points.append(PathPoint(alpha, background))
+                continue
+            path.set_alpha(alpha, keys)
+            points.append(
+                PathPoint(alpha, measure(path, workspace.datasets, options.eval.batch_size))
+            )
+    finally:
+        path.set_alpha(home, keys)  # torch.lerp is exact at 0 and 1: bit-identical restore
+    return points
+
+
+def _layer_summary(points, workspace: Workspace, layer_options: LayerwiseOptions) -> dict:
+    """Per dataset: gain, depth, barrier of the layer's path, and collapse.
+
+    collapse: min accuracy on the path below both endpoints by more than the threshold.
+    """
+    result = {}
+    for d in workspace.datasets:
+        summary = path_summary(points, d.name, role=d.spec.role)
+        accuracies = {p.alpha: p.metrics[d.name].accuracy for p in points}
+        floor = min(accuracies[0.0], accuracies[1.0]) - layer_options.collapse_threshold
+        result[d.name] = {
+            "gain": summary["gain"],
+            "depth": summary["depth"],
+            "barrier": summary["barrier"],
+            "min_accuracy": min(accuracies.values()),
+            "collapse": min(accuracies.values()) < floor,
+        }
+    return result
+
+
+def _summary_row(row: dict) -> dict:
+    if row["unchanged"]:
+        return {"layer": row["layer"], "unchanged": True}
+    return {"layer": row["layer"], "unchanged": False, **row["summary"]}

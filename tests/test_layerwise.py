@@ -1,0 +1,160 @@
+"""Layer-wise interpolation: grouping, per-layer paths against plain evaluations, no leaks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_CONFIG, plain_metrics, save_checkpoint, tiny_model
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from clipsharp.cli import app
+from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
+from clipsharp.data import DatasetSpec
+from clipsharp.errors import ConfigError
+from clipsharp.layers import layer_groups, select_layers
+from clipsharp.layerwise import LayerwiseOptions, run_layerwise
+from clipsharp.pipeline import open_workspace
+
+OPTIONS = RunOptions(
+    DataOptions(), EvalOptions(device="cpu", batch_size=8), PathOptions(alphas=(0.0, 0.5, 1.0))
+)
+
+
+def resnet_state() -> dict:
+    from open_clip.model import CLIP
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["vision_cfg"] = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}
+    return CLIP(**cfg).state_dict()
+
+
+@pytest.mark.parametrize("state", [tiny_model().state_dict(), resnet_state()], ids=["vit", "rn"])
+@pytest.mark.parametrize("granularity", ["block", "module", "tensor"])
+def test_every_key_in_exactly_one_group(state, granularity):
+    groups = layer_groups(state, granularity)
+    flat = [key for keys in groups.values() for key in keys]
+    assert sorted(flat) == sorted(state) and len(flat) == len(set(flat))
+
+
+def test_vit_block_names_and_resnet_fallback():
+    vit = layer_groups(tiny_model().state_dict())
+    assert list(vit) == ["visual.embed", "visual.block.0", "visual.block.1", "visual.head",
+                         "text.embed", "text.block.0", "text.head", "logit_scale"]  # fmt: skip
+    assert set(vit["visual.head"]) == {
+        "visual.ln_post.weight",
+        "visual.ln_post.bias",
+        "visual.proj",
+    }
+    rn = layer_groups(resnet_state())
+    assert "visual.layer1.0" in rn and "visual.attnpool" in rn and "visual.embed" not in rn
+    assert all(k.startswith("visual.layer3.0.") for k in rn["visual.layer3.0"])
+    module = layer_groups(tiny_model().state_dict(), "module")
+    assert module["visual.ln_pre"] == ["visual.ln_pre.weight", "visual.ln_pre.bias"]
+    assert module["visual.proj"] == ["visual.proj"]
+
+
+def test_select_layers_globs_and_errors():
+    names = ["visual.embed", "visual.block.0", "visual.block.1", "text.block.0"]
+    assert select_layers(names, "visual.block.*") == ["visual.block.0", "visual.block.1"]
+    assert select_layers(names, "text.block.0, visual.embed") == ["visual.embed", "text.block.0"]
+    with pytest.raises(ConfigError, match="valid names: visual.embed, visual.block.0"):
+        select_layers(names, "visual.block.9")
+
+
+def workspace(pair, fine_tuned=None):
+    return open_workspace(
+        {"zero_shot": pair.zero_shot, "fine_tuned": fine_tuned or pair.fine_tuned},
+        [DatasetSpec.parse(str(pair.shifted), role="ood")],
+        data=OPTIONS.data,
+        evaluation=OPTIONS.eval,
+    )
+
+
+def test_layer_endpoints_equal_plain_evaluations(pair):
+    doc = run_layerwise(workspace(pair), OPTIONS, LayerwiseOptions()).to_dict()
+    zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    fine_tuned_acc, fine_tuned_loss = plain_metrics(ft, pair.shifted)
+    for row in doc["results"]["layers"]:
+        if row["unchanged"]:
+            assert "path" not in row and row["layer"].startswith(("text.", "logit"))
+            continue
+        path = {p["alpha"]: p["metrics"]["shifted"] for p in row["path"]}
+        assert path[1.0]["accuracy"] == pytest.approx(fine_tuned_acc, abs=1e-12)
+        assert path[1.0]["loss"] == pytest.approx(fine_tuned_loss, rel=1e-4)
+        mixed = {**ft, **{key: zs[key] for key in row["tensors"]}}
+        accuracy, loss = plain_metrics(mixed, pair.shifted)
+        assert path[0.0]["accuracy"] == pytest.approx(accuracy, abs=1e-12), row["layer"]
+        assert path[0.0]["loss"] == pytest.approx(loss, rel=1e-4), row["layer"]
+
+
+def test_background_zs_moves_one_layer_toward_fine_tuned(pair):
+    layer_options = LayerwiseOptions(background="zs", layers="visual.head")
+    doc = run_layerwise(workspace(pair), OPTIONS, layer_options).to_dict()
+    (row,) = doc["results"]["layers"]
+    zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    path = {p["alpha"]: p["metrics"]["shifted"] for p in row["path"]}
+    assert path[0.0]["accuracy"] == pytest.approx(plain_metrics(zs, pair.shifted)[0], abs=1e-12)
+    mixed = {**zs, **{key: ft[key] for key in row["tensors"]}}
+    assert path[1.0]["loss"] == pytest.approx(plain_metrics(mixed, pair.shifted)[1], rel=1e-4)
+
+
+@pytest.mark.parametrize("background", ["ft", "zs"])
+def test_nothing_leaks_between_layers(pair, background):
+    ws = workspace(pair)
+    home = load_file(str(pair.fine_tuned if background == "ft" else pair.zero_shot))
+    leaks = []
+
+    def after_each_layer(task, done, total):
+        if task == "layers":
+            leaks.extend(k for k, v in home.items() if not torch.equal(ws.classifier.tensors[k], v))
+
+    run_layerwise(ws, OPTIONS, LayerwiseOptions(background=background), progress=after_each_layer)
+    assert leaks == []
+
+
+def test_moving_text_layer_reencodes_the_head_only_for_that_layer(pair, tmp_path):
+    state = load_file(str(pair.fine_tuned))
+    state["ln_final.weight"] = state["ln_final.weight"] * 1.5
+    ws = workspace(pair, save_checkpoint(tmp_path / "ft_text.safetensors", state))
+    doc = run_layerwise(ws, OPTIONS, LayerwiseOptions()).to_dict()
+    changed = [r["layer"] for r in doc["summary"]["layers"] if not r["unchanged"]]
+    assert "text.head" in changed
+    # the background (1) + text.head at alpha 0 and 0.5 (2); the image layers reuse the
+    # background's head, and text.head is the last layer evaluated
+    assert ws.heads.encodings == 3
+
+
+def test_summary_recomputed_from_the_layer_paths(pair):
+    doc = run_layerwise(
+        workspace(pair), OPTIONS, LayerwiseOptions(collapse_threshold=0.0)
+    ).to_dict()
+    rows = {r["layer"]: r for r in doc["results"]["layers"]}
+    for summary in doc["summary"]["layers"]:
+        if summary["unchanged"]:
+            continue
+        path = rows[summary["layer"]]["path"]
+        acc = [p["metrics"]["shifted"]["accuracy"] for p in path]
+        loss = [p["metrics"]["shifted"]["loss"] for p in path]
+        s = summary["shifted"]
+        assert s["gain"] == pytest.approx(max(acc) - acc[0])
+        assert s["depth"] == pytest.approx(max(loss) - loss[0])
+        assert s["collapse"] == (min(acc) < min(acc[0], acc[-1]))
+
+
+def test_cli_layerwise_and_unknown_layer(pair):
+    runner = CliRunner()
+    args = ["layerwise", str(pair.zero_shot), str(pair.fine_tuned), "--ood", str(pair.shifted),
+            "--device", "cpu", "--alphas", "0,1"]  # fmt: skip
+    result = runner.invoke(app, [*args, "--layers", "visual.block.*", "-o", "-"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [r["layer"] for r in doc["results"]["layers"]] == ["visual.block.0", "visual.block.1"]
+    assert "visual.block.0" in result.stderr  # the table
+    result = runner.invoke(app, [*args, "--layers", "visual.block.7"])
+    assert result.exit_code == 2
+    assert "valid names: visual.embed, visual.block.0, visual.block.1" in result.stderr
+    result = runner.invoke(app, [*args, "--background", "middle"])
+    assert result.exit_code == 2 and "--background 'middle'" in result.stderr
