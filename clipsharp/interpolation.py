@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ from . import distributed
 from .checkpoint import Checkpoint
 from .config import RunOptions
 from .evaluate import Metrics, evaluate
+from .journal import Journal
 from .models import ClipClassifier, ZeroShotHeads, is_text_key
 from .pipeline import Workspace
 from .report import Report
@@ -121,9 +123,26 @@ def with_endpoints(alphas: Sequence[float]) -> list[float]:
     return sorted(set(alphas) | {0.0, 1.0})
 
 
-def measure(path: WeightPath, datasets: Sequence, batch_size: int) -> dict[str, Metrics]:
-    """Every dataset evaluated at the working model's current weights."""
-    return {d.name: evaluate(path.classifier, path.heads, d, batch_size) for d in datasets}
+def measure(
+    path: WeightPath,
+    datasets: Sequence,
+    batch_size: int,
+    *,
+    journal: Journal | None = None,
+    key: str = "",
+) -> dict[str, Metrics]:
+    """Every dataset evaluated at the working model's current weights.
+
+    With a ``journal``, a point already recorded under ``key`` is returned as recorded,
+    and a new one is recorded.
+    """
+    stored = journal.get(key) if journal else None
+    if stored is not None:
+        return stored
+    metrics = {d.name: evaluate(path.classifier, path.heads, d, batch_size) for d in datasets}
+    if journal:
+        journal.record(key, metrics)
+    return metrics
 
 
 def sweep(
@@ -134,15 +153,16 @@ def sweep(
     *,
     keys: Sequence[str] | None = None,
     progress: Progress | None = None,
-    label: str = "path",
+    journal: Journal | None = None,
 ) -> list[PathPoint]:
     """Evaluate every dataset at every alpha along ``path`` (restricted to ``keys`` if given)."""
     points = []
     for done, alpha in enumerate(alphas):
         path.set_alpha(alpha, keys)
-        points.append(PathPoint(alpha=alpha, metrics=measure(path, datasets, batch_size)))
+        metrics = measure(path, datasets, batch_size, journal=journal, key=repr(alpha))
+        points.append(PathPoint(alpha=alpha, metrics=metrics))
         if progress:
-            progress(label, done + 1, len(alphas))
+            progress("path", done + 1, len(alphas))
     return points
 
 
@@ -151,8 +171,18 @@ def run_interpolation(
     options: RunOptions,
     *,
     progress: Progress | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
 ) -> Report:
-    """The ``interpolate`` analysis: metrics along the path and their summary per dataset."""
+    """The ``interpolate`` analysis: metrics along the path and their summary per dataset.
+
+    Args:
+        workspace: the pair, the working model and the datasets (see ``open_workspace``).
+        options: path, evaluation and data options.
+        progress: called as ``progress("path", done, total)`` after every alpha.
+        journal: a file recording finished points as the sweep goes (see ``journal.py``).
+        resume: reuse the points of an existing ``journal`` written by the same run.
+    """
     started = time.perf_counter()
     zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
     keys = moving_keys(zero_shot, fine_tuned, options.path.exclude)
@@ -162,8 +192,19 @@ def run_interpolation(
         endpoints(zero_shot, fine_tuned, keys, workspace.device),
     )
     alphas = with_endpoints(options.path.alphas)
+    inputs = workspace.inputs()
+    config = run_config(workspace, options) | {"alphas": alphas, "moving_tensors": len(keys)}
+    identity = {"command": "interpolate", "inputs": inputs, "config": config}
+    record = Journal(journal, identity, resume=resume) if journal else None
     try:
-        points = sweep(path, workspace.datasets, alphas, options.eval.batch_size, progress=progress)
+        points = sweep(
+            path,
+            workspace.datasets,
+            alphas,
+            options.eval.batch_size,
+            progress=progress,
+            journal=record,
+        )
     finally:
         workspace.classifier.load(fine_tuned.tensors)
     summary = {
@@ -174,8 +215,8 @@ def run_interpolation(
     }
     return Report(
         command="interpolate",
-        inputs=workspace.inputs(),
-        config=run_config(workspace, options) | {"alphas": alphas, "moving_tensors": len(keys)},
+        inputs=inputs,
+        config=config,
         results={"convention": CONVENTION, "path": [p.to_dict() for p in points]},
         summary=summary,
         seconds=time.perf_counter() - started,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import RunOptions
 from .errors import ConfigError
@@ -26,6 +27,7 @@ from .interpolation import (
     run_config,
     with_endpoints,
 )
+from .journal import Journal
 from .layers import GRANULARITIES, layer_groups, select_layers, tower_of
 from .pipeline import Workspace
 from .report import Report
@@ -57,8 +59,14 @@ def run_layerwise(
     layer_options: LayerwiseOptions,
     *,
     progress: Progress | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
 ) -> Report:
-    """The ``layerwise`` analysis: one path per layer group, every dataset on each."""
+    """The ``layerwise`` analysis: one path per layer group, every dataset on each.
+
+    ``journal`` / ``resume``: record finished points as they go, and reuse them
+    (see ``run_interpolation``).
+    """
     started = time.perf_counter()
     zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
     groups = layer_groups(fine_tuned.tensors, layer_options.granularity)
@@ -71,16 +79,28 @@ def run_layerwise(
     )
     alphas = with_endpoints(options.path.alphas)
     home = BACKGROUNDS[layer_options.background]
+    inputs = workspace.inputs()
+    config = run_config(workspace, options) | {
+        "alphas": alphas,
+        "granularity": layer_options.granularity,
+        "background": layer_options.background,
+        "layers": layer_options.layers,
+        "collapse_threshold": layer_options.collapse_threshold,
+    }
+    config.pop("failure_threshold")
+    identity = {"command": "layerwise", "inputs": inputs, "config": config}
+    record = Journal(journal, identity, resume=resume) if journal else None
+    run = (workspace.datasets, options.eval.batch_size, record)
     try:
         path.set_alpha(home)  # the background model
-        background = measure(path, workspace.datasets, options.eval.batch_size)
+        background = measure(path, *run[:2], journal=record, key="background")
         rows = []
         for done, layer in enumerate(chosen):
             keys = [k for k in groups[layer] if k in moving]
             row = {"layer": layer, "tower": tower_of(layer), "tensors": groups[layer]}
             row["unchanged"] = not keys
             if keys:
-                points = _layer_path(path, workspace, keys, alphas, home, background, options)
+                points = _layer_path(path, run, layer, keys, alphas, home, background)
                 row["path"] = [p.to_dict() for p in points]
                 row["summary"] = _layer_summary(points, workspace, layer_options)
             rows.append(row)
@@ -90,15 +110,8 @@ def run_layerwise(
         workspace.classifier.load(fine_tuned.tensors)
     return Report(
         command="layerwise",
-        inputs=workspace.inputs(),
-        config=run_config(workspace, options)
-        | {
-            "alphas": alphas,
-            "granularity": layer_options.granularity,
-            "background": layer_options.background,
-            "layers": layer_options.layers,
-            "collapse_threshold": layer_options.collapse_threshold,
-        },
+        inputs=inputs,
+        config=config,
         results={
             "convention": CONVENTION + "; one layer moves, the others hold the background",
             "layers": [{k: v for k, v in row.items() if k != "summary"} for row in rows],
@@ -110,14 +123,18 @@ def run_layerwise(
 
 def _layer_path(
     path: WeightPath,
-    workspace: Workspace,
+    run: tuple,
+    layer: str,
     keys: Sequence[str],
     alphas: Sequence[float],
     home: float,
     background: dict,
-    options: RunOptions,
 ) -> list[PathPoint]:
-    """Move ``keys`` along the alphas, then put them back at the background (exactly)."""
+    """Move ``keys`` along the alphas, then put them back at the background (exactly).
+
+    ``run`` is ``(datasets, batch_size, journal)``.
+    """
+    datasets, batch_size, journal = run
     points = []
     try:
         for alpha in alphas:
@@ -125,8 +142,9 @@ def _layer_path(
                 points.append(PathPoint(alpha, background))
                 continue
             path.set_alpha(alpha, keys)
+            key = f"{layer}@{alpha!r}"
             points.append(
-                PathPoint(alpha, measure(path, workspace.datasets, options.eval.batch_size))
+                PathPoint(alpha, measure(path, datasets, batch_size, journal=journal, key=key))
             )
     finally:
         path.set_alpha(home, keys)  # torch.lerp is exact at 0 and 1: bit-identical restore

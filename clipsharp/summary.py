@@ -46,3 +46,21 @@ def path_summary(
         "barrier": barrier,
         "failure_mode": (gain <= failure_threshold) if role == "ood" else None,
     }
+
+
+def tripped(summary: dict, condition: str) -> list[str]:
+    """What trips a ``--fail-on`` gate: OOD datasets in failure mode, or collapsed layers.
+
+    ``condition`` is ``failure-mode`` (an ``interpolate`` summary) or ``collapse`` (a
+    ``layerwise`` summary, reported as ``layer/dataset``).
+    """
+    if condition == "failure-mode":
+        return [name for name, s in summary.items() if s.get("failure_mode") is True]
+    if condition == "collapse":
+        return [
+            f"{row['layer']}/{name}"
+            for row in summary.get("layers", [])
+            for name, s in row.items()
+            if isinstance(s, dict) and s.get("collapse") is True
+        ]
+    raise ValueError(f"unknown --fail-on condition {condition!r}")

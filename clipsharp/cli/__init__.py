@@ -48,6 +48,8 @@ def handle_errors(command):
         except ClipsharpError as e:
             typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
             typer.echo("clipsharp: interrupted", err=True)
             raise typer.Exit(INTERRUPTED) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from . import options as opt
-from .output import console, finish, fmt, progress_bars, signed
+from .output import check_output, check_resume, console, finish, fmt, gate, progress_bars, signed
 
 
 def command(
@@ -29,6 +29,8 @@ def command(
     batch_size: opt.BatchSize = 128,
     precision: opt.Precision = "fp32",
     output: opt.Output = None,
+    resume: opt.Resume = False,
+    fail_on: opt.FailOn = None,
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
@@ -51,6 +53,9 @@ def command(
         batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
         extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold,
     )  # fmt: skip
+    opt.check_fail_on(fail_on, "failure-mode")
+    report_path = check_output(output, [zero_shot, fine_tuned])
+    journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
         workspace = open_workspace(
@@ -62,8 +67,11 @@ def command(
             allow_nonfinite=allow_nonfinite,
             progress=progress,
         )
-        report = run_interpolation(workspace, run, progress=progress)
-    finish(report, path_table(report.to_dict()), output, out)
+        report = run_interpolation(
+            workspace, run, progress=progress, journal=journal, resume=resume
+        )
+    finish(report, path_table(report.to_dict()), output, out, journal)
+    gate(report, fail_on, out)
 
 
 def path_table(doc: dict) -> Table:

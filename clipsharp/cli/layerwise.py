@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from . import options as opt
-from .output import console, finish, fmt, progress_bars, signed
+from .output import check_output, check_resume, console, finish, fmt, gate, progress_bars, signed
 
 LAYERS = "Layers"
 
@@ -65,6 +65,8 @@ def command(
     batch_size: opt.BatchSize = 128,
     precision: opt.Precision = "fp32",
     output: opt.Output = None,
+    resume: opt.Resume = False,
+    fail_on: opt.FailOn = None,
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
@@ -89,6 +91,9 @@ def command(
         extrapolate=extrapolate, exclude=exclude,
     )  # fmt: skip
     layer_options = LayerwiseOptions(granularity, background, layers, collapse_threshold)
+    opt.check_fail_on(fail_on, "collapse")
+    report_path = check_output(output, [zero_shot, fine_tuned])
+    journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
         workspace = open_workspace(
@@ -100,8 +105,11 @@ def command(
             allow_nonfinite=allow_nonfinite,
             progress=progress,
         )
-        report = run_layerwise(workspace, run, layer_options, progress=progress)
-    finish(report, layer_table(report.to_dict()), output, out)
+        report = run_layerwise(
+            workspace, run, layer_options, progress=progress, journal=journal, resume=resume
+        )
+    finish(report, layer_table(report.to_dict()), output, out, journal)
+    gate(report, fail_on, out)
 
 
 def layer_table(doc: dict) -> Table:

@@ -119,6 +119,81 @@ ShowConfig = Annotated[
 ]
 
 
+SHARPNESS = "Sharpness"
+Checkpoints = Annotated[
+    list[Path],
+    typer.Argument(
+        help="One checkpoint (.safetensors): measure that model; or a zero-shot and a "
+        "fine-tuned one: measure at every alpha of the path between them.",
+        show_default=False,
+    ),
+]
+Rho = Annotated[
+    str,
+    typer.Option(
+        "--rho",
+        help="Radius relative to |w|: the noise std (average) or the bound on "
+        "||delta/|w|||_p (worst). A list 0.05,0.1,1.0 sweeps.",
+        rich_help_panel=SHARPNESS,
+    ),
+]
+Iterations = Annotated[
+    int,
+    typer.Option(
+        help="Noise draws (average) or gradient-ascent steps (worst).", rich_help_panel=SHARPNESS
+    ),
+]
+Kind = Annotated[
+    str,
+    typer.Option(
+        help="average: mean loss rise under Gaussian noise; worst: largest rise in the rho-ball.",
+        rich_help_panel=SHARPNESS,
+    ),
+]
+Norm = Annotated[
+    str, typer.Option(help="Worst case: the ball's norm, l2 or linf.", rich_help_panel=SHARPNESS)
+]
+IncludeHead = Annotated[
+    bool,
+    typer.Option(
+        "--include-head",
+        help="Also perturb logit_scale and a stored head.",
+        rich_help_panel=SHARPNESS,
+    ),
+]
+IncludeText = Annotated[
+    bool,
+    typer.Option(
+        "--include-text",
+        help="Also perturb the text tower (re-encodes the class prompts at every draw).",
+        rich_help_panel=SHARPNESS,
+    ),
+]
+Layers = Annotated[
+    str | None,
+    typer.Option(
+        help="Perturb only these layer groups: names or globs, comma-separated "
+        "(visual.block.*). Default: every perturbable layer.",
+        rich_help_panel=SHARPNESS,
+    ),
+]
+PerturbExclude = Annotated[
+    str | None,
+    typer.Option(
+        "--exclude", help="Regex of tensor names never perturbed.", rich_help_panel=SHARPNESS
+    ),
+]
+MeasuredAlphas = Annotated[
+    str,
+    typer.Option(
+        "--alphas",
+        help="Points of the path (two checkpoints): a list 0,0.5,1 or a range "
+        "start:stop:step (inclusive), measured exactly as given.",
+        rich_help_panel=PATH,
+    ),
+]
+
+
 def dataset_specs(id: str | None, ood: list[str] | None) -> list:
     from ..data import DatasetSpec
 
@@ -148,3 +223,32 @@ def run_options(
         eval=EvalOptions(device, batch_size, precision, templates),
         path=PathOptions(parse_alphas(alphas), exclude, extrapolate, failure_threshold),
     )
+
+
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from the journal beside -o FILE "
+        "(same inputs and options only).",
+    ),
+]
+
+
+FailOn = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-on",
+        help="Exit 1 after writing the report when this holds: failure-mode (interpolate: an "
+        "OOD set gains nothing over zero-shot) or collapse (layerwise: a layer collapses).",
+    ),
+]
+
+
+def check_fail_on(value: str | None, *allowed: str) -> None:
+    from ..errors import ConfigError
+
+    if value is not None and value not in allowed:
+        raise ConfigError(
+            f"--fail-on {value!r} is not a condition here; choose {' or '.join(allowed)}"
+        )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import typer
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import ClipsharpError
 from ..report import Report
+from ..summary import tripped
 
 
 def console() -> Console:
@@ -25,7 +29,54 @@ def console() -> Console:
     return out
 
 
-def finish(report: Report, summary: RenderableType, output: str | None, out: Console) -> None:
+def check_output(output: str | None, inputs: Sequence[Path | str]) -> Path | None:
+    """Refuse, before any work, an output path that cannot be written or is an input.
+
+    Returns the report path, or None when the report goes to stdout.
+    """
+    if output is None or output == "-":
+        return None
+    path = Path(output)
+    if path.is_dir():
+        raise ClipsharpError(f"-o {output} is a folder; give a file name for the report")
+    if not path.parent.is_dir():
+        raise ClipsharpError(f"-o {output}: folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise ClipsharpError(f"-o {output}: folder {path.parent} is not writable")
+    for given in inputs:
+        if Path(given).resolve() == path.resolve():
+            raise ClipsharpError(
+                f"-o {output} is also an input; choose another path for the report"
+            )
+    return path
+
+
+def check_resume(resume: bool, output: Path | None) -> Path | None:
+    """The journal file of a run written to ``output`` (None when the report goes to stdout)."""
+    if resume and output is None:
+        raise ClipsharpError("--resume needs -o FILE: the journal of the run sits beside it")
+    from ..journal import journal_path
+
+    return journal_path(output) if output else None
+
+
+def gate(report: Report, fail_on: str | None, out: Console) -> None:
+    """Exit 1 when the ``--fail-on`` condition holds (after the report is written)."""
+    if not fail_on:
+        return
+    failing = tripped(report.summary, fail_on)
+    if failing:
+        out.print(f"--fail-on {fail_on}: {', '.join(failing)}")
+        raise typer.Exit(1)
+
+
+def finish(
+    report: Report,
+    summary: RenderableType,
+    output: str | None,
+    out: Console,
+    journal: Path | None = None,
+) -> None:
     """Show the summary and write the report, on the main process only.
 
     The report goes to ``output`` (a file, written atomically) or to stdout: with
@@ -43,6 +94,8 @@ def finish(report: Report, summary: RenderableType, output: str | None, out: Con
     elif output:
         report.write(Path(output))
         out.print(f"report written to {output}")
+    if journal:
+        journal.unlink(missing_ok=True)
     else:
         out.print("[dim]pass -o FILE to save the JSON report[/dim]")
 
