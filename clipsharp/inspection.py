@@ -6,12 +6,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint, validate_pair
+from .checkpoint import Checkpoint
 from .layers import layer_groups, tower_of
-from .models import ClipClassifier, build_model, check_architecture, head_shape
-from .pipeline import common_architecture
+from .pipeline import describe_checkpoints, open_checkpoints
 from .report import Report
 
 
@@ -28,27 +25,16 @@ def run_inspect(
     (2-norm of the concatenated entries).
     """
     started = time.perf_counter()
-    checkpoints = [load_checkpoint(p, allow_nonfinite=allow_nonfinite) for p in paths]
-    if len(checkpoints) == 2:
-        validate_pair(*checkpoints)
-    arch = common_architecture(checkpoints, model)
-    classifier = ClipClassifier(
-        build_model(arch), head_shape=head_shape(checkpoints[0]), device="cpu", dtype=torch.float32
+    roles = ["zero_shot", "fine_tuned"] if len(paths) == 2 else ["model"]
+    loaded, arch, _ = open_checkpoints(
+        dict(zip(roles, paths, strict=True)), model=model, allow_nonfinite=allow_nonfinite
     )
-    for ckpt in checkpoints:
-        check_architecture(classifier, ckpt, arch)
+    checkpoints = list(loaded.values())
     layers = _layers(checkpoints, granularity)
-    roles = ["zero_shot", "fine_tuned"] if len(checkpoints) == 2 else ["model"]
     tensors = checkpoints[-1].tensors
     return Report(
         command="inspect",
-        inputs={
-            "checkpoints": {
-                role: {"path": str(c.path), "sha256": file_sha256(c.path), "model": arch.name}
-                for role, c in zip(roles, checkpoints, strict=True)
-            },
-            "architecture": arch.describe(),
-        },
+        inputs=describe_checkpoints(loaded, arch),
         config={"granularity": granularity, "model_config": arch.model_cfg},
         results={"layers": layers},
         summary={

@@ -74,18 +74,20 @@ class Workspace:
 
     def inputs(self) -> dict[str, Any]:
         """The report's ``inputs`` section."""
-        return {
-            "checkpoints": {
-                role: {
-                    "path": str(ckpt.path),
-                    "sha256": file_sha256(ckpt.path),
-                    "model": self.arch.name,
-                }
-                for role, ckpt in self.checkpoints.items()
-            },
-            "architecture": self.arch.describe(),
-            "datasets": [d.describe() for d in self.datasets],
+        return describe_checkpoints(self.checkpoints, self.arch) | {
+            "datasets": [d.describe() for d in self.datasets]
         }
+
+
+def describe_checkpoints(checkpoints: dict[str, Checkpoint], arch: Architecture) -> dict[str, Any]:
+    """The report's ``inputs.checkpoints`` and ``inputs.architecture``."""
+    return {
+        "checkpoints": {
+            role: {"path": str(c.path), "sha256": file_sha256(c.path), "model": arch.name}
+            for role, c in checkpoints.items()
+        },
+        "architecture": arch.describe(),
+    }
 
 
 def open_workspace(
@@ -107,6 +109,29 @@ def open_workspace(
         raise ConfigError("no datasets: give --id and/or --ood (or set them in clipsharp.toml)")
     device = resolve_device(evaluation.device)
     distributed.init_from_env(device)
+    loaded, arch, classifier = open_checkpoints(
+        checkpoints,
+        model=model,
+        allow_nonfinite=allow_nonfinite,
+        device=device,
+        dtype=DTYPES[evaluation.precision],
+    )
+    heads = ZeroShotHeads(classifier, build_tokenizer(arch), load_templates(evaluation.templates))
+    transform = eval_transform(arch, classifier.model)
+    datasets = load_all(list(specs), transform, data, _data_progress(progress))
+    _check_head_fits(classifier, datasets)
+    return Workspace(loaded, arch, classifier, heads, datasets, device)
+
+
+def open_checkpoints(
+    checkpoints: dict[str, Path],
+    *,
+    model: str | None = None,
+    allow_nonfinite: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[dict[str, Checkpoint], Architecture, ClipClassifier]:
+    """Read, validate (as a pair when two) and build the working model holding the last one."""
     loaded = {
         role: load_checkpoint(path, allow_nonfinite=allow_nonfinite)
         for role, path in checkpoints.items()
@@ -116,19 +141,12 @@ def open_workspace(
     arch = common_architecture(list(loaded.values()), model)
     last = list(loaded.values())[-1]
     classifier = ClipClassifier(
-        build_model(arch),
-        head_shape=head_shape(last),
-        device=device,
-        dtype=DTYPES[evaluation.precision],
+        build_model(arch), head_shape=head_shape(last), device=device, dtype=dtype
     )
     for ckpt in loaded.values():
         check_architecture(classifier, ckpt, arch)
     classifier.load(last.tensors)
-    heads = ZeroShotHeads(classifier, build_tokenizer(arch), load_templates(evaluation.templates))
-    transform = eval_transform(arch, classifier.model)
-    datasets = load_all(list(specs), transform, data, _data_progress(progress))
-    _check_head_fits(classifier, datasets)
-    return Workspace(loaded, arch, classifier, heads, datasets, device)
+    return loaded, arch, classifier
 
 
 def common_architecture(checkpoints: list[Checkpoint], model: str | None) -> Architecture:

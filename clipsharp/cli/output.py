@@ -76,6 +76,7 @@ def finish(
     output: str | None,
     out: Console,
     journal: Path | None = None,
+    flag: str = "-o",
 ) -> None:
     """Show the summary and write the report, on the main process only.
 
@@ -97,7 +98,7 @@ def finish(
     if journal:
         journal.unlink(missing_ok=True)
     else:
-        out.print("[dim]pass -o FILE to save the JSON report[/dim]")
+        out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
 
 
 @contextmanager

@@ -1,0 +1,154 @@
+"""``clipsharp prune``: sparsify chosen (straggler) layers of a fine-tuned checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import options as opt
+from .interpolate import path_table
+from .output import check_output, console, finish, fmt, progress_bars
+
+PRUNE = "Pruning"
+
+
+def command(
+    fine_tuned: opt.FineTuned,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The pruned checkpoint (.safetensors); never an input."
+        ),
+    ],
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Layers to prune: names or globs, comma-separated.", rich_help_panel=PRUNE
+        ),
+    ] = None,
+    from_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Prune the stragglers of this stragglers report.", rich_help_panel=PRUNE
+        ),
+    ] = None,
+    sparsity: Annotated[
+        float, typer.Option(help="Fraction of entries pruned per tensor.", rich_help_panel=PRUNE)
+    ] = 0.5,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="weights: zero the smallest |w|; task-vector: return the smallest "
+            "|ft - zs| to zero-shot (needs --zero-shot).",
+            rich_help_panel=PRUNE,
+        ),
+    ] = "weights",
+    include_vectors: Annotated[
+        bool,
+        typer.Option(
+            "--include-vectors", help="Also prune biases and norms.", rich_help_panel=PRUNE
+        ),
+    ] = False,
+    zero_shot: Annotated[
+        Path | None,
+        typer.Option(help="The zero-shot checkpoint: for --target task-vector and --id/--ood."),
+    ] = None,
+    id: opt.Id = None,
+    ood: opt.Ood = None,
+    alphas: opt.Alphas = "0:1:0.1",
+    model: opt.Model = None,
+    image_column: opt.ImageColumn = None,
+    label_column: opt.LabelColumn = None,
+    classnames: opt.Classnames = None,
+    limit: opt.Limit = None,
+    seed: opt.Seed = 0,
+    num_workers: opt.NumWorkers = 0,
+    templates: opt.Templates = "openai",
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 128,
+    precision: opt.Precision = "fp32",
+    report: Annotated[
+        str | None,
+        typer.Option(help="Write the JSON report to FILE, or '-' for stdout (default when piped)."),
+    ] = None,
+    allow_nonfinite: opt.AllowNonfinite = False,
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Prune the chosen layers of a fine-tuned checkpoint into a new one (the paper's Fig. 5).
+
+    Per tensor of each chosen layer, the fraction --sparsity of entries with the
+    smallest magnitude is zeroed (or, with --target task-vector, returned to its
+    zero-shot value). With --id/--ood, the interpolation path is measured before
+    and after pruning.
+
+    Example:
+
+        clipsharp prune ft.safetensors --from stragglers.json -o ft-pruned.safetensors
+    """
+    from ..errors import ConfigError
+    from ..pipeline import open_checkpoints, open_workspace
+    from ..prune import PruneOptions, before_and_after, run_prune
+
+    options = PruneOptions(sparsity, target, include_vectors)
+    inputs = [p for p in (fine_tuned, zero_shot, from_report) if p]
+    check_output(str(output), inputs)
+    check_output(report, [*inputs, output])
+    specs = opt.dataset_specs(id, ood)
+    if specs and zero_shot is None:
+        raise ConfigError("--id/--ood measure the path before and after: give --zero-shot too")
+    run = opt.run_options(
+        image_column=image_column, label_column=label_column, classnames=classnames,
+        limit=limit, seed=seed, num_workers=num_workers, device=device,
+        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
+    )  # fmt: skip
+    roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
+    out = console()
+    with progress_bars(out) as progress:
+        if specs:
+            workspace = open_workspace(
+                roles, specs, data=run.data, evaluation=run.eval, model=model,
+                allow_nonfinite=allow_nonfinite, progress=progress,
+            )  # fmt: skip
+            checkpoints, arch = workspace.checkpoints, workspace.arch
+        else:
+            checkpoints, arch, _ = open_checkpoints(
+                roles, model=model, allow_nonfinite=allow_nonfinite
+            )
+        result, pruned = run_prune(
+            checkpoints, arch, output, options, layers=layers, from_report=from_report
+        )
+        out.print(f"pruned checkpoint written to {output}")
+        if specs:
+            compared = before_and_after(workspace, pruned, run, progress)
+            result.results |= compared["results"]
+            result.summary |= compared["summary"]
+            result.inputs["datasets"] = compared["datasets"]
+            result.config["alphas"] = compared["config"]["alphas"]
+    finish(result, prune_tables(result.to_dict()), report, out, flag="--report")
+
+
+def prune_tables(doc: dict) -> Table:
+    """What was pruned, per layer; the before/after comparison when measured."""
+    s = doc["summary"]
+    table = Table(
+        title=f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): "
+        f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors"
+    )
+    for column in ("layer", "tensors", "pruned", "sparsity"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in s["layers"]:
+        rows = [r for r in doc["results"]["tensors"] if r["layer"] == layer]
+        pruned, numel = sum(r["pruned"] for r in rows), sum(r["numel"] for r in rows)
+        table.add_row(layer, str(len(rows)), f"{pruned:,}", fmt(pruned / numel if numel else 0.0))
+    if "before" not in s:
+        return table
+    from rich.console import Group
+
+    before = {**doc, "command": "before pruning", "summary": s["before"]}
+    before["results"] = {"path": doc["results"]["before"]}
+    after = {**doc, "command": "after pruning", "summary": s["after"]}
+    after["results"] = {"path": doc["results"]["after"]}
+    return Group(table, path_table(before), path_table(after))

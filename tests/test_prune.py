@@ -1,0 +1,210 @@
+"""Pruning: exact fractions, torch's l1_unstructured masks, task vectors, safe outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from conftest import save_checkpoint
+from safetensors import safe_open
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from clipsharp.cli import app
+from clipsharp.layers import layer_groups
+from clipsharp.prune import prune_mask
+
+runner = CliRunner()
+
+
+def prune(*args):
+    return runner.invoke(app, ["prune", *[str(a) for a in args]])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.3, 0.5, 0.77, 1.0])
+def test_mask_equals_torch_l1_unstructured(sparsity):
+    weight = torch.randn(37, 23, generator=torch.Generator().manual_seed(0))  # no ties
+    module = torch.nn.Linear(23, 37)
+    module.weight.data.copy_(weight)
+    torch_prune.l1_unstructured(module, "weight", amount=sparsity)
+    expected = module.weight_mask == 0
+    assert torch.equal(prune_mask(weight, sparsity), expected)
+
+
+def test_weights_pruned_per_tensor_and_nothing_else_touched(pair, tmp_path):
+    output = tmp_path / "pruned.safetensors"
+    result = prune(
+        pair.fine_tuned,
+        "--layers",
+        "visual.block.1",
+        "--sparsity",
+        "0.3",
+        "-o",
+        output,
+        "--report",
+        "-",
+    )
+    assert result.exit_code == 0, result.output
+    before, after = load_file(str(pair.fine_tuned)), load_file(str(output))
+    chosen = set(layer_groups(before)["visual.block.1"])
+    doc = json.loads(result.stdout)
+    pruned_keys = {row["key"] for row in doc["results"]["tensors"]}
+    assert pruned_keys == {k for k in chosen if before[k].ndim >= 2}  # matrices only
+    for key, tensor in after.items():
+        if key in pruned_keys:
+            zeros = int((tensor == 0).sum()) - int((before[key] == 0).sum())
+            assert abs(zeros - 0.3 * tensor.numel()) <= 1, key
+            kept = tensor != 0
+            assert torch.equal(tensor[kept], before[key][kept])
+            smallest_kept = before[key][kept].abs().min()
+            assert before[key][~kept].abs().max() <= smallest_kept
+        else:
+            assert torch.equal(tensor, before[key]), key
+
+
+def test_include_vectors_prunes_biases_too(pair, tmp_path):
+    output = tmp_path / "pruned.safetensors"
+    result = prune(
+        pair.fine_tuned,
+        "--layers",
+        "visual.block.0",
+        "--include-vectors",
+        "-o",
+        output,
+        "--report",
+        "-",
+    )
+    assert result.exit_code == 0, result.output
+    keys = {row["key"] for row in json.loads(result.stdout)["results"]["tensors"]}
+    assert "visual.transformer.resblocks.0.ln_1.bias" in keys
+
+
+def test_task_vector_pruning_returns_entries_to_zero_shot(pair, tmp_path):
+    output = tmp_path / "pruned.safetensors"
+    result = prune(
+        pair.fine_tuned,
+        "--layers",
+        "visual.head,visual.block.0",
+        "--target",
+        "task-vector",
+        "--zero-shot",
+        pair.zero_shot,
+        "--sparsity",
+        "0.4",
+        "-o",
+        output,
+    )
+    assert result.exit_code == 0, result.output
+    zs, ft, pruned = (load_file(str(p)) for p in (pair.zero_shot, pair.fine_tuned, output))
+    key = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+    back = pruned[key] == zs[key]
+    assert abs(int(back.sum()) - 0.4 * back.numel()) <= 1
+    assert torch.equal(pruned[key][~back], ft[key][~back])
+    tau = (ft[key] - zs[key]).abs()
+    assert tau[back].max() <= tau[~back].min()
+
+
+def test_metadata_carries_architecture_and_provenance(pair, tmp_path):
+    import hashlib
+
+    output = tmp_path / "pruned.safetensors"
+    assert prune(pair.fine_tuned, "--layers", "visual.block.0", "-o", output).exit_code == 0
+    with safe_open(str(output), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["clipsharp.model_config"])["model_cfg"]["embed_dim"] == 32
+    assert meta["clipsharp.operation"] == "prune"
+    assert (
+        meta["clipsharp.source_sha256"] == hashlib.sha256(pair.fine_tuned.read_bytes()).hexdigest()
+    )
+    params = json.loads(meta["clipsharp.parameters"])
+    assert params["layers"] == ["visual.block.0"] and params["sparsity"] == 0.5
+    # every command loads it with no --model
+    result = runner.invoke(
+        app,
+        [
+            "interpolate",
+            str(pair.zero_shot),
+            str(output),
+            "--ood",
+            str(pair.shifted),
+            "--alphas",
+            "0,1",
+            "--device",
+            "cpu",
+            "-o",
+            "-",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_output_over_an_input_is_refused(pair, tmp_path):
+    copy = save_checkpoint(tmp_path / "ft.safetensors", load_file(str(pair.fine_tuned)))
+    before = copy.read_bytes()
+    result = prune(copy, "--layers", "visual.block.0", "-o", copy)
+    assert result.exit_code == 2 and "is also an input" in result.stderr
+    assert copy.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "exactly one of --layers and --from"),
+        (["--layers", "visual.block.9"], "valid names"),
+        (["--layers", "visual.block.0", "--target", "task-vector"], "needs the zero-shot"),
+        (["--layers", "visual.block.0", "--sparsity", "1.5"], "outside [0, 1]"),
+        (["--layers", "visual.block.0", "--ood", "x"], "give --zero-shot too"),
+    ],
+)
+def test_bad_prune_requests(pair, tmp_path, extra, message):
+    output = tmp_path / "pruned.safetensors"
+    result = prune(pair.fine_tuned, "-o", output, *extra)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not output.exists()
+
+
+def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
+    from clipsharp.report import SCHEMA
+
+    report = tmp_path / "stragglers.json"
+    report.write_text(
+        json.dumps(
+            {
+                "schema": SCHEMA,
+                "command": "stragglers",
+                "summary": {"stragglers": ["visual.block.1"]},
+            }
+        )
+    )
+    output = tmp_path / "pruned.safetensors"
+    result = prune(
+        pair.fine_tuned,
+        "--from",
+        report,
+        "--zero-shot",
+        pair.zero_shot,
+        "--ood",
+        pair.shifted,
+        "--alphas",
+        "0,1",
+        "--device",
+        "cpu",
+        "-o",
+        output,
+        "--report",
+        "-",
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["summary"]["layers"] == ["visual.block.1"]
+    assert set(doc["summary"]["before"]) == set(doc["summary"]["after"]) == {"shifted"}
+    before_ft = doc["results"]["before"][-1]["metrics"]["shifted"]
+    after_ft = doc["results"]["after"][-1]["metrics"]["shifted"]
+    assert doc["results"]["before"][0] == doc["results"]["after"][0]  # same zero-shot end
+    assert before_ft != after_ft
+    wrong = tmp_path / "path.json"
+    wrong.write_text(json.dumps({"schema": SCHEMA, "command": "interpolate", "summary": {}}))
+    result = prune(pair.fine_tuned, "--from", wrong, "-o", output)
+    assert result.exit_code == 2 and "give a stragglers report" in result.stderr
