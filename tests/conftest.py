@@ -6,13 +6,17 @@ before `datasets` or `huggingface_hub` are imported.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="clipsharp-hf-"))
+if "HF_HOME" not in os.environ:  # a private cache, removed at exit
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clipsharp-hf-")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("NO_COLOR", "1")
 
 from dataclasses import dataclass  # noqa: E402
