@@ -212,3 +212,16 @@ def test_internal_errors_exit_3_without_traceback(pair, monkeypatch):
     assert (
         "internal error: RuntimeError: boom" in result.stderr and "Traceback" not in result.output
     )
+
+
+def test_format_md_and_json(pair, tmp_path):
+    md = invoke(*interpolate_args(pair, "--alphas", "0,1", "--format", "md"))
+    assert md.exit_code == 0, md.output
+    rows = [line for line in md.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| dataset | role |") and len(rows) == 3  # header + 2 datasets
+    assert "|---|---|---:|" in md.stdout and "{" not in md.stdout  # a table, no JSON
+    report = tmp_path / "r.json"
+    js = invoke(*interpolate_args(pair, "--alphas", "0,1", "--format", "json", "-o", report))
+    assert json.loads(js.stdout) == json.loads(report.read_text())
+    bad = invoke(*interpolate_args(pair, "--format", "xml"))
+    assert bad.exit_code == 2 and "--format 'xml'" in bad.stderr

@@ -24,6 +24,7 @@ def command(
         str, typer.Option(help="Layer groups to list: block, module or tensor.")
     ] = "block",
     output: opt.Output = None,
+    format: opt.Format = "table",
     allow_nonfinite: opt.AllowNonfinite = False,
 ) -> None:
     """Architecture, parameter count and layer groups (the names --layers accepts).
@@ -36,6 +37,7 @@ def command(
     from ..inspection import run_inspect
     from ..layers import GRANULARITIES
 
+    form = opt.check_format(format)
     if len(checkpoints) > 2:
         raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
     if granularity not in GRANULARITIES:
@@ -45,7 +47,7 @@ def command(
     report = run_inspect(
         checkpoints, model=model, granularity=granularity, allow_nonfinite=allow_nonfinite
     )
-    finish(report, layer_table(report.to_dict()), output, console())
+    finish(report, layer_table(report.to_dict()), output, console(), form=form)
 
 
 def layer_table(doc: dict) -> Table:

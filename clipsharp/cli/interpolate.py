@@ -31,6 +31,7 @@ def command(
     output: opt.Output = None,
     resume: opt.Resume = False,
     fail_on: opt.FailOn = None,
+    format: opt.Format = "table",
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
@@ -53,6 +54,7 @@ def command(
         batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
         extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold,
     )  # fmt: skip
+    form = opt.check_format(format)
     opt.check_fail_on(fail_on, "failure-mode")
     report_path = check_output(output, [zero_shot, fine_tuned])
     journal = check_resume(resume, report_path)
@@ -70,7 +72,7 @@ def command(
         report = run_interpolation(
             workspace, run, progress=progress, journal=journal, resume=resume
         )
-    finish(report, path_table(report.to_dict()), output, out, journal)
+    finish(report, path_table(report.to_dict()), output, out, journal, form=form)
     gate(report, fail_on, out)
 
 

@@ -67,6 +67,7 @@ def command(
     output: opt.Output = None,
     resume: opt.Resume = False,
     fail_on: opt.FailOn = None,
+    format: opt.Format = "table",
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
@@ -91,6 +92,7 @@ def command(
         extrapolate=extrapolate, exclude=exclude,
     )  # fmt: skip
     layer_options = LayerwiseOptions(granularity, background, layers, collapse_threshold)
+    form = opt.check_format(format)
     opt.check_fail_on(fail_on, "collapse")
     report_path = check_output(output, [zero_shot, fine_tuned])
     journal = check_resume(resume, report_path)
@@ -108,7 +110,7 @@ def command(
         report = run_layerwise(
             workspace, run, layer_options, progress=progress, journal=journal, resume=resume
         )
-    finish(report, layer_table(report.to_dict()), output, out, journal)
+    finish(report, layer_table(report.to_dict()), output, out, journal, form=form)
     gate(report, fail_on, out)
 
 

@@ -225,6 +225,24 @@ def run_options(
     )
 
 
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="table: the summary on stderr; json: the report on stdout; md: the summary "
+        "as a GitHub markdown table on stdout (for a CI job summary).",
+    ),
+]
+
+
+def check_format(value: str) -> str:
+    from ..errors import ConfigError
+
+    if value not in ("table", "json", "md"):
+        raise ConfigError(f"--format {value!r} is unknown; choose table, json or md")
+    return value
+
+
 Resume = Annotated[
     bool,
     typer.Option(

@@ -77,28 +77,61 @@ def finish(
     out: Console,
     journal: Path | None = None,
     flag: str = "-o",
+    form: str = "table",
 ) -> None:
     """Show the summary and write the report, on the main process only.
 
     The report goes to ``output`` (a file, written atomically) or to stdout: with
     ``-o -``, or with no ``-o`` when stdout is not a terminal (a pipe or a file).
-    At a terminal without ``-o``, only the summary is shown.
+    At a terminal without ``-o``, only the summary is shown. ``form`` is the
+    ``--format``: ``table`` (rich, on stderr), ``json`` (the report on stdout) or
+    ``md`` (the summary as a GitHub markdown table on stdout).
     """
     from ..distributed import is_main
 
     if not is_main():
         return
-    out.print(summary)
-    if output == "-" or (output is None and not sys.stdout.isatty()):
+    if form == "md":
+        sys.stdout.write(markdown(summary))
+    elif form == "table":
+        out.print(summary)
+    piped = output is None and not sys.stdout.isatty() and form != "md"
+    if form == "json" or output == "-" or piped:
         sys.stdout.write(report.to_json())
         sys.stdout.flush()
-    elif output:
+    if output not in (None, "-"):
         report.write(Path(output))
         out.print(f"report written to {output}")
+    elif form == "table" and not piped:
+        out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)
-    else:
-        out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
+
+
+def markdown(renderable: RenderableType) -> str:
+    """GitHub-flavoured markdown of a rich Table (or of each table in a Group)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    if isinstance(renderable, Group):
+        return "\n".join(markdown(part) for part in renderable.renderables)
+    if not isinstance(renderable, Table):
+        return Text.from_markup(str(renderable)).plain + "\n"
+
+    def plain(cell) -> str:
+        text = Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+        return text.replace("|", "\\|")
+
+    lines = [f"**{plain(renderable.title)}**", ""] if renderable.title else []
+    columns = renderable.columns
+    lines.append("| " + " | ".join(plain(c.header) for c in columns) + " |")
+    lines.append("|" + "|".join("---:" if c.justify == "right" else "---" for c in columns) + "|")
+    for row in zip(*(c.cells for c in columns), strict=True):
+        lines.append("| " + " | ".join(plain(cell) for cell in row) + " |")
+    if renderable.caption:
+        lines += ["", plain(renderable.caption)]
+    return "\n".join(lines) + "\n"
 
 
 @contextmanager

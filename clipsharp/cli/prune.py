@@ -74,6 +74,7 @@ def command(
         str | None,
         typer.Option(help="Write the JSON report to FILE, or '-' for stdout (default when piped)."),
     ] = None,
+    format: opt.Format = "table",
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
@@ -92,6 +93,7 @@ def command(
     from ..pipeline import open_checkpoints, open_workspace
     from ..prune import PruneOptions, before_and_after, run_prune
 
+    form = opt.check_format(format)
     options = PruneOptions(sparsity, target, include_vectors)
     inputs = [p for p in (fine_tuned, zero_shot, from_report) if p]
     check_output(str(output), inputs)
@@ -127,7 +129,7 @@ def command(
             result.summary |= compared["summary"]
             result.inputs["datasets"] = compared["datasets"]
             result.config["alphas"] = compared["config"]["alphas"]
-    finish(result, prune_tables(result.to_dict()), report, out, flag="--report")
+    finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
 
 
 def prune_tables(doc: dict) -> Table:
