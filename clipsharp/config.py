@@ -108,3 +108,49 @@ class RunOptions:
     data: DataOptions = field(default_factory=DataOptions)
     eval: EvalOptions = field(default_factory=EvalOptions)
     path: PathOptions = field(default_factory=PathOptions)
+
+
+SHARPNESS_KINDS = ("average", "worst")
+SHARPNESS_NORMS = ("l2", "linf")
+
+
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """Adaptive sharpness (Andriushchenko et al., ICML 2023): what is perturbed, and how."""
+
+    kind: str = "average"  # average: E over Gaussian noise | worst: max by gradient ascent
+    rhos: tuple[float, ...] = (1.0,)  # radii; average: noise std relative to |w|; a sweep if many
+    iterations: int = 20  # noise draws (average) or gradient-ascent steps (worst)
+    norm: str = "l2"  # worst case: the p of ||delta / |w|||_p <= rho: l2 | linf
+    include_head: bool = False  # also perturb logit_scale and a stored head
+    include_text: bool = False  # also perturb the text tower (class prompts re-encoded per draw)
+    exclude: str | None = None  # regex: matching tensors are never perturbed
+    layers: str | None = None  # comma list of layer groups or globs to perturb; None = all
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHARPNESS_KINDS:
+            raise ConfigError(
+                f"--kind {self.kind!r} is unknown; choose one of {', '.join(SHARPNESS_KINDS)}"
+            )
+        if self.norm not in SHARPNESS_NORMS:
+            raise ConfigError(
+                f"--norm {self.norm!r} is unknown; choose one of {', '.join(SHARPNESS_NORMS)}"
+            )
+        if not self.rhos or any(not (math.isfinite(r) and r >= 0) for r in self.rhos):
+            raise ConfigError(f"--rho needs finite values >= 0, e.g. 0.1,1.0; got {self.rhos}")
+        if self.iterations < 1:
+            raise ConfigError(f"--iterations must be at least 1, got {self.iterations}")
+        if self.kind == "worst" and self.include_text:
+            raise ConfigError(
+                "--kind worst with --include-text is not supported (the zero-shot head is "
+                "built without gradients); drop --include-text or use --kind average"
+            )
+
+
+def parse_rhos(text: str) -> tuple[float, ...]:
+    """Parse ``1.0`` or ``0.05,0.1,0.5`` into sorted unique radii."""
+    try:
+        values = [float(part) for part in str(text).strip("[] ").split(",") if part.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--rho {text!r} is not a number or a list like 0.05,0.1,1.0") from e
+    return tuple(sorted(set(values)))

@@ -83,3 +83,55 @@ def evaluate(
         totals = distributed.all_reduce_sum(totals)
     correct, loss_sum, count = totals.tolist()
     return Metrics(correct=int(correct), loss_sum=loss_sum, count=int(count))
+
+
+def loss_gradient(
+    classifier: ClipClassifier,
+    heads: ZeroShotHeads,
+    data: EvalData,
+    batch_size: int,
+    keys: list[str],
+) -> tuple[Metrics, dict[str, torch.Tensor]]:
+    """Metrics of the current weights and the gradient of the mean cross-entropy.
+
+    Returns ``(metrics, {key: d loss / d tensor})`` over every rank's examples, the
+    gradients in fp32 on the classifier's device. For worst-case sharpness; the
+    zero-shot head is held fixed (no gradient flows into the text tower).
+    """
+    parameters = dict(classifier.model.named_parameters())
+    if classifier.head is not None:
+        parameters |= {"head.weight": classifier.head.weight, "head.bias": classifier.head.bias}
+    inputs = [parameters[key] for key in keys]
+    head = heads.get(data.classnames)
+    head = None if head is None else head.clone()  # a normal tensor: autograd may save it
+    grads = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in inputs]
+    totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)
+    frozen = [p for p in inputs if not p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        _accumulate(classifier, head, data, batch_size, inputs, grads, totals)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+    totals = distributed.all_reduce_sum(totals)
+    count = totals[2].item()
+    gradients = {
+        key: distributed.all_reduce_sum(grad) / count for key, grad in zip(keys, grads, strict=True)
+    }
+    correct, loss_sum, count = totals.tolist()
+    return Metrics(int(correct), loss_sum, int(count)), gradients
+
+
+def _accumulate(classifier, head, data, batch_size, inputs, grads, totals) -> None:
+    """Add this rank's sums: loss gradients into ``grads``; correct, loss, count into ``totals``."""
+    with torch.enable_grad():
+        for images, labels in batches(data, batch_size):
+            labels = labels.to(classifier.device)
+            logits = classifier.logits(images, head)  # (B, C) fp32
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+            for total, grad in zip(grads, torch.autograd.grad(loss_sum, inputs), strict=True):
+                total += grad.float()
+            totals[0] += (logits.detach().argmax(dim=-1) == labels).sum()
+            totals[1] += loss_sum.detach().double()
+            totals[2] += labels.numel()

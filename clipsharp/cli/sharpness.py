@@ -1,0 +1,150 @@
+"""``clipsharp sharpness``: adaptive average (or worst-case) sharpness along the path."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from . import options as opt
+from .output import check_output, console, finish, fmt, progress_bars, signed
+
+
+def command(
+    checkpoints: opt.Checkpoints,
+    id: opt.Id = None,
+    ood: opt.Ood = None,
+    kind: opt.Kind = "average",
+    rho: opt.Rho = "1.0",
+    iterations: opt.Iterations = 20,
+    norm: opt.Norm = "l2",
+    include_head: opt.IncludeHead = False,
+    include_text: opt.IncludeText = False,
+    layers: opt.Layers = None,
+    exclude: opt.PerturbExclude = None,
+    alphas: opt.MeasuredAlphas = "0:1:0.1",
+    extrapolate: opt.Extrapolate = False,
+    model: opt.Model = None,
+    image_column: opt.ImageColumn = None,
+    label_column: opt.LabelColumn = None,
+    classnames: opt.Classnames = None,
+    limit: opt.Limit = 1024,
+    seed: opt.Seed = 0,
+    num_workers: opt.NumWorkers = 0,
+    templates: opt.Templates = "openai",
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 128,
+    precision: opt.Precision = "fp32",
+    output: opt.Output = None,
+    format: opt.Format = "table",
+    allow_nonfinite: opt.AllowNonfinite = False,
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Adaptive sharpness along the path, or of one model (the paper's Fig. 3).
+
+    Average (Andriushchenko et al., 2023): E[L(w + delta)] - L(w) with
+    delta ~ N(0, rho^2 |w|^2), over --iterations noise draws shared by every
+    alpha. Worst: the largest loss rise with ||delta / |w|||_p <= rho. Perturbs
+    the image tower; the zero-shot head stays fixed. Weights are restored
+    exactly after every draw.
+
+    Example:
+
+        clipsharp sharpness zs.safetensors ft.safetensors --ood data/shifted -o sharp.json
+    """
+    from ..config import SharpnessOptions, parse_rhos
+    from ..pipeline import open_workspace
+    from ..sharpness import run_sharpness
+
+    roles = _roles(checkpoints)
+    form = opt.check_format(format)
+    check_output(output, checkpoints)
+    run = opt.run_options(
+        image_column=image_column, label_column=label_column, classnames=classnames,
+        limit=limit, seed=seed, num_workers=num_workers, device=device,
+        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
+        extrapolate=extrapolate,
+    )  # fmt: skip
+    measure = SharpnessOptions(
+        kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
+        include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
+    )  # fmt: skip
+    out = console()
+    with progress_bars(out) as progress:
+        workspace = open_workspace(
+            roles,
+            opt.dataset_specs(id, ood),
+            data=run.data,
+            evaluation=run.eval,
+            model=model,
+            allow_nonfinite=allow_nonfinite,
+            progress=progress,
+        )
+        report = run_sharpness(workspace, run, measure, progress=progress)
+    doc = report.to_dict()
+    warn_saturated(doc, out)
+    finish(report, sharpness_table(doc), output, out, form=form)
+
+
+def _roles(checkpoints: list) -> dict:
+    if len(checkpoints) == 1:
+        return {"model": checkpoints[0]}
+    if len(checkpoints) == 2:
+        return {"zero_shot": checkpoints[0], "fine_tuned": checkpoints[1]}
+    raise ConfigError(
+        f"got {len(checkpoints)} checkpoints; give one (a model) or two (zero-shot, fine-tuned)"
+    )
+
+
+def sharpness_table(doc: dict) -> Table:
+    """Per dataset and rho: sharpness at the endpoints and its maximum on the path, or, for
+    one model, sharpness with its standard error and the losses behind it."""
+    path = doc["results"]["convention"] is not None
+    table = Table(title=f"sharpness ({doc['results']['kind']}): alpha 0 = zero-shot, 1 = fine-tuned"
+                  if path else f"sharpness ({doc['results']['kind']})")  # fmt: skip
+    columns = ["S(0)", "S(1)", "max S", "at alpha"] if path else ["S", "stderr", "L", "L+delta"]
+    for column in ["dataset", "rho", *columns, "saturated"]:
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    points = doc["results"]["points"]
+    for dataset in doc["inputs"]["datasets"]:
+        name = dataset["name"]
+        for row in doc["summary"][name]:
+            saturated = "[bold yellow]yes[/]" if row["saturated"] else "no"
+            if path:
+                at = "-" if row["max_alpha"] is None else f"{row['max_alpha']:g}"
+                cells = [signed(row["zero_shot"]), signed(row["fine_tuned"]),
+                         signed(row["max_sharpness"]), at]  # fmt: skip
+            else:
+                m = next(p["metrics"][name] for p in points if p["rho"] == row["rho"])
+                cells = [signed(m["sharpness"]), fmt(m["stderr"]), fmt(m["clean_loss"]),
+                         fmt(m["perturbed_loss"])]  # fmt: skip
+            table.add_row(name, f"{row['rho']:g}", *cells, saturated)
+    return table
+
+
+def warn_saturated(doc: dict, out: Console) -> None:
+    """One warning per dataset and rho whose perturbed model is at chance somewhere."""
+    from ..distributed import is_main
+
+    if not is_main():
+        return
+    for name, rows in doc["summary"].items():
+        for row in rows:
+            if not row["saturated"]:
+                continue
+            where = _alphas_text(row["saturated_alphas"])
+            points = [p for p in doc["results"]["points"] if p["rho"] == row["rho"]]
+            if all(p["metrics"][name]["clean_at_chance"] for p in points
+                   if p["metrics"][name]["saturated"]):  # fmt: skip
+                why = "the model is at chance there even without noise; sharpness says nothing"
+            else:
+                why = "rho is too large for sharpness to mean anything there; try a smaller --rho"
+            out.print(
+                f"[yellow]warning:[/] {name}: at rho={row['rho']:g} the perturbed model is at "
+                f"chance (loss >= log C or accuracy within one standard error of 1/C){where}: {why}"
+            )
+
+
+def _alphas_text(alphas: list) -> str:
+    shown = [f"{a:g}" for a in alphas if a is not None]
+    return f" at alpha {', '.join(shown)}" if shown else ""
