@@ -32,6 +32,9 @@ def reports(pair, tmp_path_factory):
         "interpolate": run("interpolate", *pair_args(pair)),
         "layerwise": run("layerwise", *pair_args(pair), "--layers", "visual.*"),
     }
+    docs["sharpness"] = run("sharpness", *pair_args(pair), "--iterations", "2", "--rho", "0.1,0.3")
+    docs["stragglers"] = run("stragglers", pair.zero_shot, pair.fine_tuned, "--ood", pair.shifted,
+                             "--iterations", "2", "--top-k", "1", "--device", "cpu")  # fmt: skip
     pruned = root / "pruned.safetensors"
     result = runner.invoke(app, [str(a) for a in ["prune", pair.fine_tuned, "--layers",
         "visual.block.0", "--zero-shot", pair.zero_shot, "--ood", pair.shifted, "--alphas",
@@ -77,6 +80,30 @@ def test_prune_figure_overlays_before_and_after(reports):
     docs, _ = reports
     (fig,) = figures([docs["prune"]], ["p"])
     assert lines(fig.axes[0]) == 2  # before and after, one dataset each
+
+
+def test_sharpness_figure_has_error_bars_per_dataset_and_rho(reports):
+    docs, _ = reports
+    (fig,) = figures([docs["sharpness"]], ["s"])
+    (ax,) = fig.axes
+    assert len(ax.containers) == 4  # 2 datasets x 2 rhos, each an errorbar container
+    first = ax.containers[0]
+    y = first.lines[0].get_ydata()
+    expected = [p["metrics"]["in_dist"]["sharpness"] for p in docs["sharpness"]["results"]["points"]
+                if p["rho"] == 0.1]  # fmt: skip
+    assert list(y) == pytest.approx(expected)
+    assert first.has_yerr and "α" in ax.get_xlabel()
+
+
+def test_stragglers_figure_marks_the_stragglers(reports):
+    docs, _ = reports
+    (fig,) = figures([docs["stragglers"]], ["t"])
+    (ax,) = fig.axes
+    bars = ax.patches
+    layers = [r["layer"] for r in docs["stragglers"]["results"]["layers"]]
+    assert len(bars) == len(layers) == 4
+    red = [layer for layer, bar in zip(layers, bars, strict=True) if bar.get_facecolor()[0] > 0.7]
+    assert red == docs["stragglers"]["summary"]["stragglers"]
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])

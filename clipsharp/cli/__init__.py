@@ -134,12 +134,29 @@ def root(
 
 
 def _register() -> None:
-    from . import demo, inspection, interpolate, layerwise
+    from . import (
+        check,
+        convert,
+        demo,
+        inspection,
+        interpolate,
+        layerwise,
+        plot,
+        prune,
+        sharpness,
+        stragglers,
+    )
 
     app.command("interpolate")(handle_errors(interpolate.command))
     app.command("layerwise")(handle_errors(layerwise.command))
+    app.command("sharpness")(handle_errors(sharpness.command))
+    app.command("stragglers")(handle_errors(stragglers.command))
+    app.command("prune")(handle_errors(prune.command))
     app.command("inspect")(handle_errors(inspection.command))
     app.command("demo")(handle_errors(demo.command))
+    app.command("plot")(handle_errors(plot.command))
+    app.command("check")(handle_errors(check.command))
+    app.command("convert")(handle_errors(convert.command))
 
 
 _register()

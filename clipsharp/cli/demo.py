@@ -28,7 +28,8 @@ def command(
 
     Runs interpolate on both pairs; needs no download.
 
-    The first run trains the models (about a minute on 2 CPU cores) and caches them in --out.
+    The first run trains the models (about a minute on 2 CPU cores) and
+    caches them in --out.
 
     Example: clipsharp demo --out clipsharp-demo
     """

@@ -29,7 +29,8 @@ def command(
 ) -> None:
     """Architecture, parameter count and layer groups (the names --layers accepts).
 
-    With two checkpoints, also the relative change ||ft - zs|| / ||zs|| of every layer.
+    With two checkpoints, also the relative change ||ft - zs|| / ||zs|| of
+    every layer.
 
     Example: clipsharp inspect zs.safetensors ft.safetensors
     """

@@ -35,7 +35,7 @@ def command(
     allow_nonfinite: opt.AllowNonfinite = False,
     show_config: opt.ShowConfig = False,
 ) -> None:
-    """Accuracy and loss along theta(alpha) = (1-alpha)*zero_shot + alpha*fine_tuned.
+    """Accuracy and loss along theta(alpha) = (1 - alpha) zero_shot + alpha fine_tuned.
 
     Reports, per dataset, the best alpha, the gain over zero-shot, the depth and
     barrier of the loss along the path, and (OOD sets) whether robust
@@ -43,7 +43,8 @@ def command(
 
     Example:
 
-        clipsharp interpolate zs.safetensors ft.safetensors --ood data/shifted -o path.json
+        clipsharp interpolate zs.safetensors ft.safetensors \\
+            --id data/in_dist --ood data/shifted -o path.json
     """
     from ..interpolation import run_interpolation
     from ..pipeline import open_workspace

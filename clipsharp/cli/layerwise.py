@@ -80,7 +80,8 @@ def command(
 
     Example:
 
-        clipsharp layerwise zs.safetensors ft.safetensors --ood data/shifted --alphas 0,0.5,1
+        clipsharp layerwise zs.safetensors ft.safetensors \\
+            --ood data/shifted --alphas 0,0.5,1
     """
     from ..layerwise import LayerwiseOptions, run_layerwise
     from ..pipeline import open_workspace

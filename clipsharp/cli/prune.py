@@ -87,7 +87,8 @@ def command(
 
     Example:
 
-        clipsharp prune ft.safetensors --from stragglers.json -o ft-pruned.safetensors
+        clipsharp prune ft.safetensors --from stragglers.json \\
+            -o ft-pruned.safetensors
     """
     from ..errors import ConfigError
     from ..pipeline import open_checkpoints, open_workspace

@@ -50,7 +50,8 @@ def command(
 
     Example:
 
-        clipsharp sharpness zs.safetensors ft.safetensors --ood data/shifted -o sharp.json
+        clipsharp sharpness zs.safetensors ft.safetensors \\
+            --ood data/shifted -o sharp.json
     """
     from ..config import SharpnessOptions, parse_rhos
     from ..pipeline import open_workspace

@@ -1,0 +1,203 @@
+"""``clipsharp check``: a CI gate on a report. Exit 0: passed, 1: a check failed, 2: bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..check import Check, Verdict, show_value
+from . import options as opt
+from .output import console
+
+GATES = "Gates"
+BASELINE = "Baseline"
+FORMATS = ("table", "json", "md")
+GATE_FAILED = 1
+
+
+def command(
+    report: Annotated[Path, typer.Argument(help="A clipsharp report (JSON).", show_default=False)],
+    min_gain: Annotated[
+        float | None,
+        typer.Option(help="Each OOD dataset: gain >= this.", rich_help_panel=GATES),
+    ] = None,
+    max_depth: Annotated[
+        float | None,
+        typer.Option(help="Each dataset: depth <= this.", rich_help_panel=GATES),
+    ] = None,
+    max_barrier: Annotated[
+        float | None,
+        typer.Option(help="Each dataset: barrier <= this.", rich_help_panel=GATES),
+    ] = None,
+    max_sharpness: Annotated[
+        float | None,
+        typer.Option(
+            help="Sharpness reports, each dataset and rho: max_sharpness <= this.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    no_failure_mode: Annotated[
+        bool,
+        typer.Option(
+            "--no-failure-mode",
+            help="Fail when any OOD dataset has failure_mode true.",
+            rich_help_panel=GATES,
+        ),
+    ] = False,
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
+            "'*' matches every dataset (or element): 'shifted.gain>=0.02', '*.gain>0'. "
+            "Repeatable.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    datasets: Annotated[
+        str | None,
+        typer.Option(
+            help="Gate exactly these datasets (comma-separated) with every threshold, and "
+            "with '*' in --require. Default: gain and failure mode on OOD sets, the rest "
+            "on every set.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="An earlier report of the same command to compare with.",
+            rich_help_panel=BASELINE,
+        ),
+    ] = None,
+    max_drop: Annotated[
+        str | None,
+        typer.Option(
+            help="With --baseline: best_accuracy and gain of each baseline dataset may drop "
+            "by at most this (absolute, 0.01) or this percentage of the baseline (1%).",
+            rich_help_panel=BASELINE,
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            help="table (stderr), json (verdict on stdout) or md (GitHub markdown on stdout)."
+        ),
+    ] = "table",
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Exit 1 when a report fails a threshold: a CI gate.
+
+    Named thresholds apply to every dataset that has the field, except the gain
+    and failure-mode gates, which apply to the OOD datasets (--datasets overrides
+    both). A missing or null field is a failure. Exit 0: every check passed;
+    1: a check failed; 2: bad usage or an unreadable report.
+
+    Example:
+
+        clipsharp check path.json --no-failure-mode --min-gain 0.01 --format md
+    """
+    from ..check import Gates, MaxDrop, Requirement, run_checks
+    from ..errors import ConfigError
+    from ..report import read_report
+
+    if (baseline is None) != (max_drop is None):
+        raise ConfigError("--baseline and --max-drop go together: give both or neither")
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format!r} is unknown; choose table, json or md")
+    gates = Gates(
+        min_gain=min_gain, max_depth=max_depth, max_barrier=max_barrier,
+        max_sharpness=max_sharpness, no_failure_mode=no_failure_mode,
+        requires=tuple(Requirement.parse(text) for text in require or []),
+        datasets=_names(datasets), max_drop=MaxDrop.parse(max_drop) if max_drop else None,
+    )  # fmt: skip
+    doc = read_report(report)
+    old = read_report(baseline) if baseline else None
+    verdict = run_checks(
+        doc,
+        gates,
+        old,
+        report_name=report.name,
+        baseline_name=baseline.name if baseline else "the baseline",
+    )
+    out = console()
+    if format == "json":
+        sys.stdout.write(json.dumps(verdict.to_dict(), indent=2) + "\n")
+    elif format == "md":
+        sys.stdout.write(to_markdown(verdict, report.name))
+    else:
+        out.print(verdict_table(verdict, report.name))
+    failed = len(verdict.failures)
+    if verdict.passed:
+        out.print(f"check passed: {len(verdict.checks)} checks on {report.name}", markup=False)
+        return
+    out.print(
+        f"check FAILED: {failed} of {len(verdict.checks)} checks on {report.name}", markup=False
+    )
+    raise typer.Exit(GATE_FAILED)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ConfigError(f"--datasets {text!r} names no dataset; write a,b")
+    return names
+
+
+def verdict_table(verdict: Verdict, title: str) -> Table:
+    table = Table(title=f"clipsharp check {title}")
+    for column in ("", "dataset", "field", "requirement", "value", "detail"):
+        table.add_column(column, overflow="fold")
+    for c in verdict.checks:
+        mark = "[green]ok[/]" if c.passed else "[bold red]FAIL[/]"
+        detail = "" if c.passed else escape(c.message)
+        cells = (c.dataset or "-", c.field or "-", _requirement(c), show_value(c.value))
+        table.add_row(mark, *(escape(cell) for cell in cells), detail)
+    return table
+
+
+def to_markdown(verdict: Verdict, title: str) -> str:
+    """A one-line verdict and a GitHub-flavoured table, one row per check (for
+    ``$GITHUB_STEP_SUMMARY``)."""
+    failed = len(verdict.failures)
+    total = len(verdict.checks)
+    if verdict.passed:
+        line = f"**✅ clipsharp check passed**: {total} of {total} checks passed on `{title}`"
+    else:
+        line = f"**❌ clipsharp check failed**: {failed} of {total} checks failed on `{title}`"
+    rows = [
+        line,
+        "",
+        "| | dataset | field | requirement | value | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in verdict.checks:
+        cells = [
+            "✅" if c.passed else "❌",
+            c.dataset or "-",
+            c.field or "-",
+            _requirement(c),
+            show_value(c.value),
+            c.message,
+        ]
+        rows.append("| " + " | ".join(_cell(text) for text in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _requirement(check: Check) -> str:
+    if check.threshold is None:
+        return check.op or "-"
+    return f"{check.op} {show_value(check.threshold)}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

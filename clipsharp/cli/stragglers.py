@@ -1,0 +1,167 @@
+"""``clipsharp stragglers``: the layers whose sharpness singles them out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import options as opt
+from .output import check_output, console, finish, fmt, progress_bars, signed
+from .sharpness import _roles
+
+RULE = "Straggler rule"
+
+
+def command(
+    checkpoints: opt.Checkpoints,
+    id: opt.Id = None,
+    ood: opt.Ood = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Rank layers by layer-wise sharpness, or by their depth in a layerwise "
+            "report (barrier; needs --layerwise).",
+            rich_help_panel=RULE,
+        ),
+    ] = "sharpness",
+    z: Annotated[
+        float,
+        typer.Option(
+            "--z", help="Robust z-score above which a layer is a straggler.", rich_help_panel=RULE
+        ),
+    ] = 3.5,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            help="Instead of --z: the K highest layers of each tower.", rich_help_panel=RULE
+        ),
+    ] = None,
+    layerwise: Annotated[
+        Path | None,
+        typer.Option(
+            help="A layerwise report of the same pair: --by barrier ranks by its depths; "
+            "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
+            rich_help_panel=RULE,
+        ),
+    ] = None,
+    rank_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset whose values rank the layers (default: the ID set, else the first).",
+            rich_help_panel=RULE,
+        ),
+    ] = None,
+    kind: opt.Kind = "average",
+    rho: opt.Rho = "1.0",
+    iterations: opt.Iterations = 20,
+    norm: opt.Norm = "l2",
+    include_head: opt.IncludeHead = False,
+    include_text: opt.IncludeText = False,
+    layers: opt.Layers = None,
+    exclude: opt.PerturbExclude = None,
+    model: opt.Model = None,
+    image_column: opt.ImageColumn = None,
+    label_column: opt.LabelColumn = None,
+    classnames: opt.Classnames = None,
+    limit: opt.Limit = 1024,
+    seed: opt.Seed = 0,
+    num_workers: opt.NumWorkers = 0,
+    templates: opt.Templates = "openai",
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 128,
+    precision: opt.Precision = "fp32",
+    output: opt.Output = None,
+    format: opt.Format = "table",
+    allow_nonfinite: opt.AllowNonfinite = False,
+    show_config: opt.ShowConfig = False,
+) -> None:
+    """Layer-wise sharpness and its outliers, the straggler layers (the paper's Fig. 4).
+
+    Each layer group of the image tower (the text tower too with --include-text)
+    is perturbed alone; its sharpness is measured on the fine-tuned model and,
+    for reference, on the zero-shot one. Stragglers: robust z-score above --z
+    within their tower, or the --top-k highest.
+
+    Example:
+
+        clipsharp stragglers zs.safetensors ft.safetensors \\
+            --ood data/shifted -o stragglers.json
+    """
+    from ..config import SharpnessOptions, parse_rhos
+    from ..errors import ConfigError
+    from ..report import read_report
+    from ..stragglers import StragglerOptions, barrier_stragglers, run_stragglers
+
+    form = opt.check_format(format)
+    roles = _roles(checkpoints)
+    rule = StragglerOptions(by, z, top_k, rank_on)
+    check_output(output, [*checkpoints, *([layerwise] if layerwise else [])])
+    doc = read_report(layerwise) if layerwise else None
+    out = console()
+    if by == "barrier":
+        if doc is None:
+            raise ConfigError("--by barrier needs --layerwise LAYERS.json (a layerwise report)")
+        check_same_checkpoints(doc, roles, layerwise)
+        report = barrier_stragglers(doc, rule, str(layerwise))
+    else:
+        run = opt.run_options(
+            image_column=image_column, label_column=label_column, classnames=classnames,
+            limit=limit, seed=seed, num_workers=num_workers, device=device,
+            batch_size=batch_size, precision=precision, templates=templates,
+        )  # fmt: skip
+        measure = SharpnessOptions(
+            kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
+            include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
+        )  # fmt: skip
+        with progress_bars(out) as progress:
+            workspace = open_workspace_for(roles, id, ood, run, model, allow_nonfinite, progress)
+            report = run_stragglers(workspace, run, measure, rule, layerwise=doc, progress=progress)
+    finish(report, straggler_table(report.to_dict()), output, out, form=form)
+
+
+def open_workspace_for(roles, id, ood, run, model, allow_nonfinite, progress):
+    from ..pipeline import open_workspace
+
+    return open_workspace(
+        roles, opt.dataset_specs(id, ood), data=run.data, evaluation=run.eval, model=model,
+        allow_nonfinite=allow_nonfinite, progress=progress,
+    )  # fmt: skip
+
+
+def check_same_checkpoints(doc: dict, roles: dict, source: Path) -> None:
+    """Refuse a layerwise report made for other checkpoints than those given."""
+    from ..errors import ConfigError
+    from ..files import file_sha256
+
+    recorded = doc.get("inputs", {}).get("checkpoints", {})
+    for role, path in roles.items():
+        sha = recorded.get(role, {}).get("sha256")
+        if sha != file_sha256(path):
+            raise ConfigError(
+                f"--layerwise {source} was made for another {role.replace('_', '-')} "
+                f"checkpoint than {path}; run layerwise on this pair first"
+            )
+
+
+def straggler_table(doc: dict) -> Table:
+    s = doc["summary"]
+    stragglers = set(s["stragglers"])
+    value = "sharpness" if s["by"] == "sharpness" else "depth"
+    table = Table(title=f"stragglers on {s['rank_on']}: {s['rule']}")
+    for column in ("layer", "tower", value, "stderr", "zero-shot", "z", ""):
+        table.add_column(column, justify="left" if column in ("layer", "tower") else "right")
+    for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
+        mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
+        table.add_row(
+            row["layer"], row["tower"], signed(row[value]), fmt(row.get("stderr")),
+            signed(row.get("zero_shot_sharpness")), f"{row['z']:+.2f}", mark,
+        )  # fmt: skip
+    if s.get("spearman"):
+        table.caption = "Spearman(sharpness, layer depth): " + ", ".join(
+            f"{name} {fmt(v['spearman'], 2)} ({v['layers']} layers)"
+            for name, v in s["spearman"].items()
+        )
+    return table

@@ -1,0 +1,238 @@
+"""Straggler layers: layer-wise sharpness and its outliers (the paper's Figure 4).
+
+Each layer group's sharpness is the sharpness measure with the perturbation
+restricted to that group, measured on the fine-tuned model and, for
+reference, on the zero-shot model. Layers are ranked within their tower by a
+robust z-score, z = (s - median) / (1.4826 * MAD); stragglers have z > ``z``
+(or are the ``top_k`` highest). ``by="barrier"`` ranks by each layer's depth
+from a ``layerwise`` report instead.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import RunOptions, SharpnessOptions
+from .errors import ConfigError, ReportError
+from .layers import layer_groups, tower_of
+from .pipeline import Workspace
+from .report import Report
+from .sharpness import measure_sharpness, perturbed_keys
+
+BY = ("sharpness", "barrier")
+MAD_SCALE = 1.4826  # makes the MAD a consistent estimator of the standard deviation
+MEAN_AD_SCALE = 1.2533  # sqrt(pi / 2): the same for the mean absolute deviation
+
+
+@dataclass(frozen=True)
+class StragglerOptions:
+    by: str = "sharpness"  # sharpness: layer-wise sharpness | barrier: layer depth (layerwise)
+    z: float = 3.5  # robust z-score above which a layer is a straggler
+    top_k: int | None = None  # instead of z: the k highest-ranked layers of each tower
+    rank_on: str | None = None  # dataset ranking the layers; None: the first ID, else the first
+
+    def __post_init__(self) -> None:
+        if self.by not in BY:
+            raise ConfigError(f"--by {self.by!r} is unknown; choose sharpness or barrier")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1, got {self.top_k}")
+
+    def rule(self) -> str:
+        value = "layer-wise sharpness" if self.by == "sharpness" else "layer depth (layerwise)"
+        if self.top_k:
+            return f"the {self.top_k} highest {value} in each tower"
+        return f"robust z-score of {value} > {self.z:g} within each tower"
+
+
+def robust_z(values: Sequence[float]) -> list[float]:
+    """(v - median) / (1.4826 * MAD); with MAD = 0, the mean absolute deviation scaled by
+    1.2533 stands in (Iglewicz and Hoaglin); with both 0, every z is 0."""
+    median = statistics.median(values)
+    deviations = [abs(v - median) for v in values]
+    scale = MAD_SCALE * statistics.median(deviations)
+    if scale == 0:
+        scale = MEAN_AD_SCALE * statistics.fmean(deviations)
+    return [0.0 if scale == 0 else (v - median) / scale for v in values]
+
+
+def choose(rows: list[dict], options: StragglerOptions, value: str) -> list[str]:
+    """Fill each row's ``z`` (within its tower) and return the straggler layers, highest first."""
+    chosen = []
+    for tower in sorted({r["tower"] for r in rows}):
+        members = [r for r in rows if r["tower"] == tower]
+        for row, z in zip(members, robust_z([r[value] for r in members]), strict=True):
+            row["z"] = z
+        ranked = sorted(members, key=lambda r: -r[value])
+        if options.top_k:
+            chosen += ranked[: options.top_k]
+        else:
+            chosen += [r for r in ranked if r["z"] > options.z]
+    return [r["layer"] for r in sorted(chosen, key=lambda r: -r[value])]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (average ranks on ties); None for fewer than 3 pairs."""
+    if len(x) < 3:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return None if var == 0 else cov / var
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def layer_depths(layerwise: dict, source: str) -> dict[str, dict[str, float]]:
+    """``{dataset: {layer: depth}}`` of the OOD sets of a layerwise report."""
+    if layerwise.get("command") != "layerwise":
+        raise ReportError(f"--layerwise {source} is a {layerwise.get('command')!r} report")
+    ood = [d["name"] for d in layerwise["inputs"]["datasets"] if d["role"] == "ood"]
+    if not ood:
+        raise ReportError(f"--layerwise {source} has no OOD dataset to take layer depths from")
+    rows = [r for r in layerwise["summary"]["layers"] if not r["unchanged"]]
+    return {name: {r["layer"]: r[name]["depth"] for r in rows} for name in ood}
+
+
+def _rank_dataset(workspace: Workspace, options: StragglerOptions) -> str:
+    names = [d.name for d in workspace.datasets]
+    if options.rank_on is not None:
+        if options.rank_on not in names:
+            raise ConfigError(f"--rank-on {options.rank_on!r} is not a dataset; choose {names}")
+        return options.rank_on
+    ids = [d.name for d in workspace.datasets if d.spec.role == "id"]
+    return (ids or names)[0]
+
+
+def layer_sharpness(
+    workspace: Workspace,
+    options: RunOptions,
+    measure: SharpnessOptions,
+    groups: dict[str, list[str]],
+    role: str,
+    progress=None,
+) -> dict[str, dict[str, Any]]:
+    """``{layer: {dataset: SharpnessMetrics}}`` of the ``role`` checkpoint, one layer at a time."""
+    workspace.classifier.load(workspace.checkpoints[role].tensors)
+    workspace.heads.invalidate()
+    result = {}
+    for done, (layer, keys) in enumerate(groups.items()):
+        result[layer] = measure_sharpness(
+            workspace.classifier, workspace.heads, workspace.datasets, keys, measure,
+            rho=measure.rhos[0], batch_size=options.eval.batch_size, seed=options.data.seed,
+        )  # fmt: skip
+        if progress:
+            progress(f"layers ({role})", done + 1, len(groups))
+    return result
+
+
+def run_stragglers(
+    workspace: Workspace,
+    options: RunOptions,
+    measure: SharpnessOptions,
+    stragglers: StragglerOptions,
+    *,
+    layerwise: dict | None = None,
+    progress=None,
+) -> Report:
+    """Layer-wise sharpness of the fine-tuned (and zero-shot) model, ranked, with stragglers."""
+    started = time.perf_counter()
+    if len(measure.rhos) != 1:
+        raise ConfigError("stragglers measures at one --rho; give a single value")
+    groups = layer_groups(perturbed_keys(workspace.classifier, measure))
+    rank_on = _rank_dataset(workspace, stragglers)
+    measured = "fine_tuned" if "fine_tuned" in workspace.checkpoints else "model"
+    try:
+        sharp = layer_sharpness(workspace, options, measure, groups, measured, progress)
+        reference = None
+        if "zero_shot" in workspace.checkpoints:
+            reference = layer_sharpness(workspace, options, measure, groups, "zero_shot", progress)
+    finally:
+        workspace.classifier.load(workspace.checkpoints[measured].tensors)
+        workspace.heads.invalidate()
+    rows = [_row(layer, sharp, reference, rank_on) for layer in groups]
+    summary = {"by": "sharpness", "rule": stragglers.rule(), "rank_on": rank_on}
+    summary["stragglers"] = choose(rows, stragglers, "sharpness")
+    if layerwise is not None:
+        summary["spearman"] = _correlations(rows, layer_depths(layerwise, "report"))
+    return Report(
+        command="stragglers",
+        inputs=workspace.inputs(),
+        config=_config(workspace, options, measure, stragglers),
+        results={"layers": rows},
+        summary=summary,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def barrier_stragglers(layerwise: dict, stragglers: StragglerOptions, source: str) -> Report:
+    """Stragglers by layer depth, read from a ``layerwise`` report (no model is evaluated)."""
+    depths = layer_depths(layerwise, source)
+    rank_on = stragglers.rank_on or next(iter(depths))
+    if rank_on not in depths:
+        raise ConfigError(f"--rank-on {rank_on!r} is not an OOD set of {source}: {list(depths)}")
+    rows = [
+        {"layer": layer, "tower": tower_of(layer), "depth": depth}
+        for layer, depth in depths[rank_on].items()
+    ]
+    return Report(
+        command="stragglers",
+        inputs=layerwise["inputs"],
+        config={"by": "barrier", "layerwise": source, "z": stragglers.z, "top_k": stragglers.top_k},
+        results={"layers": rows},
+        summary={
+            "by": "barrier",
+            "rule": stragglers.rule(),
+            "rank_on": rank_on,
+            "stragglers": choose(rows, stragglers, "depth"),
+        },
+    )
+
+
+def _row(layer: str, sharp: dict, reference: dict | None, rank_on: str) -> dict:
+    mine = sharp[layer][rank_on]
+    return {
+        "layer": layer,
+        "tower": tower_of(layer),
+        "sharpness": mine.sharpness,
+        "stderr": mine.stderr,
+        "zero_shot_sharpness": reference[layer][rank_on].sharpness if reference else None,
+        "metrics": {name: m.to_dict() for name, m in sharp[layer].items()},
+    }
+
+
+def _correlations(rows: list[dict], depths: dict[str, dict[str, float]]) -> dict:
+    """Spearman correlation of layer sharpness with layer depth, per OOD set of a layerwise run."""
+    result = {}
+    for name, by_layer in depths.items():
+        shared = [r for r in rows if r["layer"] in by_layer]
+        value = spearman([r["sharpness"] for r in shared], [by_layer[r["layer"]] for r in shared])
+        result[name] = {"spearman": value, "layers": len(shared)}
+    return result
+
+
+def _config(workspace, options: RunOptions, measure: SharpnessOptions, stragglers) -> dict:
+    from dataclasses import asdict
+
+    from .interpolation import run_config
+
+    config = run_config(workspace, options) | asdict(measure) | asdict(stragglers)
+    for key in ("exclude", "extrapolate", "failure_threshold"):
+        config.pop(key, None)
+    return config | {"rho": measure.rhos[0], "exclude": measure.exclude}
