@@ -154,16 +154,25 @@ def stragglers_figure(doc: dict):
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4), constrained_layout=True)
     x = list(range(len(rows)))
     colors = ["tab:red" if r["layer"] in stragglers else "tab:blue" for r in rows]
-    ax.bar(x, [r["sharpness"] for r in rows], yerr=[r.get("stderr") or 0 for r in rows],
-           color=colors, capsize=2, label="fine-tuned")  # fmt: skip
+    from matplotlib.patches import Patch
+
+    value = "sharpness" if "sharpness" in rows[0] else "depth"
+    ax.bar(x, [r[value] for r in rows], yerr=[r.get("stderr") or 0 for r in rows],
+           color=colors, capsize=2)  # fmt: skip
+    handles = [
+        Patch(color="tab:blue", label="fine-tuned"),
+        Patch(color="tab:red", label="straggler"),
+    ]
     reference = [r.get("zero_shot_sharpness") for r in rows]
     if any(v is not None for v in reference):
-        ax.plot(x, reference, "k_", markersize=12, label="zero-shot")
+        handles += ax.plot(x, reference, "k_", markersize=12, label="zero-shot")
     ax.set_xticks(x, [r["layer"] for r in rows], rotation=60, ha="right", fontsize="small")
-    ax.set_ylabel("layer-wise sharpness (Δ loss, nats)")
+    ax.set_ylabel("layer-wise sharpness (Δ loss, nats)" if value == "sharpness" else "layer depth")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small")
-    ax.set_title(f"Straggler layers of {label_of(doc)} (red: {doc['summary'].get('rule', '')})")
+    ax.legend(handles=handles, fontsize="small")
+    ax.set_title(
+        f"Straggler layers of {label_of(doc)}\n{doc['summary'].get('rule', '')}", fontsize=10
+    )
     return fig
 
 
@@ -201,7 +210,10 @@ def figures(docs: Sequence[dict], names: Sequence[str]) -> list[Any]:
 
 
 def save_figures(figs: Sequence[Any], output: Path) -> None:
-    """PNG / SVG for one figure, PDF for any number (one page each); written atomically."""
+    """PNG / SVG for one figure, PDF for any number (one page each); written atomically.
+
+    The figures are closed afterwards.
+    """
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
         raise ReportError(f"-o {output}: choose a .png, .svg or .pdf file")
@@ -220,4 +232,8 @@ def save_figures(figs: Sequence[Any], output: Path) -> None:
         else:
             figs[0].savefig(tmp, format=suffix[1:], dpi=150)
 
-    write_atomic(output, write)
+    try:
+        write_atomic(output, write)
+    finally:
+        for fig in figs:  # pyplot keeps every figure alive until it is closed
+            _pyplot().close(fig)

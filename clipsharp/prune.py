@@ -116,9 +116,7 @@ def choose_layers(fine_tuned: Checkpoint, spec: str | None, from_report: Path | 
             f"--from {from_report} names layer {unknown[0]!r}, which {fine_tuned.path} lacks; "
             "was the report made for this checkpoint?"
         )
-    if not chosen:
-        raise ConfigError(f"--from {from_report} lists no straggler layers: nothing to prune")
-    return chosen
+    return chosen  # may be empty: a model without stragglers is written back unpruned
 
 
 def write_pruned(
@@ -187,18 +185,16 @@ def run_prune(
     return report, pruned
 
 
-def before_and_after(
-    workspace: Workspace, pruned: Checkpoint, options: RunOptions, progress=None
-) -> dict:
-    """The interpolation path zero-shot -> fine-tuned, and zero-shot -> pruned."""
+def add_before_and_after(
+    report: Report, workspace: Workspace, pruned: Checkpoint, options: RunOptions, progress=None
+) -> None:
+    """Measure the path zero-shot -> fine-tuned and zero-shot -> pruned into ``report``:
+    ``results.before/after`` (the paths), ``summary.before/after``, ``inputs.datasets``."""
     before = run_interpolation(workspace, options, progress=progress)
     after_pair = {"zero_shot": workspace.checkpoints["zero_shot"], "fine_tuned": pruned}
-    after = run_interpolation(
-        replace(workspace, checkpoints=after_pair), options, progress=progress
-    )
-    return {
-        "results": {"before": before.results["path"], "after": after.results["path"]},
-        "summary": {"before": before.summary, "after": after.summary},
-        "datasets": before.inputs["datasets"],
-        "config": {"alphas": before.config["alphas"]},
-    }
+    after_workspace = replace(workspace, checkpoints=after_pair)
+    after = run_interpolation(after_workspace, options, progress=progress)
+    report.results |= {"before": before.results["path"], "after": after.results["path"]}
+    report.summary |= {"before": before.summary, "after": after.summary}
+    report.inputs["datasets"] = before.inputs["datasets"]
+    report.config["alphas"] = before.config["alphas"]

@@ -225,3 +225,10 @@ def test_format_md_and_json(pair, tmp_path):
     assert json.loads(js.stdout) == json.loads(report.read_text())
     bad = invoke(*interpolate_args(pair, "--format", "xml"))
     assert bad.exit_code == 2 and "--format 'xml'" in bad.stderr
+
+
+def test_public_api_names_resolve():
+    import clipsharp
+
+    for name in clipsharp.__all__:
+        assert getattr(clipsharp, name) is not None, name

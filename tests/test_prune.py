@@ -155,7 +155,6 @@ def test_output_over_an_input_is_refused(pair, tmp_path):
         (["--layers", "visual.block.9"], "valid names"),
         (["--layers", "visual.block.0", "--target", "task-vector"], "needs the zero-shot"),
         (["--layers", "visual.block.0", "--sparsity", "1.5"], "outside [0, 1]"),
-        (["--layers", "visual.block.0", "--ood", "x"], "give --zero-shot too"),
     ],
 )
 def test_bad_prune_requests(pair, tmp_path, extra, message):
@@ -163,6 +162,15 @@ def test_bad_prune_requests(pair, tmp_path, extra, message):
     result = prune(pair.fine_tuned, "-o", output, *extra)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not output.exists()
+
+
+def test_datasets_without_zero_shot_prune_with_a_warning(pair, tmp_path):
+    output = tmp_path / "pruned.safetensors"
+    result = prune(pair.fine_tuned, "--layers", "visual.block.0", "--ood", pair.shifted,
+                   "-o", output, "--report", "-")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "not measured" in result.stderr and output.exists()
+    assert "before" not in json.loads(result.stdout)["summary"]
 
 
 def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
@@ -204,6 +212,15 @@ def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
     after_ft = doc["results"]["after"][-1]["metrics"]["shifted"]
     assert doc["results"]["before"][0] == doc["results"]["after"][0]  # same zero-shot end
     assert before_ft != after_ft
+    report.write_text(json.dumps({"schema": SCHEMA, "command": "stragglers",
+                                  "summary": {"stragglers": []}}))  # fmt: skip
+    result = prune(pair.fine_tuned, "--from", report, "-o", output)
+    assert result.exit_code == 0 and "lists no straggler layers" in result.stderr
+    assert load_file(str(output)).keys() == load_file(str(pair.fine_tuned)).keys()
+    assert all(
+        torch.equal(v, load_file(str(pair.fine_tuned))[k])
+        for k, v in load_file(str(output)).items()
+    )
     wrong = tmp_path / "path.json"
     wrong.write_text(json.dumps({"schema": SCHEMA, "command": "interpolate", "summary": {}}))
     result = prune(pair.fine_tuned, "--from", wrong, "-o", output)

@@ -90,9 +90,8 @@ def command(
         clipsharp prune ft.safetensors --from stragglers.json \\
             -o ft-pruned.safetensors
     """
-    from ..errors import ConfigError
     from ..pipeline import open_checkpoints, open_workspace
-    from ..prune import PruneOptions, before_and_after, run_prune
+    from ..prune import PruneOptions, add_before_and_after, run_prune
 
     form = opt.check_format(format)
     options = PruneOptions(sparsity, target, include_vectors)
@@ -100,15 +99,19 @@ def command(
     check_output(str(output), inputs)
     check_output(report, [*inputs, output])
     specs = opt.dataset_specs(id, ood)
+    out = console()
     if specs and zero_shot is None:
-        raise ConfigError("--id/--ood measure the path before and after: give --zero-shot too")
+        out.print(
+            "[yellow]warning:[/] datasets given without --zero-shot: the path before and "
+            "after pruning is not measured (add --zero-shot ZS to measure it)"
+        )
+        specs = []
     run = opt.run_options(
         image_column=image_column, label_column=label_column, classnames=classnames,
         limit=limit, seed=seed, num_workers=num_workers, device=device,
         batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
     )  # fmt: skip
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
-    out = console()
     with progress_bars(out) as progress:
         if specs:
             workspace = open_workspace(
@@ -123,13 +126,14 @@ def command(
         result, pruned = run_prune(
             checkpoints, arch, output, options, layers=layers, from_report=from_report
         )
+        if not result.summary["layers"]:
+            out.print(
+                f"[yellow]warning:[/] {from_report} lists no straggler layers: nothing was "
+                f"pruned, {output} holds the fine-tuned weights unchanged"
+            )
         out.print(f"pruned checkpoint written to {output}")
         if specs:
-            compared = before_and_after(workspace, pruned, run, progress)
-            result.results |= compared["results"]
-            result.summary |= compared["summary"]
-            result.inputs["datasets"] = compared["datasets"]
-            result.config["alphas"] = compared["config"]["alphas"]
+            add_before_and_after(result, workspace, pruned, run, progress)
     finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
 
 

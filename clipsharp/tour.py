@@ -1,0 +1,106 @@
+"""The analyses ``clipsharp demo`` runs on its pairs, in the order a user would.
+
+For each fine-tuned model (gentle, aggressive): the interpolation path, the
+layer-wise paths and sharpness along the path. On the aggressive pair (the
+failure mode): the straggler layers, pruned, and the path before and after.
+Every report is written to ``ROOT/reports`` and its figure to ``ROOT/figures``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
+from .data import DatasetSpec
+from .demo import DemoArtifacts
+from .interpolation import run_interpolation
+from .layerwise import LayerwiseOptions, run_layerwise
+from .pipeline import Workspace, open_workspace
+from .plots import figures, save_figures
+from .prune import PruneOptions, add_before_and_after, run_prune
+from .report import Report
+from .sharpness import run_sharpness
+from .stragglers import StragglerOptions, run_stragglers
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TourOptions:
+    """What the demo measures; sized to take about a minute on 2 CPU cores."""
+
+    alphas: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(11))
+    layer_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # layer-wise and sharpness
+    rho: float = 0.1  # sharpness radius, relative to |w|: small enough not to saturate here
+    iterations: int = 8  # noise draws per sharpness point
+    limit: int = 512  # examples per dataset for sharpness and stragglers
+    top_k: int = 2  # stragglers pruned: the two sharpest layers (five layers make z weak)
+    sparsity: float = 0.5  # fraction of each straggler tensor returned to zero-shot
+    device: str = "auto"
+    batch_size: int = 128
+    seed: int = 0
+
+
+def run_tour(
+    artifacts: DemoArtifacts, options: TourOptions, progress: Progress | None = None
+) -> dict[str, Report]:
+    """Run every analysis, write the reports and figures, return the reports by file stem."""
+    reports_dir, figures_dir = artifacts.root / "reports", artifacts.root / "figures"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    path = _run_options(options, options.alphas)
+    short = _run_options(options, options.layer_alphas)
+    sampled = replace(short, data=replace(short.data, limit=options.limit))
+    measure = SharpnessOptions(rhos=(options.rho,), iterations=options.iterations)
+    reports: dict[str, Report] = {}
+    for name, fine_tuned in artifacts.fine_tuned.items():
+        workspace = _open(artifacts, fine_tuned, path, progress)
+        reports[f"interpolate-{name}"] = run_interpolation(workspace, path, progress=progress)
+        reports[f"layerwise-{name}"] = run_layerwise(
+            workspace, short, LayerwiseOptions(), progress=progress
+        )
+        sample = _open(artifacts, fine_tuned, sampled, progress)
+        reports[f"sharpness-{name}"] = run_sharpness(sample, sampled, measure, progress=progress)
+        if name == "aggressive":
+            reports |= _repair(artifacts, workspace, sample, sampled, measure, options, progress)
+    for stem, report in reports.items():
+        report.write(reports_dir / f"{stem}.json")
+        save_figures(figures([report.to_dict()], [stem]), figures_dir / f"{stem}.png")
+    return reports
+
+
+def _repair(artifacts, workspace, sample, sampled, measure, options, progress) -> dict:
+    """Stragglers of the aggressive pair, pruned back toward zero-shot; the path before/after."""
+    rule = StragglerOptions(top_k=options.top_k)
+    stragglers = run_stragglers(sample, sampled, measure, rule, progress=progress)
+    output = artifacts.root / "fine_tuned_aggressive_pruned.safetensors"
+    pruning = PruneOptions(sparsity=options.sparsity, target="task-vector")
+    report, pruned = run_prune(
+        workspace.checkpoints, workspace.arch, output, pruning,
+        layers=",".join(stragglers.summary["stragglers"]),
+    )  # fmt: skip
+    add_before_and_after(report, workspace, pruned, _run_options(options, options.alphas), progress)
+    return {"stragglers-aggressive": stragglers, "prune-aggressive": report}
+
+
+def _run_options(options: TourOptions, alphas: tuple[float, ...]) -> RunOptions:
+    return RunOptions(
+        data=DataOptions(seed=options.seed),
+        eval=EvalOptions(device=options.device, batch_size=options.batch_size),
+        path=PathOptions(alphas=alphas),
+    )
+
+
+def _open(artifacts: DemoArtifacts, fine_tuned: Path, options: RunOptions, progress) -> Workspace:
+    return open_workspace(
+        {"zero_shot": artifacts.zero_shot, "fine_tuned": fine_tuned},
+        [
+            DatasetSpec.parse(str(artifacts.in_dist), role="id"),
+            DatasetSpec.parse(str(artifacts.shifted), role="ood"),
+        ],
+        data=options.data,
+        evaluation=options.eval,
+        progress=progress,
+    )

@@ -1,0 +1,224 @@
+"""The demo builder, with a tiny recipe (the full recipe takes about a minute)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import clipsharp
+from clipsharp.demo import CLASSNAMES, DemoRecipe, build_demo, load_digits
+
+SEED = 3
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """One tiny demo build shared by the tests, with every progress call recorded."""
+    calls = []
+    root = tmp_path_factory.mktemp("demo")
+    found = build_demo(
+        root, recipe=DemoRecipe.tiny(), seed=SEED, progress=lambda *call: calls.append(call)
+    )
+    return found, calls
+
+
+def checkpoints(found):
+    return {"zero_shot": found.zero_shot, **found.fine_tuned}
+
+
+def test_bundled_digits_are_the_uci_digits():
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 16
+    counts = np.bincount(labels, minlength=10)
+    assert len(counts) == 10 and counts.sum() == 1797 and counts.min() > 170
+
+
+def test_build_writes_every_file(built):
+    found, _ = built
+    assert found.built
+    assert set(found.fine_tuned) == {"gentle", "aggressive"}
+    for path in [*checkpoints(found).values(), found.in_dist, found.shifted]:
+        assert path.parent == found.root or path.parent == found.root / "data"
+        assert path.exists()
+    record = json.loads((found.root / "demo.json").read_text())
+    assert record["recipe_hash"] == DemoRecipe.tiny().fingerprint(SEED)
+
+
+@pytest.mark.parametrize("name", ["zero_shot", "gentle", "aggressive"])
+def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
+    import open_clip
+
+    path = checkpoints(built[0])[name]
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["clipsharp.version"] == clipsharp.__version__
+    expected = "demo-pretrain" if name == "zero_shot" else "demo-finetune"
+    assert metadata["clipsharp.operation"] == expected
+    parameters = json.loads(metadata["clipsharp.parameters"])
+    assert parameters["seed"] == SEED
+    if name != "zero_shot":
+        assert parameters["name"] == name
+    config = json.loads(metadata["clipsharp.model_config"])
+    assert config == DemoRecipe.tiny().model_config()
+    model = open_clip.model.CLIP(**config)
+    state = load_file(path)
+    assert not any(key.startswith("head.") for key in state)
+    model.load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("name", ["gentle", "aggressive"])
+def test_fine_tuning_moves_the_image_tower_only(built, name):
+    found, _ = built
+    zero_shot = load_file(found.zero_shot)
+    fine_tuned = load_file(found.fine_tuned[name])
+    assert zero_shot.keys() == fine_tuned.keys()
+    changed = {key for key in zero_shot if not torch.equal(zero_shot[key], fine_tuned[key])}
+    assert changed and all(key.startswith("visual.") for key in changed)
+    assert "visual.proj" in changed
+    assert torch.equal(zero_shot["logit_scale"], fine_tuned["logit_scale"])
+
+
+def test_gentle_and_aggressive_differ(built):
+    found, _ = built
+    gentle = load_file(found.fine_tuned["gentle"])
+    aggressive = load_file(found.fine_tuned["aggressive"])
+    assert not torch.equal(gentle["visual.proj"], aggressive["visual.proj"])
+
+
+def test_eval_sets_load_with_word_class_names(built):
+    import datasets
+
+    found, _ = built
+    in_dist = datasets.load_from_disk(str(found.in_dist))
+    shifted = datasets.load_from_disk(str(found.shifted))
+    recipe = DemoRecipe.tiny()
+    for table in (in_dist, shifted):
+        assert table.features["label"].names == list(CLASSNAMES)
+        assert isinstance(table.features["image"], datasets.Image)
+        assert len(table) == 1797 - recipe.num_train
+    assert in_dist["label"] == shifted["label"]
+    size = (recipe.image_size, recipe.image_size)
+    id_pixels = np.stack([np.asarray(image) for image in in_dist["image"]])
+    ood_pixels = np.stack([np.asarray(image) for image in shifted["image"]])
+    assert id_pixels.shape[1:] == ood_pixels.shape[1:] == size
+    assert (id_pixels != ood_pixels).mean() > 0.5
+    assert recipe.shift_rotation == 0 and recipe.shift_invert
+    np.testing.assert_array_equal(ood_pixels, 255 - id_pixels)  # the shift: colour inversion
+
+
+def test_eval_sets_hold_the_held_out_digits(built):
+    """The ID images are the upsampled held-out digits: their 8x8 block means match."""
+    import datasets
+
+    found, _ = built
+    images, labels = load_digits()
+    in_dist = datasets.load_from_disk(str(found.in_dist))
+    train_labels = np.bincount(labels, minlength=10) - np.bincount(in_dist["label"], minlength=10)
+    assert train_labels.sum() == DemoRecipe.tiny().num_train and train_labels.min() > 0
+    first = np.asarray(in_dist[0]["image"], dtype=np.float64)
+    blocks = first.reshape(8, first.shape[0] // 8, 8, -1).mean(axis=(1, 3)) * 16 / 255
+    distance = np.abs(images.astype(np.float64) - blocks).mean(axis=(1, 2))
+    assert labels[distance.argmin()] == in_dist[0]["label"]
+    assert distance.min() < 1.5
+
+
+def test_training_images_are_preprocessed_like_evaluation(built):
+    """Training tensors equal open_clip's eval transform applied to the stored PNGs."""
+    import datasets
+    import open_clip
+
+    from clipsharp.demo import normalize, pixel_tensors, render_digit, split_digits
+
+    found, _ = built
+    recipe = DemoRecipe.tiny()
+    images, labels = load_digits()
+    _, held_out = split_digits(len(labels), recipe.num_train)
+    rendered = [render_digit(digit, recipe.image_size) for digit in images[held_out[:20]]]
+    ours = normalize(pixel_tensors(rendered, recipe.image_size))
+    transform = open_clip.image_transform(recipe.image_size, is_train=False)
+    stored = datasets.load_from_disk(str(found.in_dist)).select(range(20))["image"]
+    theirs = torch.stack([transform(image.convert("RGB")) for image in stored])
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_progress_reports_every_stage(built):
+    _, calls = built
+    recipe = DemoRecipe.tiny()
+    finals = [(stage, done) for stage, done, total in calls if done == total]
+    assert finals == [
+        ("pretrain", recipe.pretrain_steps),
+        ("fine-tune gentle", recipe.finetune_steps),
+        ("fine-tune aggressive", recipe.finetune_steps),
+    ]
+
+
+def test_second_call_comes_from_the_cache(built):
+    found, _ = built
+    before = {path: path.stat().st_mtime_ns for path in found.root.rglob("*")}
+
+    def no_training(stage, done, total):
+        pytest.fail(f"a cached demo trained again ({stage})")
+
+    again = build_demo(found.root, recipe=DemoRecipe.tiny(), seed=SEED, progress=no_training)
+    assert not again.built
+    assert again.zero_shot == found.zero_shot and again.fine_tuned == found.fine_tuned
+    assert {path: path.stat().st_mtime_ns for path in found.root.rglob("*")} == before
+
+
+def test_another_seed_is_not_cached_and_global_state_is_kept(built, tmp_path):
+    import datasets
+
+    found, _ = built
+    root = tmp_path / "copy"
+    shutil.copytree(found.root, root)
+    rng, threads = torch.random.get_rng_state(), torch.get_num_threads()
+    bars = datasets.is_progress_bar_enabled()
+    again = build_demo(root, recipe=DemoRecipe.tiny(), seed=SEED + 1)
+    assert again.built
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.get_num_threads() == threads and datasets.is_progress_bar_enabled() == bars
+    first, second = load_file(found.zero_shot), load_file(again.zero_shot)
+    assert not torch.equal(first["visual.proj"], second["visual.proj"])
+
+
+def test_force_rebuilds_bit_identical_checkpoints(built, tmp_path):
+    found, _ = built
+    root = tmp_path / "copy"
+    shutil.copytree(found.root, root)
+    again = build_demo(root, recipe=DemoRecipe.tiny(), seed=SEED, force=True)
+    assert again.built
+    for name, path in checkpoints(found).items():
+        first, second = load_file(path), load_file(checkpoints(again)[name])
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[key], second[key]) for key in first), name
+
+
+def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipsharp.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    stems = {"interpolate-gentle", "interpolate-aggressive", "layerwise-gentle",
+             "layerwise-aggressive", "sharpness-gentle", "sharpness-aggressive",
+             "stragglers-aggressive", "prune-aggressive"}  # fmt: skip
+    assert {p.stem for p in (out / "reports").glob("*.json")} == stems
+    assert {p.stem for p in (out / "figures").glob("*.png")} == stems
+    prune = json.loads((out / "reports" / "prune-aggressive.json").read_text())
+    stragglers = json.loads((out / "reports" / "stragglers-aggressive.json").read_text())
+    assert prune["summary"]["layers"] == stragglers["summary"]["stragglers"]
+    assert {"before", "after"} <= prune["summary"].keys()
+    again = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    assert again.exit_code == 0 and "reused from the cache" in again.stderr
