@@ -10,7 +10,6 @@ is reported ``unchanged`` and not evaluated: its path is flat by construction.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,22 +89,21 @@ def run_layerwise(
     config.pop("failure_threshold")
     identity = {"command": "layerwise", "inputs": inputs, "config": config}
     record = Journal(journal, identity, resume=resume) if journal else None
-    run = (workspace.datasets, options.eval.batch_size, record)
+    layers = {layer: [k for k in groups[layer] if k in moving] for layer in chosen}
+    sweep = _LayerSweep(path, workspace.datasets, options.eval.batch_size, record, progress)
+    sweep.total = 1 + sum(len(alphas) - 1 for keys in layers.values() if keys)
+    rows = []
     try:
-        path.set_alpha(home)  # the background model
-        background = measure(path, *run[:2], journal=record, key="background")
-        rows = []
-        for done, layer in enumerate(chosen):
-            keys = [k for k in groups[layer] if k in moving]
+        path.set_alpha(home)  # the background model, measured once for every layer
+        background = sweep.point("background")
+        for layer, keys in layers.items():
             row = {"layer": layer, "tower": tower_of(layer), "tensors": groups[layer]}
             row["unchanged"] = not keys
             if keys:
-                points = _layer_path(path, run, layer, keys, alphas, home, background)
+                points = sweep.layer_path(layer, keys, alphas, home, background)
                 row["path"] = [p.to_dict() for p in points]
                 row["summary"] = _layer_summary(points, workspace, layer_options)
             rows.append(row)
-            if progress:
-                progress("layers", done + 1, len(chosen))
     finally:
         workspace.classifier.load(fine_tuned.tensors)
     return Report(
@@ -121,34 +119,34 @@ def run_layerwise(
     )
 
 
-def _layer_path(
-    path: WeightPath,
-    run: tuple,
-    layer: str,
-    keys: Sequence[str],
-    alphas: Sequence[float],
-    home: float,
-    background: dict,
-) -> list[PathPoint]:
-    """Move ``keys`` along the alphas, then put them back at the background (exactly).
+class _LayerSweep:
+    """Evaluates points of layer paths; counts them for the progress bar."""
 
-    ``run`` is ``(datasets, batch_size, journal)``.
-    """
-    datasets, batch_size, journal = run
-    points = []
-    try:
-        for alpha in alphas:
-            if alpha == home:  # the background model itself: measured once for all layers
-                points.append(PathPoint(alpha, background))
-                continue
-            path.set_alpha(alpha, keys)
-            key = f"{layer}@{alpha!r}"
-            points.append(
-                PathPoint(alpha, measure(path, datasets, batch_size, journal=journal, key=key))
-            )
-    finally:
-        path.set_alpha(home, keys)  # torch.lerp is exact at 0 and 1: bit-identical restore
-    return points
+    def __init__(self, path: WeightPath, datasets, batch_size: int, journal, progress) -> None:
+        self.path, self.datasets, self.batch_size = path, datasets, batch_size
+        self.journal, self.progress = journal, progress
+        self.done, self.total = 0, 0
+
+    def point(self, key: str) -> dict:
+        metrics = measure(self.path, self.datasets, self.batch_size, journal=self.journal, key=key)
+        self.done += 1
+        if self.progress:
+            self.progress("layerwise", self.done, self.total)
+        return metrics
+
+    def layer_path(self, layer, keys, alphas, home: float, background: dict) -> list[PathPoint]:
+        """Move ``keys`` along the alphas, then put them back at the background (exactly)."""
+        points = []
+        try:
+            for alpha in alphas:
+                if alpha == home:  # the background model itself
+                    points.append(PathPoint(alpha, background))
+                    continue
+                self.path.set_alpha(alpha, keys)
+                points.append(PathPoint(alpha, self.point(f"{layer}@{alpha!r}")))
+        finally:
+            self.path.set_alpha(home, keys)  # lerp is exact at 0 and 1: a bit-identical restore
+        return points
 
 
 def _layer_summary(points, workspace: Workspace, layer_options: LayerwiseOptions) -> dict:

@@ -148,6 +148,65 @@ def _pickle(tmp_path, pair):
     return path
 
 
+def _lying_header(tmp_path, pair):
+    """A header whose offsets claim more bytes than the file holds."""
+    import struct
+
+    data = pair.fine_tuned.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    key = next(k for k in header if k != "__metadata__")
+    start, stop = header[key]["data_offsets"]
+    header[key]["data_offsets"] = [start, stop + 4096]
+    raw = json.dumps(header).encode()
+    path = tmp_path / "lying.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + size :])
+    return path
+
+
+def _not_clip(tmp_path, pair):
+    """Not a CLIP, though its metadata claims the tiny architecture."""
+    path = save_checkpoint(tmp_path / "resnet.safetensors", {"fc.weight": torch.ones(2, 2)})
+    return path, path
+
+
+def _dataset(tmp_path, rows, features=None):
+    import datasets
+
+    path = tmp_path / "data"
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(path))
+    return path
+
+
+def _no_labels(tmp_path, pair):
+    from conftest import coloured_images
+
+    return ["--ood", _dataset(tmp_path, {"image": coloured_images(4, 0)[0]})]
+
+
+def _empty(tmp_path, pair):
+    import datasets
+    from conftest import CLASSNAMES, coloured_images
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSNAMES)}
+    )
+    images, labels = coloured_images(4, 0)
+    rows = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    rows.filter(lambda row: False).save_to_disk(str(tmp_path / "empty"))
+    return ["--ood", tmp_path / "empty"]
+
+
+def _labels_out_of_range(tmp_path, pair):
+    from conftest import coloured_images
+
+    images, labels = coloured_images(8, 0)  # labels 0..3
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\n")
+    path = _dataset(tmp_path, {"image": images, "label": labels})
+    return ["--ood", path, "--classnames", names]
+
+
 @pytest.mark.parametrize(
     ("make", "extra", "expected"),
     [
@@ -156,6 +215,12 @@ def _pickle(tmp_path, pair):
         (_no_metadata, [], "cannot tell the architecture of"),
         (_nan, [], "nan.safetensors has NaN or Inf values in visual.proj"),
         (_pickle, [], "ft.pt is a pickled PyTorch checkpoint"),
+        (_lying_header, [], "lying.safetensors is not a readable safetensors file"),
+        (_not_clip, [], "resnet.safetensors has no key"),
+        (_no_labels, None, "no ClassLabel"),
+        (_empty, None, "no examples"),
+        (_labels_out_of_range, None, "outside"),
+        (None, ["-o", "/no/such/folder/r.json"], "does not exist"),
         (None, ["--model", "NoSuchNet-B-99"], "unknown architecture 'NoSuchNet-B-99'"),
         (None, ["--ood", "/no/such/folder"], "/no/such/folder"),
         (None, ["--alphas", "0,2"], "outside [0, 1]"),
@@ -163,11 +228,13 @@ def _pickle(tmp_path, pair):
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(pair, tmp_path, make, extra, expected):
-    made = make(tmp_path, pair) if make else pair.fine_tuned
+    made = make(tmp_path, pair) if make and extra is not None else pair.fine_tuned
+    if extra is None:  # the maker gives dataset arguments
+        extra = make(tmp_path, pair)
     zero_shot, fine_tuned = made if isinstance(made, tuple) else (pair.zero_shot, made)
     report = tmp_path / "report.json"
     args = ["interpolate", zero_shot, fine_tuned, "--id", pair.in_dist, "--device", "cpu"]
-    result = invoke(*args, *extra, "-o", report)
+    result = invoke(*args, *extra, *([] if "-o" in extra else ["-o", report]))
     assert result.exit_code == 2, result.output
     assert expected in result.stderr
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1

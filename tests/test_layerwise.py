@@ -103,16 +103,21 @@ def test_background_zs_moves_one_layer_toward_fine_tuned(pair):
 
 @pytest.mark.parametrize("background", ["ft", "zs"])
 def test_nothing_leaks_between_layers(pair, background):
+    """At every evaluated point, only the tensors of one layer group differ from the background."""
     ws = workspace(pair)
     home = load_file(str(pair.fine_tuned if background == "ft" else pair.zero_shot))
-    leaks = []
+    group_of = {key: layer for layer, keys in layer_groups(home).items() for key in keys}
+    moved_groups = []
 
-    def after_each_layer(task, done, total):
-        if task == "layers":
-            leaks.extend(k for k, v in home.items() if not torch.equal(ws.classifier.tensors[k], v))
+    def at_each_point(task, done, total):
+        if task == "layerwise":
+            moved = {k for k, v in home.items() if not torch.equal(ws.classifier.tensors[k], v)}
+            moved_groups.append({group_of[k] for k in moved})
 
-    run_layerwise(ws, OPTIONS, LayerwiseOptions(background=background), progress=after_each_layer)
-    assert leaks == []
+    run_layerwise(ws, OPTIONS, LayerwiseOptions(background=background), progress=at_each_point)
+    assert moved_groups[0] == set()  # the background itself
+    assert all(len(groups) == 1 for groups in moved_groups[1:]), moved_groups
+    assert len(moved_groups) == 1 + 4 * 2  # 4 changed layers x (alphas 0 and 0.5, or 0.5 and 1)
 
 
 def test_moving_text_layer_reencodes_the_head_only_for_that_layer(pair, tmp_path):
