@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from clipsharp.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
 SUBSTITUTIONS = {  # the docs' names for a large model -> the tiny one
     "ViT-B-32": "config/tiny.json",
     "visual.block.10": "visual.block.0",
@@ -61,7 +61,10 @@ def _yaml_runs(block: str) -> list[str]:
 
 def test_every_document_has_examples():
     found = {doc: examples(doc)[0] for doc in DOCS}
-    assert all(found[doc] for doc in ("README.md", "docs/cli.md", "docs/ci.md")), found
+    commands = ("interpolate", "layerwise", "sharpness", "stragglers", "prune", "plot", "check",
+                "convert", "inspect", "demo")  # fmt: skip
+    pages = [f"docs/commands/{c}.md" for c in commands]
+    assert all(found[doc] for doc in ("README.md", "docs/ci.md", *pages)), found
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,11 @@ def layout(pair, tmp_path_factory) -> Path:
     shutil.copy(root / "sharp.json", root / "sharpness.json")
     (root / "reports").mkdir()
     shutil.copy(root / "path.json", root / "reports" / "last-release.json")
+    with _inside(root):  # the demo's folder, as `make demo` leaves it (toy recipe)
+        result = runner.invoke(
+            app, ["demo", "--quick", "--out", "clipsharp-demo", "--device", "cpu"]
+        )
+    assert result.exit_code == 0, result.output
     return root
 
 
@@ -154,7 +162,7 @@ def _argv(command: str, folder: Path) -> tuple[list[str], bool]:
     command = re.split(r"\s(\||>>|>)\s", command)[0]
     words = []
     for word in shlex.split(command, comments=True)[1:]:
-        matches = sorted(glob.glob(str(folder / word))) if "*" in word and ".json" in word else []
+        matches = sorted(glob.glob(str(folder / word))) if word.endswith("*.json") else []
         words += [str(Path(m).relative_to(folder)) for m in matches] or [word]
     return words, piped_to_jq
 
