@@ -5,35 +5,23 @@ from __future__ import annotations
 from rich.table import Table
 
 from . import options as opt
+from .common import Common, analysis
 from .output import check_output, check_resume, console, finish, fmt, gate, progress_bars, signed
 
 
+@analysis()
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    id: opt.Id = None,
-    ood: opt.Ood = None,
     alphas: opt.Alphas = "0:1:0.1",
     extrapolate: opt.Extrapolate = False,
     exclude: opt.Exclude = None,
     failure_threshold: opt.FailureThreshold = 0.0,
-    model: opt.Model = None,
-    image_column: opt.ImageColumn = None,
-    label_column: opt.LabelColumn = None,
-    classnames: opt.Classnames = None,
-    limit: opt.Limit = None,
-    seed: opt.Seed = 0,
-    num_workers: opt.NumWorkers = 0,
-    templates: opt.Templates = "openai",
-    device: opt.Device = "auto",
-    batch_size: opt.BatchSize = 128,
-    precision: opt.Precision = "fp32",
     output: opt.Output = None,
     resume: opt.Resume = False,
     fail_on: opt.FailOn = None,
-    format: opt.Format = "table",
-    allow_nonfinite: opt.AllowNonfinite = False,
-    show_config: opt.ShowConfig = False,
+    *,
+    common: Common,
 ) -> None:
     """Accuracy and loss along theta(alpha) = (1 - alpha) zero_shot + alpha fine_tuned.
 
@@ -47,29 +35,17 @@ def command(
             --id data/in_dist --ood data/shifted -o path.json
     """
     from ..interpolation import run_interpolation
-    from ..pipeline import open_workspace
 
-    run = opt.run_options(
-        image_column=image_column, label_column=label_column, classnames=classnames,
-        limit=limit, seed=seed, num_workers=num_workers, device=device,
-        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
-        extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold,
-    )  # fmt: skip
-    form = opt.check_format(format)
+    run = common.run_options(
+        alphas=alphas, extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold
+    )
+    form = common.form
     opt.check_fail_on(fail_on, "failure-mode")
     report_path = check_output(output, [zero_shot, fine_tuned])
     journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
-        workspace = open_workspace(
-            {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
-            opt.dataset_specs(id, ood),
-            data=run.data,
-            evaluation=run.eval,
-            model=model,
-            allow_nonfinite=allow_nonfinite,
-            progress=progress,
-        )
+        workspace = common.open({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, run, progress)
         report = run_interpolation(
             workspace, run, progress=progress, journal=journal, resume=resume
         )

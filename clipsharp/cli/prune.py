@@ -9,12 +9,14 @@ import typer
 from rich.table import Table
 
 from . import options as opt
+from .common import Common, analysis
 from .interpolate import path_table
 from .output import check_output, console, finish, fmt, progress_bars
 
 PRUNE = "Pruning"
 
 
+@analysis()
 def command(
     fine_tuned: opt.FineTuned,
     output: Annotated[
@@ -56,27 +58,13 @@ def command(
         Path | None,
         typer.Option(help="The zero-shot checkpoint: for --target task-vector and --id/--ood."),
     ] = None,
-    id: opt.Id = None,
-    ood: opt.Ood = None,
     alphas: opt.Alphas = "0:1:0.1",
-    model: opt.Model = None,
-    image_column: opt.ImageColumn = None,
-    label_column: opt.LabelColumn = None,
-    classnames: opt.Classnames = None,
-    limit: opt.Limit = None,
-    seed: opt.Seed = 0,
-    num_workers: opt.NumWorkers = 0,
-    templates: opt.Templates = "openai",
-    device: opt.Device = "auto",
-    batch_size: opt.BatchSize = 128,
-    precision: opt.Precision = "fp32",
     report: Annotated[
         str | None,
         typer.Option(help="Write the JSON report to FILE, or '-' for stdout (default when piped)."),
     ] = None,
-    format: opt.Format = "table",
-    allow_nonfinite: opt.AllowNonfinite = False,
-    show_config: opt.ShowConfig = False,
+    *,
+    common: Common,
 ) -> None:
     """Prune the chosen layers of a fine-tuned checkpoint into a new one (the paper's Fig. 5).
 
@@ -90,38 +78,31 @@ def command(
         clipsharp prune ft.safetensors --from stragglers.json \\
             -o ft-pruned.safetensors
     """
-    from ..pipeline import open_checkpoints, open_workspace
+    from ..pipeline import open_checkpoints
     from ..prune import PruneOptions, add_before_and_after, run_prune
 
-    form = opt.check_format(format)
+    form = common.form
     options = PruneOptions(sparsity, target, include_vectors)
     inputs = [p for p in (fine_tuned, zero_shot, from_report) if p]
     check_output(str(output), inputs)
     check_output(report, [*inputs, output])
-    specs = opt.dataset_specs(id, ood)
+    measured = bool(common.id or common.ood)
     out = console()
-    if specs and zero_shot is None:
+    if measured and zero_shot is None:
         out.print(
             "[yellow]warning:[/] datasets given without --zero-shot: the path before and "
             "after pruning is not measured (add --zero-shot ZS to measure it)"
         )
-        specs = []
-    run = opt.run_options(
-        image_column=image_column, label_column=label_column, classnames=classnames,
-        limit=limit, seed=seed, num_workers=num_workers, device=device,
-        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
-    )  # fmt: skip
+        measured = False
+    run = common.run_options(alphas=alphas)
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
     with progress_bars(out) as progress:
-        if specs:
-            workspace = open_workspace(
-                roles, specs, data=run.data, evaluation=run.eval, model=model,
-                allow_nonfinite=allow_nonfinite, progress=progress,
-            )  # fmt: skip
+        if measured:
+            workspace = common.open(roles, run, progress)
             checkpoints, arch = workspace.checkpoints, workspace.arch
         else:
             checkpoints, arch, _ = open_checkpoints(
-                roles, model=model, allow_nonfinite=allow_nonfinite
+                roles, model=common.model, allow_nonfinite=common.allow_nonfinite
             )
         result, pruned = run_prune(
             checkpoints, arch, output, options, layers=layers, from_report=from_report
@@ -132,7 +113,7 @@ def command(
                 f"pruned, {output} holds the fine-tuned weights unchanged"
             )
         out.print(f"pruned checkpoint written to {output}")
-        if specs:
+        if measured:
             add_before_and_after(result, workspace, pruned, run, progress)
     finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
 

@@ -7,13 +7,13 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from . import options as opt
+from .common import Common, analysis
 from .output import check_output, console, finish, fmt, progress_bars, signed
 
 
+@analysis(limit=1024)
 def command(
     checkpoints: opt.Checkpoints,
-    id: opt.Id = None,
-    ood: opt.Ood = None,
     kind: opt.Kind = "average",
     rho: opt.Rho = "1.0",
     iterations: opt.Iterations = 20,
@@ -24,21 +24,9 @@ def command(
     exclude: opt.PerturbExclude = None,
     alphas: opt.MeasuredAlphas = "0:1:0.1",
     extrapolate: opt.Extrapolate = False,
-    model: opt.Model = None,
-    image_column: opt.ImageColumn = None,
-    label_column: opt.LabelColumn = None,
-    classnames: opt.Classnames = None,
-    limit: opt.Limit = 1024,
-    seed: opt.Seed = 0,
-    num_workers: opt.NumWorkers = 0,
-    templates: opt.Templates = "openai",
-    device: opt.Device = "auto",
-    batch_size: opt.BatchSize = 128,
-    precision: opt.Precision = "fp32",
     output: opt.Output = None,
-    format: opt.Format = "table",
-    allow_nonfinite: opt.AllowNonfinite = False,
-    show_config: opt.ShowConfig = False,
+    *,
+    common: Common,
 ) -> None:
     """Adaptive sharpness along the path, or of one model (the paper's Fig. 3).
 
@@ -53,38 +41,31 @@ def command(
         clipsharp sharpness zs.safetensors ft.safetensors \\
             --ood data/shifted -o sharp.json
     """
-    from ..config import SharpnessOptions, parse_rhos
-    from ..pipeline import open_workspace
     from ..sharpness import run_sharpness
 
     roles = _roles(checkpoints)
-    form = opt.check_format(format)
+    form = common.form
     check_output(output, checkpoints)
-    run = opt.run_options(
-        image_column=image_column, label_column=label_column, classnames=classnames,
-        limit=limit, seed=seed, num_workers=num_workers, device=device,
-        batch_size=batch_size, precision=precision, templates=templates, alphas=alphas,
-        extrapolate=extrapolate,
-    )  # fmt: skip
-    measure = SharpnessOptions(
-        kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
-        include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
-    )  # fmt: skip
+    run = common.run_options(alphas=alphas, extrapolate=extrapolate)
+    measure = sharpness_options(kind, rho, iterations, norm, include_head, include_text,
+                                exclude, layers)  # fmt: skip
     out = console()
     with progress_bars(out) as progress:
-        workspace = open_workspace(
-            roles,
-            opt.dataset_specs(id, ood),
-            data=run.data,
-            evaluation=run.eval,
-            model=model,
-            allow_nonfinite=allow_nonfinite,
-            progress=progress,
-        )
+        workspace = common.open(roles, run, progress)
         report = run_sharpness(workspace, run, measure, progress=progress)
     doc = report.to_dict()
     warn_saturated(doc, out)
     finish(report, sharpness_table(doc), output, out, form=form)
+
+
+def sharpness_options(kind, rho, iterations, norm, include_head, include_text, exclude, layers):
+    """The ``SharpnessOptions`` of the command-line values (``rho``: a comma list)."""
+    from ..config import SharpnessOptions, parse_rhos
+
+    return SharpnessOptions(
+        kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
+        include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
+    )  # fmt: skip
 
 
 def _roles(checkpoints: list) -> dict:

@@ -9,16 +9,16 @@ import typer
 from rich.table import Table
 
 from . import options as opt
+from .common import Common, analysis
 from .output import check_output, console, finish, fmt, progress_bars, signed
-from .sharpness import _roles
+from .sharpness import _roles, sharpness_options
 
 RULE = "Straggler rule"
 
 
+@analysis(limit=1024)
 def command(
     checkpoints: opt.Checkpoints,
-    id: opt.Id = None,
-    ood: opt.Ood = None,
     by: Annotated[
         str,
         typer.Option(
@@ -62,21 +62,9 @@ def command(
     include_text: opt.IncludeText = False,
     layers: opt.Layers = None,
     exclude: opt.PerturbExclude = None,
-    model: opt.Model = None,
-    image_column: opt.ImageColumn = None,
-    label_column: opt.LabelColumn = None,
-    classnames: opt.Classnames = None,
-    limit: opt.Limit = 1024,
-    seed: opt.Seed = 0,
-    num_workers: opt.NumWorkers = 0,
-    templates: opt.Templates = "openai",
-    device: opt.Device = "auto",
-    batch_size: opt.BatchSize = 128,
-    precision: opt.Precision = "fp32",
     output: opt.Output = None,
-    format: opt.Format = "table",
-    allow_nonfinite: opt.AllowNonfinite = False,
-    show_config: opt.ShowConfig = False,
+    *,
+    common: Common,
 ) -> None:
     """Layer-wise sharpness and its outliers, the straggler layers (the paper's Fig. 4).
 
@@ -90,12 +78,11 @@ def command(
         clipsharp stragglers zs.safetensors ft.safetensors \\
             --ood data/shifted -o stragglers.json
     """
-    from ..config import SharpnessOptions, parse_rhos
     from ..errors import ConfigError
     from ..report import read_report
     from ..stragglers import StragglerOptions, barrier_stragglers, run_stragglers
 
-    form = opt.check_format(format)
+    form = common.form
     roles = _roles(checkpoints)
     rule = StragglerOptions(by, z, top_k, rank_on)
     check_output(output, [*checkpoints, *([layerwise] if layerwise else [])])
@@ -107,28 +94,13 @@ def command(
         check_same_checkpoints(doc, roles, layerwise)
         report = barrier_stragglers(doc, rule, str(layerwise))
     else:
-        run = opt.run_options(
-            image_column=image_column, label_column=label_column, classnames=classnames,
-            limit=limit, seed=seed, num_workers=num_workers, device=device,
-            batch_size=batch_size, precision=precision, templates=templates,
-        )  # fmt: skip
-        measure = SharpnessOptions(
-            kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
-            include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
-        )  # fmt: skip
+        run = common.run_options()
+        measure = sharpness_options(kind, rho, iterations, norm, include_head, include_text,
+                                    exclude, layers)  # fmt: skip
         with progress_bars(out) as progress:
-            workspace = open_workspace_for(roles, id, ood, run, model, allow_nonfinite, progress)
+            workspace = common.open(roles, run, progress)
             report = run_stragglers(workspace, run, measure, rule, layerwise=doc, progress=progress)
     finish(report, straggler_table(report.to_dict()), output, out, form=form)
-
-
-def open_workspace_for(roles, id, ood, run, model, allow_nonfinite, progress):
-    from ..pipeline import open_workspace
-
-    return open_workspace(
-        roles, opt.dataset_specs(id, ood), data=run.data, evaluation=run.eval, model=model,
-        allow_nonfinite=allow_nonfinite, progress=progress,
-    )  # fmt: skip
 
 
 def check_same_checkpoints(doc: dict, roles: dict, source: Path) -> None:
