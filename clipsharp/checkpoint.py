@@ -37,11 +37,65 @@ class Checkpoint:
         return self.path.name
 
 
+HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION], an open_clip model on the HuggingFace hub
+PRETRAINED_PREFIX = "pretrained:"  # pretrained:MODEL/TAG, an open_clip pretrained tag
+HUB_WEIGHTS = "open_clip_model.safetensors"
+HUB_CONFIG = "open_clip_config.json"
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A local file as it is; ``hf-hub:ORG/REPO[@REV]`` or ``pretrained:MODEL/TAG`` from the hub.
+
+    A hub checkpoint is an open_clip repository (``open_clip_model.safetensors`` +
+    ``open_clip_config.json``): both are fetched into the HuggingFace cache (or read
+    from it with ``HF_HUB_OFFLINE=1``) and the weights' cached path returned, with the
+    config beside it, where the architecture is found.
+    """
+    text = str(source)
+    if text.startswith(PRETRAINED_PREFIX):
+        text = HUB_PREFIX + _pretrained_repo(text.removeprefix(PRETRAINED_PREFIX))
+    if not text.startswith(HUB_PREFIX):
+        return Path(source)
+    repo, _, revision = text.removeprefix(HUB_PREFIX).strip("/").partition("@")
+    return _from_hub(text, repo, revision or None)
+
+
+def _pretrained_repo(spec: str) -> str:
+    import open_clip
+
+    model, _, tag = spec.partition("/")
+    cfg = open_clip.get_pretrained_cfg(model, tag) if tag else {}
+    if not cfg.get("hf_hub"):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise CheckpointError(
+            f"pretrained:{spec} is not an open_clip pretrained model on the HuggingFace hub; "
+            f"write pretrained:MODEL/TAG, tags of {model}: {tags}"
+        )
+    return cfg["hf_hub"].strip("/")
+
+
+def _from_hub(source: str, repo: str, revision: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = hf_hub_download(repo, HUB_CONFIG, revision=revision)
+        weights = hf_hub_download(repo, HUB_WEIGHTS, revision=revision)
+    except Exception as e:  # offline, not cached, no such repo or file: all mean the same here
+        raise CheckpointError(
+            f"{source}: cannot get {HUB_CONFIG} and {HUB_WEIGHTS} from the HuggingFace hub "
+            f"({type(e).__name__}); check the name, go online once to cache them, or "
+            "download the files and pass the local path"
+        ) from e
+    if Path(config).parent != Path(weights).parent:
+        raise CheckpointError(f"{source}: the hub cache holds its files in different folders")
+    return Path(weights)
+
+
 def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Checkpoint:
     """Read a safetensors checkpoint, refusing files that are corrupt, pickled or non-finite.
 
     Args:
-        path: the ``.safetensors`` file.
+        path: the ``.safetensors`` file, or a hub source (see :func:`resolve_source`).
         allow_nonfinite: accept NaN / Inf values instead of refusing them.
 
     Returns:
@@ -49,7 +103,7 @@ def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
     """
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    path = resolve_source(path)
     _check_readable(path)
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -17,7 +17,12 @@ EVAL = "Evaluation"
 PATH = "Path"
 
 ZeroShot = Annotated[
-    Path, typer.Argument(help="Zero-shot checkpoint (.safetensors): alpha = 0.", show_default=False)
+    Path,
+    typer.Argument(
+        help="Zero-shot checkpoint: alpha = 0. A .safetensors file, hf-hub:ORG/REPO or "
+        "pretrained:MODEL/TAG.",
+        show_default=False,
+    ),
 ]
 FineTuned = Annotated[
     Path,
