@@ -163,9 +163,11 @@ def main() -> None:
             for i in range(len(alphas) - 1)
         ]
         base = timed(lambda: plain_forwards(ws, layer_states, args.batch_size))
-        layer_options = LayerwiseOptions(layers="visual.*")
-        ours = timed(lambda: run_layerwise(ws, options, layer_options))
-        rows.append(("layerwise", len(layer_states), ours, base))
+        for cached in (False, True):
+            layer_options = LayerwiseOptions(layers="visual.*", prefix_cache=cached)
+            ours = timed(lambda o=layer_options: run_layerwise(ws, options, o))
+            name = "layerwise, prefix cache" if cached else "layerwise, full forwards"
+            rows.append((name, len(layer_states), ours, base))
 
         measure = SharpnessOptions(iterations=args.iterations)
         one_alpha = RunOptions(options.data, options.eval, PathOptions(alphas=(1.0,)))
@@ -182,9 +184,9 @@ def main() -> None:
 
     print(f"model: ViT width {args.width}, {args.layers} blocks, {args.image_size} px; "
           f"{args.images} images; device {args.device}")  # fmt: skip
-    print(f"{'analysis':<22}{'passes':>8}{'clipsharp s':>14}{'forwards s':>12}{'ratio':>8}")
+    print(f"{'analysis':<26}{'passes':>8}{'clipsharp s':>14}{'forwards s':>12}{'ratio':>8}")
     for name, passes, ours, base in rows:
-        print(f"{name:<22}{passes:>8}{ours:>14.2f}{base:>12.2f}{ours / base:>8.2f}")
+        print(f"{name:<26}{passes:>8}{ours:>14.2f}{base:>12.2f}{ours / base:>8.2f}")
     print(f"interpolate fp32 / bf16 working model: {fp32_time:.2f} s / {bf16_time:.2f} s "
           f"= {fp32_time / bf16_time:.2f}x")  # fmt: skip
 

@@ -44,16 +44,23 @@ class Metrics:
         return {"accuracy": self.accuracy, "loss": self.loss, "num_examples": self.count}
 
 
+def batch_slices(
+    num_examples: int, batch_size: int, *, rank: int | None = None, world_size: int | None = None
+) -> Iterator[slice]:
+    """The batches of this rank's shard of ``num_examples``, in order."""
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
+    part = distributed.shard(num_examples, rank, world_size)
+    for start in range(part.start, part.stop, batch_size):
+        yield slice(start, min(start + batch_size, part.stop))
+
+
 def batches(
     data: EvalData, batch_size: int, *, rank: int | None = None, world_size: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images (B, 3, H, W), labels (B,)) over this rank's shard of ``data``, in order."""
-    rank = distributed.rank() if rank is None else rank
-    world_size = distributed.world_size() if world_size is None else world_size
-    part = distributed.shard(data.num_examples, rank, world_size)
-    for start in range(part.start, part.stop, batch_size):
-        stop = min(start + batch_size, part.stop)
-        yield data.images[start:stop], data.labels[start:stop]
+    for part in batch_slices(data.num_examples, batch_size, rank=rank, world_size=world_size):
+        yield data.images[part], data.labels[part]
 
 
 def evaluate(

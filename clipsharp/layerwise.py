@@ -10,6 +10,7 @@ is reported ``unchanged`` and not evaluated: its path is flat by construction.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .interpolation import (
 from .journal import Journal
 from .layers import GRANULARITIES, layer_groups, select_layers, tower_of
 from .pipeline import Workspace
+from .prefix import PrefixCache, stage_of
 from .report import Report
 from .summary import path_summary
 
@@ -41,6 +43,7 @@ class LayerwiseOptions:
     background: str = "ft"  # ft: move one layer toward zero-shot; zs: toward fine-tuned
     layers: str | None = None  # comma list of layer names or globs; None: every layer
     collapse_threshold: float = 0.05  # accuracy drop below both endpoints that is a collapse
+    prefix_cache: bool = True  # reuse the activations below the moving layer (ViT image towers)
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -91,6 +94,8 @@ def run_layerwise(
     record = Journal(journal, identity, resume=resume) if journal else None
     layers = {layer: [k for k in groups[layer] if k in moving] for layer in chosen}
     sweep = _LayerSweep(path, workspace.datasets, options.eval.batch_size, record, progress)
+    if layer_options.prefix_cache:
+        sweep.cache = PrefixCache(workspace.classifier, workspace.datasets, options.eval.batch_size)
     sweep.total = 1 + sum(len(alphas) - 1 for keys in layers.values() if keys)
     rows = []
     try:
@@ -120,15 +125,17 @@ def run_layerwise(
 
 
 class _LayerSweep:
-    """Evaluates points of layer paths; counts them for the progress bar."""
+    """Evaluates points of layer paths, from the prefix cache when it can; counts them."""
 
     def __init__(self, path: WeightPath, datasets, batch_size: int, journal, progress) -> None:
         self.path, self.datasets, self.batch_size = path, datasets, batch_size
         self.journal, self.progress = journal, progress
         self.done, self.total = 0, 0
+        self.cache: PrefixCache | None = None
 
-    def point(self, key: str) -> dict:
-        metrics = measure(self.path, self.datasets, self.batch_size, journal=self.journal, key=key)
+    def point(self, key: str, datasets=None) -> dict:
+        datasets = self.datasets if datasets is None else datasets
+        metrics = measure(self.path, datasets, self.batch_size, journal=self.journal, key=key)
         self.done += 1
         if self.progress:
             self.progress("layerwise", self.done, self.total)
@@ -136,14 +143,19 @@ class _LayerSweep:
 
     def layer_path(self, layer, keys, alphas, home: float, background: dict) -> list[PathPoint]:
         """Move ``keys`` along the alphas, then put them back at the background (exactly)."""
+        stage, datasets = 0, self.datasets
+        if self.cache is not None and self.cache.usable:
+            stage = stage_of(keys, self.cache.depth)
+            datasets = self.cache.at(stage)  # the weights are all at the background here
         points = []
         try:
-            for alpha in alphas:
-                if alpha == home:  # the background model itself
-                    points.append(PathPoint(alpha, background))
-                    continue
-                self.path.set_alpha(alpha, keys)
-                points.append(PathPoint(alpha, self.point(f"{layer}@{alpha!r}")))
+            with self.cache.encoding_from(stage) if stage else nullcontext():
+                for alpha in alphas:
+                    if alpha == home:  # the background model itself
+                        points.append(PathPoint(alpha, background))
+                        continue
+                    self.path.set_alpha(alpha, keys)
+                    points.append(PathPoint(alpha, self.point(f"{layer}@{alpha!r}", datasets)))
         finally:
             self.path.set_alpha(home, keys)  # lerp is exact at 0 and 1: a bit-identical restore
         return points

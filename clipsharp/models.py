@@ -197,6 +197,7 @@ class ClipClassifier:
         self.device = torch.device(device)
         self.dtype = dtype
         self.head = None
+        self.encoder: Callable[[torch.Tensor], torch.Tensor] | None = None  # see prefix.py
         if head_shape is not None:
             out_features, in_features = head_shape
             self.head = torch.nn.Linear(in_features, out_features).to(device=device, dtype=dtype)
@@ -221,7 +222,11 @@ class ClipClassifier:
         Zero-shot head (D, C): ``logit_scale.exp() * normalize(f) @ head``.
         Stored head: ``normalize(f) @ W.T + b`` (the scale is folded into W, as in WiSE-FT).
         """
-        features = F.normalize(self.model.encode_image(images.to(self.device, self.dtype)), dim=-1)
+        images = images.to(self.device, self.dtype)
+        if self.encoder is not None:  # images are cached activations (see prefix.py)
+            features = self.encoder(images)
+        else:
+            features = F.normalize(self.model.encode_image(images), dim=-1)
         if self.head is not None:
             return self.head(features).float()
         scale = self.model.logit_scale.exp()

@@ -163,3 +163,32 @@ def test_cli_layerwise_and_unknown_layer(pair):
     assert "valid names: visual.embed, visual.block.0, visual.block.1" in result.stderr
     result = runner.invoke(app, [*args, "--background", "middle"])
     assert result.exit_code == 2 and "--background 'middle'" in result.stderr
+
+
+@pytest.mark.parametrize("granularity", ["block", "module"])
+@pytest.mark.parametrize("background", ["ft", "zs"])
+def test_prefix_cache_gives_bit_identical_metrics(pair, tmp_path, granularity, background):
+    state = load_file(str(pair.fine_tuned))
+    state["ln_final.weight"] = state["ln_final.weight"] * 1.5  # a text layer moves too
+    ws = workspace(pair, save_checkpoint(tmp_path / "ft_text.safetensors", state))
+    results = []
+    for cached in (True, False):
+        layer_options = LayerwiseOptions(granularity, background, prefix_cache=cached)
+        doc = run_layerwise(ws, OPTIONS, layer_options).to_dict()
+        results.append(doc["results"]["layers"])
+    assert results[0] == results[1]  # every metric, exactly
+
+
+def test_prefix_cache_skips_the_layers_below(pair):
+    """With the cache, a point of visual.head runs no transformer block."""
+    import clipsharp.prefix
+
+    ws = workspace(pair)
+    calls = []
+    for block in ws.classifier.model.visual.transformer.resblocks:
+        block.register_forward_hook(lambda module, args, output: calls.append(module))
+    run_layerwise(ws, OPTIONS, LayerwiseOptions(layers="visual.head"))
+    n_batches = -(-20 // OPTIONS.eval.batch_size)  # the shifted set, batches of 8
+    depth = clipsharp.prefix.vit_depth(ws.classifier)
+    # background (every block) + building the cache (every block) + 2 points (no block)
+    assert len(calls) == 2 * depth * n_batches

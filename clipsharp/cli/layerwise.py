@@ -50,6 +50,14 @@ def command(
             rich_help_panel=LAYERS,
         ),
     ] = 0.05,
+    prefix_cache: Annotated[
+        bool,
+        typer.Option(
+            "--prefix-cache/--no-prefix-cache",
+            help="Reuse the activations below the moving layer (ViT image towers; exact).",
+            rich_help_panel=LAYERS,
+        ),
+    ] = True,
     alphas: opt.Alphas = "0:1:0.1",
     extrapolate: opt.Extrapolate = False,
     exclude: opt.Exclude = None,
@@ -74,7 +82,9 @@ def command(
     from ..layerwise import LayerwiseOptions, run_layerwise
 
     run = common.run_options(alphas=alphas, extrapolate=extrapolate, exclude=exclude)
-    layer_options = LayerwiseOptions(granularity, background, layers, collapse_threshold)
+    layer_options = LayerwiseOptions(
+        granularity, background, layers, collapse_threshold, prefix_cache
+    )
     form = common.form
     opt.check_fail_on(fail_on, "collapse")
     report_path = check_output(output, [zero_shot, fine_tuned])
