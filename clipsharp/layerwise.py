@@ -82,14 +82,7 @@ def run_layerwise(
     alphas = with_endpoints(options.path.alphas)
     home = BACKGROUNDS[layer_options.background]
     inputs = workspace.inputs()
-    config = run_config(workspace, options) | {
-        "alphas": alphas,
-        "granularity": layer_options.granularity,
-        "background": layer_options.background,
-        "layers": layer_options.layers,
-        "collapse_threshold": layer_options.collapse_threshold,
-    }
-    config.pop("failure_threshold")
+    config = _config(workspace, options, layer_options, alphas)
     identity = {"command": "layerwise", "inputs": inputs, "config": config}
     record = Journal(journal, identity, resume=resume) if journal else None
     layers = {layer: [k for k in groups[layer] if k in moving] for layer in chosen}
@@ -122,6 +115,18 @@ def run_layerwise(
         summary={"layers": [_summary_row(row) for row in rows]},
         seconds=time.perf_counter() - started,
     )
+
+
+def _config(workspace, options: RunOptions, layer_options: LayerwiseOptions, alphas) -> dict:
+    config = run_config(workspace, options) | {
+        "alphas": alphas,
+        "granularity": layer_options.granularity,
+        "background": layer_options.background,
+        "layers": layer_options.layers,
+        "collapse_threshold": layer_options.collapse_threshold,
+    }
+    del config["failure_threshold"]
+    return config
 
 
 class _LayerSweep:

@@ -221,6 +221,7 @@ def _labels_out_of_range(tmp_path, pair):
         (_empty, None, "no examples"),
         (_labels_out_of_range, None, "outside"),
         (None, ["-o", "/no/such/folder/r.json"], "does not exist"),
+        (None, ["--device", "tpu"], "--device 'tpu'"),
         (None, ["--model", "NoSuchNet-B-99"], "unknown architecture 'NoSuchNet-B-99'"),
         (None, ["--ood", "/no/such/folder"], "/no/such/folder"),
         (None, ["--alphas", "0,2"], "outside [0, 1]"),
@@ -299,3 +300,9 @@ def test_public_api_names_resolve():
 
     for name in clipsharp.__all__:
         assert getattr(clipsharp, name) is not None, name
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_a_clear_error(pair):
+    result = invoke(*interpolate_args(pair)[:-2], "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA GPU is available; use --device cpu" in result.stderr
