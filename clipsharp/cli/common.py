@@ -82,32 +82,78 @@ SHARED = {
 assert list(SHARED) == [f.name for f in fields(Common)]
 
 
-def analysis(**defaults):
-    """Give a command ``def command(..., common: Common)`` the shared options as parameters.
+@dataclass(frozen=True)
+class Measure:
+    """The sharpness options, shared by ``sharpness`` and ``stragglers``."""
 
-    ``defaults`` overrides a shared default for this command (``limit=1024``).
+    kind: str
+    rho: str
+    iterations: int
+    norm: str
+    include_head: bool
+    include_text: bool
+    layers: str | None
+    exclude: str | None
+
+    def options(self):
+        """The ``SharpnessOptions`` (``rho``: a comma list)."""
+        from ..config import SharpnessOptions, parse_rhos
+
+        return SharpnessOptions(
+            kind=self.kind, rhos=parse_rhos(self.rho), iterations=self.iterations,
+            norm=self.norm, include_head=self.include_head, include_text=self.include_text,
+            exclude=self.exclude, layers=self.layers,
+        )  # fmt: skip
+
+
+MEASURE = {
+    "kind": (opt.Kind, "average"),
+    "rho": (opt.Rho, "1.0"),
+    "iterations": (opt.Iterations, 20),
+    "norm": (opt.Norm, "l2"),
+    "include_head": (opt.IncludeHead, False),
+    "include_text": (opt.IncludeText, False),
+    "layers": (opt.Layers, None),
+    "exclude": (opt.PerturbExclude, None),
+}
+assert list(MEASURE) == [f.name for f in fields(Measure)]
+GROUPS = {"common": (Common, SHARED), "measure": (Measure, MEASURE)}  # parameter -> its options
+
+
+def analysis(**defaults):
+    """Give a command the shared options of each group it asks for by parameter name.
+
+    ``def command(..., *, common: Common)`` gets the dataset and evaluation options,
+    ``measure: Measure`` the sharpness options: typer sees them as parameters (so
+    --help lists them and clipsharp.toml can set them), the command receives one value
+    per group. ``defaults`` overrides a shared default for this command (``limit=1024``).
     """
 
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)
-        own = [p for name, p in signature.parameters.items() if name != "common"]
-        shared = [
+        groups = {name: GROUPS[name] for name in signature.parameters if name in GROUPS}
+        own = [p for name, p in signature.parameters.items() if name not in groups]
+        added = [
             inspect.Parameter(
                 name,
                 inspect.Parameter.KEYWORD_ONLY,
                 annotation=kind,
                 default=defaults.get(name, default),
             )  # fmt: skip
-            for name, (kind, default) in SHARED.items()
+            for _, table in groups.values()
+            for name, (kind, default) in table.items()
         ]
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            common = Common(**{name: kwargs.pop(name) for name in SHARED})
-            return command(**kwargs, common=common)
+            values = {
+                group: cls(**{name: kwargs.pop(name) for name in table})
+                for group, (cls, table) in groups.items()
+            }
+            return command(**kwargs, **values)
 
         keyword_own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        wrapper.__signature__ = signature.replace(parameters=[*keyword_own, *shared])
+        wrapper.__signature__ = signature.replace(parameters=[*keyword_own, *added])
         return wrapper
 
     return decorate

@@ -7,26 +7,19 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from . import options as opt
-from .common import Common, analysis
+from .common import Common, Measure, analysis
 from .output import check_output, console, finish, fmt, progress_bars, signed
 
 
 @analysis(limit=1024)
 def command(
     checkpoints: opt.Checkpoints,
-    kind: opt.Kind = "average",
-    rho: opt.Rho = "1.0",
-    iterations: opt.Iterations = 20,
-    norm: opt.Norm = "l2",
-    include_head: opt.IncludeHead = False,
-    include_text: opt.IncludeText = False,
-    layers: opt.Layers = None,
-    exclude: opt.PerturbExclude = None,
     alphas: opt.MeasuredAlphas = "0:1:0.1",
     extrapolate: opt.Extrapolate = False,
     output: opt.Output = None,
     *,
     common: Common,
+    measure: Measure,
 ) -> None:
     """Adaptive sharpness along the path, or of one model (the paper's Fig. 3).
 
@@ -47,25 +40,14 @@ def command(
     form = common.form
     check_output(output, checkpoints)
     run = common.run_options(alphas=alphas, extrapolate=extrapolate)
-    measure = sharpness_options(kind, rho, iterations, norm, include_head, include_text,
-                                exclude, layers)  # fmt: skip
+    sharpness = measure.options()  # checked before any work
     out = console()
     with progress_bars(out) as progress:
         workspace = common.open(roles, run, progress)
-        report = run_sharpness(workspace, run, measure, progress=progress)
+        report = run_sharpness(workspace, run, sharpness, progress=progress)
     doc = report.to_dict()
     warn_saturated(doc, out)
     finish(report, sharpness_table(doc), output, out, form=form)
-
-
-def sharpness_options(kind, rho, iterations, norm, include_head, include_text, exclude, layers):
-    """The ``SharpnessOptions`` of the command-line values (``rho``: a comma list)."""
-    from ..config import SharpnessOptions, parse_rhos
-
-    return SharpnessOptions(
-        kind=kind, rhos=parse_rhos(rho), iterations=iterations, norm=norm,
-        include_head=include_head, include_text=include_text, exclude=exclude, layers=layers,
-    )  # fmt: skip
 
 
 def _roles(checkpoints: list) -> dict:

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from . import options as opt
-from .common import Common, analysis
+from .common import Common, Measure, analysis
 from .output import check_output, console, finish, fmt, progress_bars, signed
-from .sharpness import _roles, sharpness_options
+from .sharpness import _roles
 
 RULE = "Straggler rule"
 
@@ -54,17 +54,10 @@ def command(
             rich_help_panel=RULE,
         ),
     ] = None,
-    kind: opt.Kind = "average",
-    rho: opt.Rho = "1.0",
-    iterations: opt.Iterations = 20,
-    norm: opt.Norm = "l2",
-    include_head: opt.IncludeHead = False,
-    include_text: opt.IncludeText = False,
-    layers: opt.Layers = None,
-    exclude: opt.PerturbExclude = None,
     output: opt.Output = None,
     *,
     common: Common,
+    measure: Measure,
 ) -> None:
     """Layer-wise sharpness and its outliers, the straggler layers (the paper's Fig. 4).
 
@@ -85,6 +78,7 @@ def command(
     form = common.form
     roles = _roles(checkpoints)
     rule = StragglerOptions(by, z, top_k, rank_on)
+    sharpness = measure.options()  # checked before any work
     check_output(output, [*checkpoints, *([layerwise] if layerwise else [])])
     doc = read_report(layerwise) if layerwise else None
     out = console()
@@ -95,11 +89,11 @@ def command(
         report = barrier_stragglers(doc, rule, str(layerwise))
     else:
         run = common.run_options()
-        measure = sharpness_options(kind, rho, iterations, norm, include_head, include_text,
-                                    exclude, layers)  # fmt: skip
         with progress_bars(out) as progress:
             workspace = common.open(roles, run, progress)
-            report = run_stragglers(workspace, run, measure, rule, layerwise=doc, progress=progress)
+            report = run_stragglers(
+                workspace, run, sharpness, rule, layerwise=doc, progress=progress
+            )
     finish(report, straggler_table(report.to_dict()), output, out, form=form)
 
 
