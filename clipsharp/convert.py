@@ -97,7 +97,7 @@ def convert_checkpoint(
         ),
     }
     kept = {k: v for k, v in metadata.items() if not k.startswith("clipsharp.")}
-    save_checkpoint(output, _own_storage(tensors), kept | architecture_metadata(arch) | provenance)
+    save_checkpoint(output, _own_storage(tensors), kept | arch.metadata() | provenance)
     return Converted(
         source, output, arch, len(tensors), sum(t.numel() for t in tensors.values()), wrapper,
         stripped,
@@ -193,16 +193,6 @@ def strip_prefix(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     if not all(key.startswith(PARALLEL_PREFIX) for key in tensors):
         return tensors, False
     return {key.removeprefix(PARALLEL_PREFIX): t for key, t in tensors.items()}, True
-
-
-def architecture_metadata(arch: Architecture) -> dict[str, str]:
-    """``clipsharp.model`` for a named architecture, else ``clipsharp.model_config``."""
-    if arch.name != "custom":
-        return {"clipsharp.model": arch.name}
-    config: dict[str, Any] = arch.model_cfg
-    if arch.preprocess_cfg:
-        config = {"model_cfg": arch.model_cfg, "preprocess_cfg": arch.preprocess_cfg}
-    return {"clipsharp.model_config": json.dumps(config, sort_keys=True)}
 
 
 def _check_loads(checkpoint: Checkpoint, arch: Architecture) -> None:

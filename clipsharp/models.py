@@ -38,6 +38,16 @@ class Architecture:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source}
 
+    def metadata(self) -> dict[str, str]:
+        """Checkpoint metadata from which every command finds this architecture again:
+        ``clipsharp.model`` for an open_clip name, else ``clipsharp.model_config``."""
+        if self.name != "custom":
+            return {"clipsharp.model": self.name}
+        config: dict[str, Any] = self.model_cfg
+        if self.preprocess_cfg:
+            config = {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg}
+        return {"clipsharp.model_config": json.dumps(config, sort_keys=True)}
+
 
 def resolve_architecture(checkpoint: Checkpoint, model: str | None = None) -> Architecture:
     """Find a checkpoint's architecture (see the module docstring for the order)."""

@@ -129,7 +129,7 @@ def write_pruned(
     zero_shot: Checkpoint | None,
 ) -> None:
     """Save atomically with the architecture and the provenance in the metadata."""
-    metadata = architecture_metadata(arch)
+    metadata = arch.metadata()
     metadata["clipsharp.operation"] = "prune"
     metadata["clipsharp.source"] = fine_tuned.path.name
     metadata["clipsharp.source_sha256"] = file_sha256(fine_tuned.path)
@@ -138,14 +138,6 @@ def write_pruned(
     parameters = {"layers": list(layers), **asdict(options), "clipsharp_version": __version__}
     metadata["clipsharp.parameters"] = json.dumps(parameters)
     save_checkpoint(output, tensors, metadata)
-
-
-def architecture_metadata(arch: Architecture) -> dict[str, str]:
-    """Metadata from which every clipsharp command finds the architecture again."""
-    if arch.name != "custom":
-        return {"clipsharp.model": arch.name}
-    config = {"model_cfg": arch.model_cfg, "preprocess_cfg": arch.preprocess_cfg}
-    return {"clipsharp.model_config": json.dumps(config)}
 
 
 def run_prune(

@@ -15,7 +15,6 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from clipsharp.cli import app
-from clipsharp.convert import architecture_metadata
 from clipsharp.models import Architecture
 
 runner = CliRunner()
@@ -124,9 +123,9 @@ def test_safetensors_input_is_stamped_with_its_architecture(pair, config_file, t
 
 def test_named_architecture_is_stored_by_name():
     named = Architecture("ViT-B-32", {"embed_dim": 512}, {"mean": [0.5]}, "--model")
-    assert architecture_metadata(named) == {"clipsharp.model": "ViT-B-32"}
+    assert named.metadata() == {"clipsharp.model": "ViT-B-32"}
     custom = Architecture("custom", TINY_CONFIG, {"mean": [0.5, 0.5, 0.5]}, "--model")
-    stored = json.loads(architecture_metadata(custom)["clipsharp.model_config"])
+    stored = json.loads(custom.metadata()["clipsharp.model_config"])
     assert stored == {"model_cfg": TINY_CONFIG, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5]}}
 
 

@@ -113,7 +113,8 @@ def test_metadata_carries_architecture_and_provenance(pair, tmp_path):
     assert prune(pair.fine_tuned, "--layers", "visual.block.0", "-o", output).exit_code == 0
     with safe_open(str(output), "pt") as f:
         meta = f.metadata()
-    assert json.loads(meta["clipsharp.model_config"])["model_cfg"]["embed_dim"] == 32
+    config = json.loads(meta["clipsharp.model_config"])
+    assert config.get("model_cfg", config)["embed_dim"] == 32
     assert meta["clipsharp.operation"] == "prune"
     assert (
         meta["clipsharp.source_sha256"] == hashlib.sha256(pair.fine_tuned.read_bytes()).hexdigest()
