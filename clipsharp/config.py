@@ -36,6 +36,7 @@ class EvalOptions:
     batch_size: int = 128
     precision: str = "fp32"  # dtype of the working model: fp32 | bf16 | fp16
     templates: str = "openai"  # prompt templates of the zero-shot head: openai | simple | FILE
+    head_classnames: Path | None = None  # class names of a stored head, in order (a file)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

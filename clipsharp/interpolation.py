@@ -236,6 +236,7 @@ def run_config(workspace: Workspace, options: RunOptions) -> dict:
         "precision": options.eval.precision,
         "templates": options.eval.templates if workspace.classifier.head is None else None,
         "head": "zero-shot" if workspace.classifier.head is None else "stored",
+        "head_classnames": workspace.heads.head_classnames,
         "exclude": options.path.exclude,
         "extrapolate": options.path.extrapolate,
         "failure_threshold": options.path.failure_threshold,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DatasetError
 
 HEAD_KEYS = ("head.weight", "head.bias")
 SCALE_KEYS = ("logit_scale", "logit_bias")
@@ -226,11 +226,12 @@ class ClipClassifier:
         for key, value in tensors.items():
             self.write(key, value)
 
-    def logits(self, images: torch.Tensor, zero_shot_head: torch.Tensor | None) -> torch.Tensor:
-        """(B, 3, H, W) images -> (B, C) logits in fp32.
+    def logits(self, images: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, C) logits in fp32, ``head`` as ``ZeroShotHeads.get`` gives.
 
         Zero-shot head (D, C): ``logit_scale.exp() * normalize(f) @ head``.
-        Stored head: ``normalize(f) @ W.T + b`` (the scale is folded into W, as in WiSE-FT).
+        Stored head: ``normalize(f) @ W.T + b`` (the scale is folded into W, as in WiSE-FT),
+        restricted to the columns ``head`` (the dataset's classes) when it is not None.
         """
         images = images.to(self.device, self.dtype)
         if self.encoder is not None:  # images are cached activations (see prefix.py)
@@ -238,9 +239,10 @@ class ClipClassifier:
         else:
             features = F.normalize(self.model.encode_image(images), dim=-1)
         if self.head is not None:
-            return self.head(features).float()
+            logits = self.head(features).float()
+            return logits if head is None else logits[:, head]
         scale = self.model.logit_scale.exp()
-        return (scale * features @ zero_shot_head.to(features.dtype)).float()
+        return (scale * features @ head.to(features.dtype)).float()
 
 
 def check_architecture(classifier: ClipClassifier, checkpoint: Checkpoint, arch: Architecture):
@@ -280,23 +282,31 @@ def head_shape(checkpoint: Checkpoint) -> torch.Size | None:
 
 
 class ZeroShotHeads:
-    """Zero-shot heads built from the text tower, one per list of class names.
+    """The head each dataset is classified with.
 
-    A head is cached until :meth:`invalidate` says the text tower changed, so a
-    path that leaves the text tower alone encodes the class prompts once.
+    Zero-shot heads are built from the text tower, one per list of class names,
+    and cached until :meth:`invalidate` says the text tower changed, so a path
+    that leaves the text tower alone encodes the class prompts once. With a
+    stored head, a dataset whose classes are a subset of the head's (ImageNet-R
+    style) is mapped by class name: its logits are the head's columns of its
+    classes (``head_classnames``: the stored head's class names, in order).
     """
 
-    def __init__(self, classifier: ClipClassifier, tokenizer, templates: Sequence) -> None:
+    def __init__(
+        self, classifier: ClipClassifier, tokenizer, templates: Sequence, head_classnames=None
+    ) -> None:
         self.classifier = classifier
         self.tokenizer = tokenizer
         self.templates = templates
+        self.head_classnames: list[str] | None = head_classnames
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     def get(self, classnames: Sequence[str]) -> torch.Tensor | None:
-        """The (D, C) head for these class names, or None when a stored head is used."""
+        """Zero-shot: the (D, C) head of these class names. Stored head: the (C,) columns
+        of these classes in the head's outputs, or None when they are its classes, in order."""
         if self.classifier.head is not None:
-            return None
+            return self.columns(classnames)
         key = tuple(classnames)
         if key not in self._cache:
             self._cache[key] = self._build(key)
@@ -304,6 +314,33 @@ class ZeroShotHeads:
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+    def columns(self, classnames: Sequence[str]) -> torch.Tensor | None:
+        """The stored head's outputs for ``classnames``, mapped by name (see the class doc)."""
+        outputs = self.classifier.head.out_features
+        names = self.head_classnames
+        if names is None:
+            if len(classnames) != outputs:
+                raise DatasetError(
+                    f"a dataset has {len(classnames)} classes but the stored head has {outputs}; "
+                    "give the head's class names (--head-classnames FILE) to map them by name"
+                )
+            return None
+        if len(names) != outputs:
+            raise DatasetError(
+                f"--head-classnames lists {len(names)} names but the stored head has {outputs} "
+                "outputs; give one name per output, in order"
+            )
+        missing = [c for c in classnames if c not in names]
+        if missing:
+            raise DatasetError(
+                f"class {missing[0]!r} of a dataset is not among the stored head's class names; "
+                "check --head-classnames or the dataset's --classnames"
+            )
+        index = [names.index(c) for c in classnames]
+        if index == list(range(outputs)):
+            return None
+        return torch.tensor(index, device=self.classifier.device)
 
     @torch.inference_mode()
     def _build(self, classnames: tuple[str, ...]) -> torch.Tensor:

@@ -7,6 +7,7 @@ datasets (decoded and preprocessed once, reused by every point of a sweep).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from . import distributed
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint, validate_pair
 from .config import DataOptions, EvalOptions
-from .data import DatasetSpec, EvalData, load_all
+from .data import DatasetSpec, EvalData, load_all, read_classnames
 from .errors import CheckpointError, ConfigError, DatasetError
 from .models import (
     DTYPES,
@@ -116,10 +117,12 @@ def open_workspace(
         device=device,
         dtype=DTYPES[evaluation.precision],
     )
-    heads = ZeroShotHeads(classifier, build_tokenizer(arch), load_templates(evaluation.templates))
+    templates = load_templates(evaluation.templates)
+    head_names = _head_classnames(evaluation, loaded)
+    heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
     transform = eval_transform(arch, classifier.model)
     datasets = load_all(list(specs), transform, data, _data_progress(progress))
-    _check_head_fits(classifier, datasets)
+    _check_heads(heads, datasets)
     return Workspace(loaded, arch, classifier, heads, datasets, device)
 
 
@@ -168,16 +171,32 @@ def common_architecture(checkpoints: list[Checkpoint], model: str | None) -> Arc
     return found[0]
 
 
-def _check_head_fits(classifier: ClipClassifier, datasets: Sequence[EvalData]) -> None:
-    if classifier.head is None:
+def _check_heads(heads: ZeroShotHeads, datasets: Sequence[EvalData]) -> None:
+    """Every dataset's classes fit the stored head (or map onto it by name), before any work."""
+    if heads.classifier.head is None:
         return
-    classes = classifier.head.out_features
     for d in datasets:
-        if d.num_classes > classes:
-            raise DatasetError(
-                f"dataset {d.spec.text} has {d.num_classes} classes but the stored head has "
-                f"{classes}; evaluate it with a matching head, or without head.* tensors"
-            )
+        try:
+            heads.columns(d.classnames)
+        except DatasetError as e:
+            raise DatasetError(f"dataset {d.spec.text}: {e}") from e
+
+
+def _head_classnames(evaluation: EvalOptions, checkpoints: dict[str, Checkpoint]):
+    """The stored head's class names: ``--head-classnames``, else the checkpoint metadata."""
+    if evaluation.head_classnames is not None:
+        return read_classnames(evaluation.head_classnames)
+    for checkpoint in reversed(list(checkpoints.values())):
+        stored = checkpoint.metadata.get("clipsharp.head_classnames")
+        if stored:
+            try:
+                names = json.loads(stored)
+            except json.JSONDecodeError as e:
+                raise CheckpointError(
+                    f"{checkpoint.path}: clipsharp.head_classnames is not a JSON list ({e})"
+                ) from e
+            return [str(name) for name in names]
+    return None
 
 
 def _data_progress(progress: Progress | None):

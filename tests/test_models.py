@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from clipsharp.checkpoint import Checkpoint, load_checkpoint, validate_pair
 from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
 from clipsharp.data import DatasetSpec
-from clipsharp.errors import CheckpointError, ConfigError
+from clipsharp.errors import CheckpointError, ConfigError, DatasetError
 from clipsharp.interpolation import run_interpolation
 from clipsharp.models import load_templates, resolve_architecture
 from clipsharp.pipeline import open_workspace
@@ -147,3 +147,54 @@ def test_pair_validation_names_the_offending_key():
     with pytest.raises(CheckpointError, match="integer tensor n"):
         validate_pair(a, _ckpt("ft.safetensors", w=torch.ones(2), n=torch.tensor([1, 3])))
     validate_pair(a, _ckpt("ft.safetensors", w=torch.ones(2), n=torch.tensor([1, 2])))
+
+
+def test_stored_head_maps_a_subset_dataset_by_class_name(pair, headed, tmp_path):
+    """ImageNet-R style: the dataset's classes are some of the head's, in another order."""
+    import datasets
+    import open_clip
+    from conftest import coloured_images
+    from open_clip.model import CLIP
+
+    images, labels = coloured_images(12, seed=7)  # colours red, green, blue, yellow
+    keep = [i for i, label in enumerate(labels) if label in (2, 0)]  # blue and red only
+    names = ["blue", "red"]
+    subset_labels = [names.index(["red", "green", "blue", "yellow"][labels[i]]) for i in keep]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    )
+    rows = {"image": [images[i] for i in keep], "label": subset_labels}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "subset"))
+    head_names = tmp_path / "head.txt"
+    head_names.write_text("red\ngreen\nblue\nyellow\n")
+
+    options = RunOptions(DataOptions(), EvalOptions(device="cpu", head_classnames=head_names),
+                         PathOptions(alphas=(0.0, 1.0)))  # fmt: skip
+    ws = open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
+                        [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
+                        data=options.data, evaluation=options.eval)  # fmt: skip
+    doc = run_interpolation(ws, options).to_dict()
+    measured = doc["results"]["path"][-1]["metrics"]["subset"]
+
+    state = load_file(str(headed[1]))
+    weight, bias = state.pop("head.weight"), state.pop("head.bias")
+    model = CLIP(**TINY_CONFIG).eval()
+    model.load_state_dict(state)
+    transform = open_clip.image_transform(32, is_train=False)
+    x = torch.stack([transform(images[i].convert("RGB")) for i in keep])
+    with torch.no_grad():
+        logits = (F.normalize(model.encode_image(x), dim=-1) @ weight.T + bias)[:, [2, 0]]
+    y = torch.tensor(subset_labels)
+    assert measured["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
+    assert measured["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+
+    no_names = RunOptions(DataOptions(), EvalOptions(device="cpu"), options.path)
+    with pytest.raises(DatasetError, match="give the head's class names"):
+        open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
+                       [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
+                       data=no_names.data, evaluation=no_names.eval)  # fmt: skip
+    head_names.write_text("red\ngreen\npurple\nyellow\n")
+    with pytest.raises(DatasetError, match="'blue' of a dataset is not among"):
+        open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
+                       [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
+                       data=options.data, evaluation=options.eval)  # fmt: skip

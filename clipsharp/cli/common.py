@@ -29,6 +29,7 @@ class Common:
     seed: int
     num_workers: int
     templates: str
+    head_classnames: Path | None
     device: str
     batch_size: int
     precision: str
@@ -42,7 +43,8 @@ class Common:
             image_column=self.image_column, label_column=self.label_column,
             classnames=self.classnames, limit=self.limit, seed=self.seed,
             num_workers=self.num_workers, device=self.device, batch_size=self.batch_size,
-            precision=self.precision, templates=self.templates, **path,
+            precision=self.precision, templates=self.templates,
+            head_classnames=self.head_classnames, **path,
         )  # fmt: skip
 
     def open(self, roles: dict, run: opt.RunOptions, progress):
@@ -72,6 +74,7 @@ SHARED = {
     "seed": (opt.Seed, 0),
     "num_workers": (opt.NumWorkers, 0),
     "templates": (opt.Templates, "openai"),
+    "head_classnames": (opt.HeadClassnames, None),
     "device": (opt.Device, "auto"),
     "batch_size": (opt.BatchSize, 128),
     "precision": (opt.Precision, "fp32"),

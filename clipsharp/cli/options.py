@@ -206,6 +206,16 @@ def dataset_specs(id: str | None, ood: list[str] | None) -> list:
     return specs + [DatasetSpec.parse(text, role="ood") for text in ood or []]
 
 
+HeadClassnames = Annotated[
+    Path | None,
+    typer.Option(
+        help="Class names of a stored head (head.weight), in order: a file, one per line or a "
+        "JSON list. Datasets with fewer classes are mapped onto it by name.",
+        rich_help_panel=EVAL,
+    ),
+]
+
+
 def run_options(
     *,
     image_column: str | None,
@@ -218,6 +228,7 @@ def run_options(
     batch_size: int,
     precision: str,
     templates: str,
+    head_classnames: Path | None = None,
     alphas: str = "0:1:0.1",
     extrapolate: bool = False,
     exclude: str | None = None,
@@ -225,7 +236,7 @@ def run_options(
 ) -> RunOptions:
     return RunOptions(
         data=DataOptions(image_column, label_column, classnames, limit, seed, num_workers),
-        eval=EvalOptions(device, batch_size, precision, templates),
+        eval=EvalOptions(device, batch_size, precision, templates, head_classnames),
         path=PathOptions(parse_alphas(alphas), exclude, extrapolate, failure_threshold),
     )
 
