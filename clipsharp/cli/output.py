@@ -136,7 +136,13 @@ def markdown(renderable: RenderableType) -> str:
 
 @contextmanager
 def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(task, done, total)`` callback: live bars at a terminal, else sparse lines."""
+    """A ``progress(task, done, total)`` callback: live bars at a terminal, else sparse lines.
+
+    Under torchrun only rank 0 shows progress (``RANK`` is set before the process group is).
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield lambda task, done, total: None
+        return
     if out.is_terminal:
         with Progress(
             TextColumn("{task.description:<18}"),
