@@ -184,3 +184,18 @@ def test_examples_run(doc, layout, tmp_path):
         assert result.exit_code in allowed, f"{doc}: {command}\n{result.output}"
         if piped_to_jq:
             json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/ci.md"])
+def test_library_examples_run(doc, layout, tmp_path):
+    """The self-contained Python examples (those that start by importing clipsharp)."""
+    folder = tmp_path / "work"
+    shutil.copytree(layout, folder)
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    blocks = [
+        b for b in re.findall(r"```python\n(.*?)```", text, re.S) if b.startswith("from clipsharp")
+    ]
+    assert blocks
+    for block in blocks:
+        with _inside(folder):
+            exec(compile(block, doc, "exec"), {"__name__": "__doc_example__"})
