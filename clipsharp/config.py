@@ -7,6 +7,7 @@ as they are. One commented line per field that is not obvious.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,12 @@ class DataOptions:
     limit: int | None = None  # deterministic subset of at most this many examples
     seed: int = 0  # seeds the subset chosen by `limit`
     num_workers: int = 0  # worker processes for decoding and preprocessing images
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be a positive number of examples, got {self.limit}")
+        if self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be 0 or more, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class PathOptions:
     failure_threshold: float = 0.0  # OOD gain at or below this is a failure mode
 
     def __post_init__(self) -> None:
+        check_regex("--exclude", self.exclude)
         if not self.alphas:
             raise ConfigError("--alphas is empty; give at least one value, e.g. 0,0.5,1")
         if not self.extrapolate:
@@ -65,6 +73,16 @@ class PathOptions:
                 raise ConfigError(
                     f"--alphas {outside[0]:g} is outside [0, 1]; add --extrapolate to allow it"
                 )
+
+
+def check_regex(option: str, pattern: str | None) -> None:
+    """Refuse a pattern that is not a valid regular expression, naming the option."""
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"{option} {pattern!r} is not a valid regex ({e})") from e
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:

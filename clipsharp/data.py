@@ -162,8 +162,6 @@ class _Plan:
 
 
 def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
-    if options.limit is not None and options.limit <= 0:
-        raise DatasetError(f"--limit must be a positive number of examples, got {options.limit}")
     with _quiet_datasets():
         splits, base_dir = _open_source(spec)
         split = _choose_split(spec, sorted(splits))

@@ -21,7 +21,7 @@ from torchvision import transforms
 from clipsharp import data
 from clipsharp.config import DataOptions
 from clipsharp.data import DatasetSpec, load_all, load_eval_data, read_classnames, unique_names
-from clipsharp.errors import DatasetError
+from clipsharp.errors import ConfigError, DatasetError
 
 NAMES = ["ant", "bee", "cat"]
 TO_TENSOR = transforms.ToTensor()  # exact: pixels / 255
@@ -409,7 +409,7 @@ def test_limit_is_a_seeded_sorted_subset(saved):
     assert torch.equal(first.images, again.images)
     assert match_rows(other.images, saved.test) != rows
     assert load(saved.path, limit=100).num_examples == 24
-    with pytest.raises(DatasetError, match="--limit must be a positive"):
+    with pytest.raises(ConfigError, match="--limit must be a positive"):
         load(saved.path, limit=0)
 
 
