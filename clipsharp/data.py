@@ -8,12 +8,10 @@ functions because it is slow to import.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,16 @@ import torch
 
 from .config import DataOptions
 from .errors import DatasetError
+from .sources import (
+    FILE_BUILDERS,
+    GLOB_CHARS,
+    dataset_error,
+    is_local,
+    local_path,
+    open_source,
+    quiet_datasets,
+    reason,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -32,12 +40,9 @@ Transform = Callable[["Image.Image"], torch.Tensor]  # PIL image (RGB) -> (3, H,
 Progress = Callable[[int, int], None]  # progress(done, total)
 
 ROLES = ("id", "ood")
-FILE_BUILDERS = dict(parquet="parquet", arrow="arrow", json="json", jsonl="json", csv="csv")
 PREFERRED_SPLITS = ("test", "validation")  # without :SPLIT and several splits, the first found
 LABEL_NAMES = ("label", "labels")  # integer or string columns taken as labels without ClassLabel
 BATCH_SIZE = 64  # images preprocessed between two progress calls
-_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class DatasetSpec:
         source, split = text, None
         if ":" in text:
             head, tail = text.rsplit(":", 1)
-            if _local_path(head).exists() or not _local_path(text).exists():
+            if local_path(head).exists() or not local_path(text).exists():
                 source, split = head, tail
         if not source.strip():
             raise DatasetError(f"dataset spec {text!r} has no source; write SOURCE[:SPLIT]")
@@ -162,11 +167,11 @@ class _Plan:
 
 
 def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
-    with _quiet_datasets():
-        splits, base_dir = _open_source(spec)
+    with quiet_datasets():
+        splits, base_dir = open_source(spec)
         split = _choose_split(spec, sorted(splits))
         if len(splits[split]) == 0:
-            raise _error(spec, f"split {split!r} has no examples")
+            raise dataset_error(spec, f"split {split!r} has no examples")
         image_column, label_column = _columns(spec, splits[split].features, options)
         rows = _subset(len(splits[split]), options)
         dataset = splits[split].select(rows)
@@ -213,11 +218,11 @@ def read_classnames(path: Path) -> list[str]:
 def display_name(spec: DatasetSpec) -> str:
     """Folder name, file stem, glob's folder or hub repository: 'data/shifted:test' -> 'shifted'."""
     source = spec.source.rstrip("/") or "/"
-    if _GLOB_CHARS.search(source):
+    if GLOB_CHARS.search(source):
         parts = Path(source).parts
-        fixed = parts[: next(i for i, part in enumerate(parts) if _GLOB_CHARS.search(part))]
-        return _local_path(str(Path(*fixed))).resolve().name if fixed else Path.cwd().name
-    path = _local_path(source).resolve() if _is_local(source) else Path(source)
+        fixed = parts[: next(i for i, part in enumerate(parts) if GLOB_CHARS.search(part))]
+        return local_path(str(Path(*fixed))).resolve().name if fixed else Path.cwd().name
+    path = local_path(source).resolve() if is_local(source) else Path(source)
     return (path.stem if path.suffix[1:].lower() in FILE_BUILDERS else path.name) or source
 
 
@@ -242,118 +247,6 @@ def unique_names(specs: list[DatasetSpec]) -> list[str]:
     return names
 
 
-# ---- finding and opening a source ----------------------------------------------------------
-
-
-def _local_path(source: str) -> Path:
-    return Path(source).expanduser()
-
-
-def _is_local(source: str) -> bool:
-    """Whether a missing source is reported missing rather than tried on the hub."""
-    if source.startswith((".", "/", "~")) or not _HUB_NAME.fullmatch(source):
-        return True
-    return _local_path(source).exists() or _local_path(Path(source).parts[0]).exists()
-
-
-def _open_source(spec: DatasetSpec) -> tuple[dict[str, datasets.Dataset], Path | None]:
-    """The splits of a source, and the folder that relative image paths start from."""
-    import datasets
-
-    source, path = spec.source, _local_path(spec.source)
-    if _GLOB_CHARS.search(source):
-        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True))
-        if not files:
-            raise _error(spec, f"the pattern {source} matches no files")
-        return _load_files(spec, files), files[0].parent
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return _as_splits(_read(spec, lambda: datasets.load_from_disk(str(path)))), path
-        return _as_splits(_read(spec, lambda: datasets.load_dataset(str(path.resolve())))), path
-    if path.is_file():
-        return _load_files(spec, [path]), path.parent
-    if _is_local(source):
-        raise _error(
-            spec,
-            f"{source} does not exist; give a folder written by save_to_disk, an image "
-            "folder, a parquet/arrow/json/csv file, or a hub name",
-        )
-    return _load_hub(spec), None
-
-
-def _load_files(spec: DatasetSpec, files: list[Path]) -> dict[str, datasets.Dataset]:
-    import datasets
-
-    builders = {FILE_BUILDERS.get(f.suffix.lower().lstrip(".")) for f in files}
-    if None in builders or len(builders) != 1:
-        found = ", ".join(sorted({f.suffix or f.name for f in files}))
-        raise _error(spec, f"files must all be one of {', '.join(FILE_BUILDERS)}, got {found}")
-    data_files = [str(f.resolve()) for f in files]
-    builder = builders.pop()
-    return _as_splits(_read(spec, lambda: datasets.load_dataset(builder, data_files=data_files)))
-
-
-def _load_hub(spec: DatasetSpec) -> dict[str, datasets.Dataset]:
-    """All splits of a hub dataset, or only the one named (from the cache when offline)."""
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(spec.source, split=spec.split)
-    except Exception as e:
-        if isinstance(e, ValueError) and spec.split and "split" in str(e).lower():
-            raise _error(spec, _reason(e)) from e  # 'Unknown split "x". Should be one of [...]'
-        raise DatasetError(
-            f"dataset {spec.source!r} is not a local path and could not be loaded from the "
-            f"HuggingFace hub (offline? HF_HUB_OFFLINE=1): {_reason(e)}; give a local folder "
-            "or file, or run once online to cache it"
-        ) from e
-    return {spec.split: loaded} if spec.split else _as_splits(loaded)
-
-
-def _as_splits(loaded: Any) -> dict[str, datasets.Dataset]:
-    """A DatasetDict's splits; a lone Dataset is its one split ('train' when it has no name)."""
-    import datasets
-
-    if isinstance(loaded, datasets.Dataset):
-        return {str(loaded.split) if loaded.split else "train": loaded}
-    return dict(loaded)
-
-
-def _read(spec: DatasetSpec, load: Callable[[], Any]) -> Any:
-    """Run a ``datasets`` call; any failure to read becomes a DatasetError naming the spec."""
-    try:
-        return load()
-    except Exception as e:  # corrupt files, unreadable folders, parser errors of every kind
-        raise _error(
-            spec, f"cannot be read: {_reason(e)}; check the files are complete and supported"
-        ) from e
-
-
-def _error(spec: DatasetSpec, message: str) -> DatasetError:
-    return DatasetError(f"dataset {spec.text!r}: {message}")
-
-
-def _reason(e: BaseException) -> str:
-    """The exception's type and first line, at most 200 characters."""
-    first = (str(e).strip().splitlines() or [""])[0]
-    first = first if len(first) <= 200 else first[:197] + "..."
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Silence the progress bars of ``datasets``; the caller shows its own."""
-    import datasets
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
 # ---- split, columns, labels ----------------------------------------------------------------
 
 
@@ -361,13 +254,13 @@ def _choose_split(spec: DatasetSpec, splits: list[str]) -> str:
     """The split named, else the only one, else test, else validation."""
     listed = ", ".join(splits) or "none"
     if spec.split is not None and spec.split not in splits:
-        raise _error(spec, f"has no split {spec.split!r}; its splits are {listed}")
+        raise dataset_error(spec, f"has no split {spec.split!r}; its splits are {listed}")
     if spec.split is not None or len(splits) == 1:
         return spec.split or splits[0]
     for name in PREFERRED_SPLITS:
         if name in splits:
             return name
-    raise _error(
+    raise dataset_error(
         spec, f"has splits {listed}, none test or validation; choose one as {spec.source}:SPLIT"
     )
 
@@ -382,19 +275,23 @@ def _columns(spec: DatasetSpec, features: Any, options: DataOptions) -> tuple[st
     image = _column(spec, features, options.image_column, images, "--image-column", "Image")
     label = _column(spec, features, options.label_column, labels, "--label-column", "ClassLabel")
     if not isinstance(features[image], datasets.Image) and not _is_string(features[image]):
-        raise _error(spec, f"column {image!r} holds neither images nor file paths")
+        raise dataset_error(spec, f"column {image!r} holds neither images nor file paths")
     return image, label
 
 
 def _column(spec, features, given: str | None, found: list[str], flag: str, kind: str) -> str:
     columns = ", ".join(features)
     if given and given not in features:
-        raise _error(spec, f"has no column {given!r} ({flag}); its columns are {columns}")
+        raise dataset_error(spec, f"has no column {given!r} ({flag}); its columns are {columns}")
     if given or len(found) == 1:
         return given or found[0]
     if not found:
-        raise _error(spec, f"has no {kind} column (columns: {columns}); name one with {flag}")
-    raise _error(spec, f"has several {kind} columns ({', '.join(found)}); choose with {flag}")
+        raise dataset_error(
+            spec, f"has no {kind} column (columns: {columns}); name one with {flag}"
+        )
+    raise dataset_error(
+        spec, f"has several {kind} columns ({', '.join(found)}); choose with {flag}"
+    )
 
 
 def _is_string(feature: Any) -> bool:
@@ -414,26 +311,30 @@ def _labels(
     feature = dataset.features[column]
     values = dataset.with_format("arrow")[column].to_pylist()
     if any(value is None for value in values):
-        raise _error(spec, f"column {column!r} has missing labels")
+        raise dataset_error(spec, f"column {column!r} has missing labels")
     classnames = read_classnames(classnames_file) if classnames_file else None
     if _is_string(feature):
         classnames = classnames or sorted(set(values))
         index = {name: i for i, name in enumerate(classnames)}
         unknown = sorted(set(values) - set(index))
         if unknown:
-            raise _error(spec, f"has label {unknown[0]!r}, not in --classnames {classnames_file}")
+            raise dataset_error(
+                spec, f"has label {unknown[0]!r}, not in --classnames {classnames_file}"
+            )
         values = [index[value] for value in values]
     elif isinstance(feature, datasets.ClassLabel):
         classnames = classnames or list(feature.names)
     elif not _is_label_value(feature):
-        raise _error(spec, f"column {column!r} holds no class labels; choose --label-column")
+        raise dataset_error(spec, f"column {column!r} holds no class labels; choose --label-column")
     elif classnames is None:
-        raise _error(spec, f"has integer labels in {column!r}; give class names with --classnames")
+        raise dataset_error(
+            spec, f"has integer labels in {column!r}; give class names with --classnames"
+        )
     labels = torch.tensor(values, dtype=torch.int64)
     bad = labels[(labels < 0) | (labels >= len(classnames))]
     if len(bad):
         source = f"--classnames {classnames_file}" if classnames_file else f"column {column!r}"
-        raise _error(
+        raise dataset_error(
             spec,
             f"has label {int(bad[0])} outside [0, {len(classnames)}), the class names of "
             f"{source}; are these the right class names, or is this split unlabelled?",
@@ -471,7 +372,7 @@ class _TransformedImages(torch.utils.data.Dataset):
             image = _open_image(self.dataset[i][self.column], self.base_dir)
             return row, torch.as_tensor(self.transform(_to_rgb(image))), None
         except Exception as e:  # PIL and datasets raise many types for a bad file
-            return row, None, _reason(e)
+            return row, None, reason(e)
 
 
 def _open_image(value: Any, base_dir: Path | None) -> Image.Image:
@@ -503,13 +404,13 @@ def _preprocess(
     images: torch.Tensor | None = None
     done = 0
     for batch in loader:
-        for row, tensor, reason in batch:
+        for row, tensor, why in batch:
             if tensor is None:
-                raise _error(spec, f"the image of row {row} cannot be read ({reason}); fix it")
+                raise dataset_error(spec, f"the image of row {row} cannot be read ({why}); fix it")
             if images is None:
                 images = torch.empty((len(items), *tensor.shape), dtype=torch.float32)
             if tensor.shape != images.shape[1:]:
-                raise _error(
+                raise dataset_error(
                     spec,
                     f"the transform gave row {row} shape {tuple(tensor.shape)}, not "
                     f"{tuple(images.shape[1:])}; it must resize and crop to one size",

@@ -450,8 +450,8 @@ def test_hub_name_offline_is_a_dataset_error_quickly():
 
 def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatch):
     calls, opened = [], []
-    open_source = data._open_source
-    monkeypatch.setattr(data, "_open_source", lambda s: opened.append(s.text) or open_source(s))
+    open_source = data.open_source
+    monkeypatch.setattr(data, "open_source", lambda s: opened.append(s.text) or open_source(s))
     specs = [spec(saved.path, "test", "id"), spec(saved.path, "test"), spec(saved.path, "train")]
     loaded = load_all(specs, TO_TENSOR, DataOptions(), lambda *c: calls.append(c))
     assert opened == [f"{saved.path}:test", f"{saved.path}:train"]
