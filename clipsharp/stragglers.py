@@ -22,6 +22,7 @@ from .layers import layer_groups, tower_of
 from .pipeline import Workspace
 from .report import Report
 from .sharpness import measure_sharpness, perturbed_keys
+from .summary import spearman
 
 BY = ("sharpness", "barrier")
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimator of the standard deviation
@@ -72,31 +73,6 @@ def choose(rows: list[dict], options: StragglerOptions, value: str) -> list[str]
         else:
             chosen += [r for r in ranked if r["z"] > options.z]
     return [r["layer"] for r in sorted(chosen, key=lambda r: -r[value])]
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation (average ranks on ties); None for fewer than 3 pairs."""
-    if len(x) < 3:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return None if var == 0 else cov / var
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
 
 
 def layer_depths(layerwise: dict, source: str) -> dict[str, dict[str, float]]:

@@ -4,7 +4,8 @@ Each document's examples run in order, in a folder of their own laid out with th
 names the docs use (zs.safetensors, data/shifted, path.json, ...), made from the
 tiny fixtures; the `toml` blocks of a document become its clipsharp.toml. A few
 substitutions fit the examples to the tiny model (listed in SUBSTITUTIONS).
-Synopsis lines (with placeholders like REPORT or [options]) are not commands.
+Synopsis lines (with placeholders like REPORT or [options]) and lines using shell
+variables (the body of a loop) are not commands.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def examples(doc: str) -> tuple[list[str], list[str]]:
         lines = _yaml_runs(block) if lang == "yaml" else block.replace("\\\n", " ").splitlines()
         for line in lines:
             line = re.sub(r"\s+", " ", line.strip()).removeprefix(".venv/bin/")
-            if line.startswith("clipsharp ") and not PLACEHOLDER.search(line):
+            shell_variable = re.search(r"\$\{?\w", line.split(">>")[0])  # a loop body
+            if (
+                line.startswith("clipsharp ")
+                and not PLACEHOLDER.search(line)
+                and not shell_variable
+            ):
                 commands.append(line)
     return commands, tomls
 
@@ -61,8 +67,8 @@ def _yaml_runs(block: str) -> list[str]:
 
 def test_every_document_has_examples():
     found = {doc: examples(doc)[0] for doc in DOCS}
-    commands = ("interpolate", "layerwise", "sharpness", "stragglers", "prune", "plot", "check",
-                "convert", "inspect", "demo")  # fmt: skip
+    commands = ("interpolate", "layerwise", "sharpness", "stragglers", "prune", "plot", "study",
+                "check", "convert", "inspect", "demo")  # fmt: skip
     pages = [f"docs/commands/{c}.md" for c in commands]
     assert all(found[doc] for doc in ("README.md", "docs/ci.md", *pages)), found
 

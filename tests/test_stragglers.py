@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipsharp.cli import app
-from clipsharp.stragglers import StragglerOptions, choose, robust_z, spearman
+from clipsharp.stragglers import StragglerOptions, choose, robust_z
+from clipsharp.summary import spearman
 
 runner = CliRunner()
 

@@ -145,6 +145,7 @@ def _register() -> None:
         prune,
         sharpness,
         stragglers,
+        study,
     )
 
     app.command("interpolate")(handle_errors(interpolate.command))
@@ -155,6 +156,7 @@ def _register() -> None:
     app.command("inspect")(handle_errors(inspection.command))
     app.command("demo")(handle_errors(demo.command))
     app.command("plot")(handle_errors(plot.command))
+    app.command("study")(handle_errors(study.command))
     app.command("check")(handle_errors(check.command))
     app.command("convert")(handle_errors(convert.command))
 

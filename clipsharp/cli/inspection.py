@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
@@ -66,7 +67,8 @@ def layer_table(doc: dict) -> Table:
     if pair:
         table.add_column("|ft-zs|/|zs|", justify="right")
     for row in doc["results"]["layers"]:
-        cells = [row["layer"], row["tower"], str(len(row["tensors"])), f"{row['parameters']:,}"]
+        cells = [escape(row["layer"]), row["tower"], str(len(row["tensors"]))]
+        cells.append(f"{row['parameters']:,}")
         if pair:
             cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
         table.add_row(*cells)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
@@ -66,8 +67,9 @@ def path_table(doc: dict) -> Table:
         name, s = dataset["name"], doc["summary"][dataset["name"]]
         failure = {True: "[bold red]FAILURE[/]", False: "no", None: "-"}[s["failure_mode"]]
         table.add_row(
-            name, dataset["role"], fmt(first[name]["accuracy"]), fmt(last[name]["accuracy"]),
-            f"{s['best_alpha']:g}", fmt(s["best_accuracy"]), signed(s["gain"]),
+            escape(name), dataset["role"], fmt(first[name]["accuracy"]),
+            fmt(last[name]["accuracy"]), f"{s['best_alpha']:g}", fmt(s["best_accuracy"]),
+            signed(s["gain"]),
             signed(s["depth"]), signed(s["barrier"]), failure,
         )  # fmt: skip
     return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
@@ -114,7 +115,7 @@ def layer_table(doc: dict) -> Table:
         s = row[focus]
         collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
         table.add_row(
-            row["layer"], towers[row["layer"]], signed(s["gain"]), signed(s["depth"]),
+            escape(row["layer"]), towers[row["layer"]], signed(s["gain"]), signed(s["depth"]),
             signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
         )  # fmt: skip
     unchanged = [r["layer"] for r in rows if r["unchanged"]]

@@ -96,13 +96,14 @@ def finish(
     elif form == "table":
         out.print(summary)
     piped = output is None and not sys.stdout.isatty() and form != "md"
-    if form == "json" or output == "-" or piped:
+    to_stdout = form == "json" or output == "-" or piped
+    if to_stdout:
         sys.stdout.write(report.to_json())
         sys.stdout.flush()
     if output not in (None, "-"):
         report.write(Path(output))
         out.print(f"report written to {output}")
-    elif form == "table" and not piped:
+    elif not to_stdout:
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)

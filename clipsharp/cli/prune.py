@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
@@ -130,7 +131,8 @@ def prune_tables(doc: dict) -> Table:
     for layer in s["layers"]:
         rows = [r for r in doc["results"]["tensors"] if r["layer"] == layer]
         pruned, numel = sum(r["pruned"] for r in rows), sum(r["numel"] for r in rows)
-        table.add_row(layer, str(len(rows)), f"{pruned:,}", fmt(pruned / numel if numel else 0.0))
+        share = fmt(pruned / numel if numel else 0.0)
+        table.add_row(escape(layer), str(len(rows)), f"{pruned:,}", share)
     if "before" not in s:
         return table
     from rich.console import Group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
@@ -82,7 +83,7 @@ def sharpness_table(doc: dict) -> Table:
                 m = next(p["metrics"][name] for p in points if p["rho"] == row["rho"])
                 cells = [signed(m["sharpness"]), fmt(m["stderr"]), fmt(m["clean_loss"]),
                          fmt(m["perturbed_loss"])]  # fmt: skip
-            table.add_row(name, f"{row['rho']:g}", *cells, saturated)
+            table.add_row(escape(name), f"{row['rho']:g}", *cells, saturated)
     return table
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
@@ -122,7 +123,7 @@ def straggler_table(doc: dict) -> Table:
     for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
         mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
         table.add_row(
-            row["layer"], row["tower"], signed(row[value]), fmt(row.get("stderr")),
+            escape(row["layer"]), row["tower"], signed(row[value]), fmt(row.get("stderr")),
             signed(row.get("zero_shot_sharpness")), f"{row['z']:+.2f}", mark,
         )  # fmt: skip
     if s.get("spearman"):
