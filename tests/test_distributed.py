@@ -15,6 +15,7 @@ from clipsharp.data import DatasetSpec
 from clipsharp.distributed import shard
 from clipsharp.evaluate import evaluate
 from clipsharp.interpolation import run_interpolation
+from clipsharp.layerwise import LayerwiseOptions, run_layerwise
 from clipsharp.pipeline import open_workspace
 
 OPTIONS = RunOptions(
@@ -55,9 +56,13 @@ def _worker(rank: int, world_size: int, port: int, pair, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        doc = run_interpolation(open_pair(pair), OPTIONS).to_dict()
+        workspace = open_pair(pair)
+        docs = {
+            "interpolate": run_interpolation(workspace, OPTIONS).to_dict(),
+            "layerwise": run_layerwise(workspace, OPTIONS, LayerwiseOptions()).to_dict(),
+        }
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(doc, f)
+            json.dump(docs, f)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -68,14 +73,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _same(ours: dict, theirs: dict) -> None:
+    for name, metrics in theirs.items():
+        assert ours[name]["accuracy"] == metrics["accuracy"]
+        assert ours[name]["num_examples"] == metrics["num_examples"]
+        assert ours[name]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+
+
 def test_two_gloo_ranks_equal_one_process(pair, tmp_path):
-    single = run_interpolation(open_pair(pair), OPTIONS).to_dict()
+    workspace = open_pair(pair)
+    single = run_interpolation(workspace, OPTIONS).to_dict()
+    layers = run_layerwise(workspace, OPTIONS, LayerwiseOptions()).to_dict()  # prefix cache on
     mp.spawn(_worker, args=(2, _free_port(), pair, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        docs = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        doc = docs["interpolate"]
         assert doc["config"]["world_size"] == 2
         for ours, theirs in zip(doc["results"]["path"], single["results"]["path"], strict=True):
-            for name, metrics in theirs["metrics"].items():
-                assert ours["metrics"][name]["accuracy"] == metrics["accuracy"]
-                assert ours["metrics"][name]["num_examples"] == metrics["num_examples"]
-                assert ours["metrics"][name]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+            _same(ours["metrics"], theirs["metrics"])
+        rows = zip(docs["layerwise"]["results"]["layers"], layers["results"]["layers"], strict=True)
+        for ours, theirs in rows:
+            for mine, single_point in zip(
+                ours.get("path", []), theirs.get("path", []), strict=True
+            ):
+                _same(mine["metrics"], single_point["metrics"])
