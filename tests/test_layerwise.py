@@ -192,3 +192,51 @@ def test_prefix_cache_skips_the_layers_below(pair):
     depth = clipsharp.prefix.vit_depth(ws.classifier)
     # background (every block) + building the cache (every block) + 2 points (no block)
     assert len(calls) == 2 * depth * n_batches
+
+
+def test_resnet_clip_end_to_end(pair, tmp_path):
+    """A ResNet image tower: generic layer groups, no prefix cache, metrics as a plain loop."""
+    import clipsharp.prefix
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["vision_cfg"] = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    zs = CLIP(**cfg).state_dict()
+    ft = {k: v + 0.1 * torch.randn_like(v) if k.startswith("visual.") and v.is_floating_point()
+          else v.clone() for k, v in zs.items()}  # fmt: skip
+    zs_path = save_checkpoint(tmp_path / "rn_zs.safetensors", zs, cfg)
+    ft_path = save_checkpoint(tmp_path / "rn_ft.safetensors", ft, cfg)
+    ws = open_workspace({"zero_shot": zs_path, "fine_tuned": ft_path},
+                        [DatasetSpec.parse(str(pair.shifted), role="ood")],
+                        data=OPTIONS.data, evaluation=OPTIONS.eval)  # fmt: skip
+    assert clipsharp.prefix.vit_depth(ws.classifier) is None
+    doc = run_layerwise(ws, OPTIONS, LayerwiseOptions(layers="visual.layer*")).to_dict()
+    rows = doc["results"]["layers"]
+    assert [r["layer"] for r in rows] == [f"visual.layer{i}.0" for i in range(1, 5)]
+    point = rows[0]["path"][0]["metrics"]["shifted"]  # layer1.0 back at zero-shot
+    mixed = {**ft, **{k: zs[k] for k in rows[0]["tensors"]}}
+    model = CLIP(**cfg).eval()
+    model.load_state_dict(mixed)
+    import datasets
+    import open_clip
+
+    transform = open_clip.image_transform(32, is_train=False)
+    data = datasets.load_from_disk(str(pair.shifted))
+    x = torch.stack([transform(r["image"].convert("RGB")) for r in data])
+    y = torch.tensor(data["label"])
+    with torch.no_grad():
+        head = open_clip.build_zero_shot_classifier(
+            model, open_clip.SimpleTokenizer(context_length=16), ["red", "green", "blue", "yellow"],
+            open_clip.OPENAI_IMAGENET_TEMPLATES,
+        )  # fmt: skip
+        logits = (
+            model.logit_scale.exp()
+            * torch.nn.functional.normalize(model.encode_image(x), dim=-1)
+            @ head
+        )
+    assert point["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
+    assert point["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-4
+    )
