@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -35,6 +36,11 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @cached_property
+    def sha256(self) -> str:
+        """The file's sha256, read once (reports of several analyses share it)."""
+        return file_sha256(self.path)
 
 
 HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION], an open_clip model on the HuggingFace hub

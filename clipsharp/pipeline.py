@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint, validate_pair
+from .checkpoint import Checkpoint, load_checkpoint, validate_pair
 from .config import DataOptions, EvalOptions
 from .data import DatasetSpec, EvalData, load_all, read_classnames
 from .errors import CheckpointError, ConfigError, DatasetError
@@ -84,7 +84,7 @@ def describe_checkpoints(checkpoints: dict[str, Checkpoint], arch: Architecture)
     """The report's ``inputs.checkpoints`` and ``inputs.architecture``."""
     return {
         "checkpoints": {
-            role: {"path": str(c.path), "sha256": file_sha256(c.path), "model": arch.name}
+            role: {"path": str(c.path), "sha256": c.sha256, "model": arch.name}
             for role, c in checkpoints.items()
         },
         "architecture": arch.describe(),

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import Checkpoint, file_sha256, save_checkpoint
+from .checkpoint import Checkpoint, save_checkpoint
 from .config import RunOptions
 from .errors import ConfigError, ReportError
 from .interpolation import run_interpolation
@@ -132,9 +132,9 @@ def write_pruned(
     metadata = arch.metadata()
     metadata["clipsharp.operation"] = "prune"
     metadata["clipsharp.source"] = fine_tuned.path.name
-    metadata["clipsharp.source_sha256"] = file_sha256(fine_tuned.path)
+    metadata["clipsharp.source_sha256"] = fine_tuned.sha256
     if zero_shot is not None and options.target == "task-vector":
-        metadata["clipsharp.zero_shot_sha256"] = file_sha256(zero_shot.path)
+        metadata["clipsharp.zero_shot_sha256"] = zero_shot.sha256
     parameters = {"layers": list(layers), **asdict(options), "clipsharp_version": __version__}
     metadata["clipsharp.parameters"] = json.dumps(parameters)
     save_checkpoint(output, tensors, metadata)
