@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import RunOptions
 from .errors import ConfigError, ReportError
@@ -159,7 +159,8 @@ def run_prune(
     source, base = checkpoints["fine_tuned"], checkpoints.get("zero_shot")
     chosen = choose_layers(source, layers, from_report)
     tensors, rows = prune_tensors(source, chosen, options, base)
-    write_pruned(output, tensors, arch, source, chosen, options, base)
+    if distributed.is_main():  # under torchrun, one writer
+        write_pruned(output, tensors, arch, source, chosen, options, base)
     pruned = Checkpoint(path=output, tensors=tensors, metadata={})
     report = Report(
         command="prune",
