@@ -27,6 +27,7 @@ class DataOptions:
     limit: int | None = None  # deterministic subset of at most this many examples
     seed: int = 0  # seeds the subset chosen by `limit`
     num_workers: int = 0  # worker processes for decoding and preprocessing images
+    cache_dir: Path | None = None  # keep preprocessed images here, keyed by dataset fingerprint
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:

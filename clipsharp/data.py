@@ -185,11 +185,54 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
 def _finish(
     plan: _Plan, transform: Transform, options: DataOptions, progress: Progress | None
 ) -> EvalData:
-    items = _TransformedImages(plan.dataset, plan.image_column, plan.rows, plan.base_dir, transform)
-    images = _preprocess(plan.spec, items, options.num_workers, progress)
     fingerprint = _digest([*plan.identity, repr(transform)])
+    cached = _cache_path(options, fingerprint)
+    images = _read_cache(cached, len(plan.rows)) if cached else None
+    if images is None:
+        items = _TransformedImages(
+            plan.dataset, plan.image_column, plan.rows, plan.base_dir, transform
+        )
+        images = _preprocess(plan.spec, items, options.num_workers, progress)
+        if cached:
+            _write_cache(cached, images)
+    elif progress:
+        progress(len(plan.rows), len(plan.rows))
     name = display_name(plan.spec)
     return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classnames, fingerprint)
+
+
+def _cache_path(options: DataOptions, fingerprint: str) -> Path | None:
+    """``DIR/<fingerprint>.safetensors`` with ``--data-cache DIR``: the preprocessed images."""
+    if options.cache_dir is None:
+        return None
+    folder = Path(options.cache_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"--data-cache {folder} cannot be created ({e.strerror})") from e
+    return folder / f"{fingerprint}.safetensors"
+
+
+def _read_cache(path: Path, count: int) -> torch.Tensor | None:
+    """The cached images, or None when absent or unusable (then they are made again)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        images = load_file(str(path))["images"]
+    except (SafetensorError, OSError, KeyError):
+        return None
+    return images if images.shape[0] == count else None
+
+
+def _write_cache(path: Path, images: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    from .files import write_atomic
+
+    write_atomic(path, lambda tmp: save_file({"images": images.contiguous()}, str(tmp)))
 
 
 def read_classnames(path: Path) -> list[str]:

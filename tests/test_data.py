@@ -468,3 +468,23 @@ def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatc
             lambda *c: calls.append(c),
         )
     assert calls == []  # checked every spec before preprocessing any image
+
+
+def test_data_cache_skips_decoding_and_gives_the_same_tensors(saved, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load(saved.path, limit=7, cache_dir=cache)
+    files = list(cache.glob("*.safetensors"))
+    assert [f.stem for f in files] == [first.fingerprint]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(data, "_preprocess", no_decoding)
+    again = load(saved.path, limit=7, cache_dir=cache)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    with pytest.raises(AssertionError, match="decoded although cached"):
+        load(saved.path, limit=8, cache_dir=cache)  # another subset: another fingerprint
+    monkeypatch.undo()
+    files[0].write_bytes(b"not a tensor file")  # a damaged cache entry is made again
+    repaired = load(saved.path, limit=7, cache_dir=cache)
+    assert torch.equal(repaired.images, first.images)

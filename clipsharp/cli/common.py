@@ -28,6 +28,7 @@ class Common:
     limit: int | None
     seed: int
     num_workers: int
+    data_cache: Path | None
     templates: str
     head_classnames: Path | None
     device: str
@@ -44,7 +45,7 @@ class Common:
             classnames=self.classnames, limit=self.limit, seed=self.seed,
             num_workers=self.num_workers, device=self.device, batch_size=self.batch_size,
             precision=self.precision, templates=self.templates,
-            head_classnames=self.head_classnames, **path,
+            head_classnames=self.head_classnames, data_cache=self.data_cache, **path,
         )  # fmt: skip
 
     def open(self, roles: dict, run: opt.RunOptions, progress):
@@ -73,6 +74,7 @@ SHARED = {
     "limit": (opt.Limit, None),
     "seed": (opt.Seed, 0),
     "num_workers": (opt.NumWorkers, 0),
+    "data_cache": (opt.DataCache, None),
     "templates": (opt.Templates, "openai"),
     "head_classnames": (opt.HeadClassnames, None),
     "device": (opt.Device, "auto"),

@@ -59,6 +59,15 @@ Limit = Annotated[
         help="Evaluate a seeded subset of at most N examples per dataset.", rich_help_panel=DATA
     ),
 ]
+DataCache = Annotated[
+    Path | None,
+    typer.Option(
+        help="Keep the preprocessed images in this folder, keyed by the dataset's fingerprint "
+        "(content, split, columns, subset, transform): later runs skip decoding. "
+        "Float32 tensors: about N x 3 x H x W x 4 bytes per dataset.",
+        rich_help_panel=DATA,
+    ),
+]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice (--limit subsets).")]
 NumWorkers = Annotated[
     int, typer.Option(help="Processes decoding images (0: in this process).", rich_help_panel=DATA)
@@ -229,13 +238,16 @@ def run_options(
     precision: str,
     templates: str,
     head_classnames: Path | None = None,
+    data_cache: Path | None = None,
     alphas: str = "0:1:0.1",
     extrapolate: bool = False,
     exclude: str | None = None,
     failure_threshold: float = 0.0,
 ) -> RunOptions:
     return RunOptions(
-        data=DataOptions(image_column, label_column, classnames, limit, seed, num_workers),
+        data=DataOptions(
+            image_column, label_column, classnames, limit, seed, num_workers, data_cache
+        ),
         eval=EvalOptions(device, batch_size, precision, templates, head_classnames),
         path=PathOptions(parse_alphas(alphas), exclude, extrapolate, failure_threshold),
     )
