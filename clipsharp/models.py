@@ -153,15 +153,29 @@ def eval_transform(arch: Architecture, model: torch.nn.Module) -> Callable:
 
 
 def build_tokenizer(arch: Architecture) -> Callable[[Sequence[str]], torch.Tensor]:
+    """The tokenizer of the text tower: open_clip's for a name, else from the config.
+
+    Tokenizers kept on the HuggingFace hub (SigLIP, HF text towers) are read from the
+    local cache when offline; a miss is a clear error, not a traceback.
+    """
     import open_clip
 
-    if arch.name != "custom":
-        return open_clip.get_tokenizer(arch.name)
     text_cfg = arch.model_cfg.get("text_cfg", {})
     context_length = text_cfg.get("context_length", 77)
-    if text_cfg.get("hf_tokenizer_name"):
-        return open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=context_length)
-    return open_clip.SimpleTokenizer(context_length=context_length)
+    try:
+        if arch.name != "custom":
+            return open_clip.get_tokenizer(arch.name)
+        if text_cfg.get("hf_tokenizer_name"):
+            return open_clip.HFTokenizer(
+                text_cfg["hf_tokenizer_name"], context_length=context_length
+            )
+        return open_clip.SimpleTokenizer(context_length=context_length)
+    except Exception as e:  # network, cache, missing tokenizer files: one meaning here
+        raise CheckpointError(
+            f"cannot build the tokenizer of architecture {arch.name} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:150] if str(e) else ''}); it may live on the "
+            "HuggingFace hub: go online once to cache it"
+        ) from e
 
 
 def load_templates(spec: str) -> list[Callable[[str], str]] | list[str]:

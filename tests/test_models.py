@@ -198,3 +198,17 @@ def test_stored_head_maps_a_subset_dataset_by_class_name(pair, headed, tmp_path)
         open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
                        [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
                        data=options.data, evaluation=options.eval)  # fmt: skip
+
+
+def test_a_tokenizer_that_cannot_be_had_is_a_clear_error(monkeypatch):
+    import open_clip
+
+    from clipsharp.models import Architecture, build_tokenizer
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", offline)
+    arch = Architecture("ViT-B-16-SigLIP", {"text_cfg": {}}, {}, "--model")
+    with pytest.raises(CheckpointError, match="cannot build the tokenizer of architecture ViT-B-16"):
+        build_tokenizer(arch)
