@@ -210,5 +210,5 @@ def test_a_tokenizer_that_cannot_be_had_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(open_clip, "get_tokenizer", offline)
     arch = Architecture("ViT-B-16-SigLIP", {"text_cfg": {}}, {}, "--model")
-    with pytest.raises(CheckpointError, match="cannot build the tokenizer of architecture ViT-B-16"):
+    with pytest.raises(CheckpointError, match="cannot build the tokenizer of architecture"):
         build_tokenizer(arch)
