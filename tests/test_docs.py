@@ -205,3 +205,20 @@ def test_library_examples_run(doc, layout, tmp_path):
     for block in blocks:
         with _inside(folder):
             exec(compile(block, doc, "exec"), {"__name__": "__doc_example__"})
+
+
+def test_reports_md_names_every_field_the_reports_hold(layout):
+    """docs/reports.md documents every config, summary and metric field (or says where)."""
+    reference = (ROOT / "docs" / "reports.md").read_text(encoding="utf-8")
+    reference += (ROOT / "docs" / "sharpness.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"[a-z_]+", reference))  # in prose, tables or examples
+    fields: set[str] = set()
+    for name in ("path.json", "layers.json", "sharp.json", "stragglers.json", "pruned.json"):
+        doc = json.loads((layout / name).read_text())
+        fields |= set(doc) | set(doc["config"]) | set(doc["inputs"]["datasets"][0])
+        datasets = {d["name"] for d in doc["inputs"]["datasets"]}
+        for value in doc["summary"].values():
+            entries = value if isinstance(value, list) else [value]
+            fields |= {k for e in entries if isinstance(e, dict) for k in e if k not in datasets}
+    undocumented = sorted(f for f in fields if f not in documented)
+    assert not undocumented, undocumented
