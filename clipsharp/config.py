@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+Progress = Callable[[str, int, int], None]  # progress(task, done, total), drawn by the CLI
 TEMPLATE_SETS = ("openai", "simple")
 
 

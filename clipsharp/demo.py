@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import __version__
+from .config import Progress
 
 if TYPE_CHECKING:
     from PIL import Image
 
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ASSET = Path(__file__).parent / "assets" / "digits.npz"
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

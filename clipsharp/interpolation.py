@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +18,13 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint
-from .config import RunOptions
+from .config import Progress, RunOptions
 from .evaluate import Metrics, evaluate
 from .journal import Journal
 from .models import ClipClassifier, ZeroShotHeads, is_text_key
 from .pipeline import Workspace
 from .report import Report
 from .summary import path_summary
-
-Progress = Callable[[str, int, int], None]
 
 
 def interpolate_weights(
@@ -85,6 +83,14 @@ def endpoints(
     )
 
 
+def path_between(workspace: Workspace, exclude: str | None = None) -> WeightPath:
+    """The path from the workspace's zero-shot to its fine-tuned checkpoint, on its model."""
+    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
+    keys = moving_keys(zero_shot, fine_tuned, exclude)
+    ends = endpoints(zero_shot, fine_tuned, keys, workspace.device)
+    return WeightPath(workspace.classifier, workspace.heads, ends)
+
+
 class WeightPath:
     """Writes theta(alpha) into the working model, in place, for the endpoints' keys."""
 
@@ -92,7 +98,6 @@ class WeightPath:
         self.classifier = classifier
         self.heads = heads
         self.ends = ends
-        self.moves_text = any(is_text_key(key) for key in ends.keys)
 
     @torch.no_grad()
     def set_alpha(self, alpha: float, keys: Sequence[str] | None = None) -> None:
@@ -151,14 +156,13 @@ def sweep(
     alphas: Sequence[float],
     batch_size: int,
     *,
-    keys: Sequence[str] | None = None,
     progress: Progress | None = None,
     journal: Journal | None = None,
 ) -> list[PathPoint]:
-    """Evaluate every dataset at every alpha along ``path`` (restricted to ``keys`` if given)."""
+    """Evaluate every dataset at every alpha along ``path``."""
     points = []
     for done, alpha in enumerate(alphas):
-        path.set_alpha(alpha, keys)
+        path.set_alpha(alpha)
         metrics = measure(path, datasets, batch_size, journal=journal, key=repr(alpha))
         points.append(PathPoint(alpha=alpha, metrics=metrics))
         if progress:
@@ -184,16 +188,13 @@ def run_interpolation(
         resume: reuse the points of an existing ``journal`` written by the same run.
     """
     started = time.perf_counter()
-    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
-    keys = moving_keys(zero_shot, fine_tuned, options.path.exclude)
-    path = WeightPath(
-        workspace.classifier,
-        workspace.heads,
-        endpoints(zero_shot, fine_tuned, keys, workspace.device),
-    )
+    path = path_between(workspace, options.path.exclude)
     alphas = with_endpoints(options.path.alphas)
     inputs = workspace.inputs()
-    config = run_config(workspace, options) | {"alphas": alphas, "moving_tensors": len(keys)}
+    config = run_config(workspace, options) | {
+        "alphas": alphas,
+        "moving_tensors": len(path.ends.keys),
+    }
     identity = {"command": "interpolate", "inputs": inputs, "config": config}
     record = Journal(journal, identity, resume=resume) if journal else None
     try:
@@ -206,7 +207,7 @@ def run_interpolation(
             journal=record,
         )
     finally:
-        workspace.classifier.load(fine_tuned.tensors)
+        workspace.classifier.load(workspace.checkpoints["fine_tuned"].tensors)
     summary = {
         d.name: path_summary(
             points, d.name, role=d.spec.role, failure_threshold=options.path.failure_threshold

@@ -14,16 +14,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunOptions
+from .config import Progress, RunOptions
 from .errors import ConfigError
 from .interpolation import (
     CONVENTION,
     PathPoint,
-    Progress,
     WeightPath,
-    endpoints,
     measure,
-    moving_keys,
+    path_between,
     run_config,
     with_endpoints,
 )
@@ -70,15 +68,11 @@ def run_layerwise(
     (see ``run_interpolation``).
     """
     started = time.perf_counter()
-    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
+    fine_tuned = workspace.checkpoints["fine_tuned"]
     groups = layer_groups(fine_tuned.tensors, layer_options.granularity)
     chosen = select_layers(groups, layer_options.layers)
-    moving = set(moving_keys(zero_shot, fine_tuned, options.path.exclude))
-    path = WeightPath(
-        workspace.classifier,
-        workspace.heads,
-        endpoints(zero_shot, fine_tuned, sorted(moving), workspace.device),
-    )
+    path = path_between(workspace, options.path.exclude)
+    moving = set(path.ends.keys)
     alphas = with_endpoints(options.path.alphas)
     home = BACKGROUNDS[layer_options.background]
     inputs = workspace.inputs()

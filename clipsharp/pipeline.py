@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, validate_pair
-from .config import DataOptions, EvalOptions
+from .config import DataOptions, EvalOptions, Progress
 from .data import DatasetSpec, EvalData, load_all, read_classnames
 from .errors import CheckpointError, ConfigError, DatasetError
 from .models import (
@@ -34,8 +34,6 @@ from .models import (
     load_templates,
     resolve_architecture,
 )
-
-Progress = Callable[[str, int, int], None]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,17 +26,16 @@ import numpy as np
 import torch
 
 from .ascent import Ascent, u_norm
-from .config import RunOptions, SharpnessOptions
+from .config import Progress, RunOptions, SharpnessOptions
 from .data import EvalData
 from .errors import ConfigError
 from .evaluate import Metrics, evaluate, loss_gradient
-from .interpolation import CONVENTION, WeightPath, endpoints, moving_keys, run_config
+from .interpolation import CONVENTION, path_between, run_config
 from .layers import layer_groups, select_layers
 from .models import SCALE_KEYS, ClipClassifier, ZeroShotHeads, is_image_key, is_text_key
 from .pipeline import Workspace
 from .report import Report
 
-Progress = Callable[[str, int, int], None]
 Step = Callable[[], None]
 
 
@@ -334,7 +333,8 @@ def run_sharpness(
     """
     started = time.perf_counter()
     keys = perturbed_keys(workspace.classifier, sharpness)
-    path = _weight_path(workspace, options)
+    pair = "zero_shot" in workspace.checkpoints  # else one model, measured as it is
+    path = path_between(workspace, options.path.exclude) if pair else None
     alphas: list[float | None] = list(options.path.alphas) if path else [None]
     per_point = 1 if sharpness.kind == "average" else len(workspace.datasets)
     total = len(alphas) * len(sharpness.rhos) * sharpness.iterations * per_point
@@ -366,15 +366,6 @@ def run_sharpness(
         summary={d.name: sharpness_summary(points, d.name) for d in workspace.datasets},
         seconds=time.perf_counter() - started,
     )
-
-
-def _weight_path(workspace: Workspace, options: RunOptions) -> WeightPath | None:
-    if "zero_shot" not in workspace.checkpoints:
-        return None
-    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
-    keys = moving_keys(zero_shot, fine_tuned, options.path.exclude)
-    ends = endpoints(zero_shot, fine_tuned, keys, workspace.device)
-    return WeightPath(workspace.classifier, workspace.heads, ends)
 
 
 def _config(workspace, options, sharpness: SharpnessOptions, keys, alphas) -> dict:

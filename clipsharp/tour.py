@@ -8,11 +8,10 @@ Every report is written to ``ROOT/reports`` and its figure to ``ROOT/figures``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
+from .config import DataOptions, EvalOptions, PathOptions, Progress, RunOptions, SharpnessOptions
 from .data import DatasetSpec
 from .demo import DemoArtifacts
 from .interpolation import run_interpolation
@@ -23,8 +22,6 @@ from .prune import PruneOptions, add_before_and_after, run_prune
 from .report import Report
 from .sharpness import run_sharpness
 from .stragglers import StragglerOptions, run_stragglers
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

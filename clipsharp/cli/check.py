@@ -17,7 +17,6 @@ from .output import console
 
 GATES = "Gates"
 BASELINE = "Baseline"
-FORMATS = ("table", "json", "md")
 GATE_FAILED = 1
 
 
@@ -108,8 +107,7 @@ def command(
 
     if (baseline is None) != (max_drop is None):
         raise ConfigError("--baseline and --max-drop go together: give both or neither")
-    if format not in FORMATS:
-        raise ConfigError(f"--format {format!r} is unknown; choose table, json or md")
+    opt.check_format(format)
     gates = Gates(
         min_gain=min_gain, max_depth=max_depth, max_barrier=max_barrier,
         max_sharpness=max_sharpness, no_failure_mode=no_failure_mode,
