@@ -374,7 +374,7 @@ def _baseline_checks(
         raise ConfigError(
             f"--baseline compares {', '.join(BASELINE_FIELDS)} reports, not {command} reports"
         )
-    old_summary, summary = baseline.get("summary") or {}, report["summary"]
+    old_summary, summary = _children(baseline.get("summary")), report["summary"]
     datasets = [n for n in old_summary if chosen is None or n in chosen]
     if not datasets:
         message = f"{baseline_name} has no dataset to compare with"
@@ -388,7 +388,7 @@ def _baseline_checks(
             continue
         for field in BASELINE_FIELDS[command]:
             note = " (the dataset differs from the baseline's)" if name in moved else ""
-            old, new = _children(old_summary[name]).get(field), summary[name].get(field)
+            old, new = _children(old_summary[name]).get(field), _children(summary[name]).get(field)
             checks.append(_drop_check(name, field, old, new, max_drop, names, note))
     return checks
 

@@ -7,10 +7,13 @@ Pickled checkpoints are never unpickled here.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -111,6 +114,7 @@ def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
 
     path = resolve_source(path)
     _check_readable(path)
+    check_header(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -139,6 +143,68 @@ def _check_readable(path: Path) -> None:
             f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
             "save its state_dict with safetensors.torch.save_file first"
         )
+
+
+# bytes per element of each safetensors dtype (sub-byte float types are left to safetensors)
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+    "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header, in bytes
+
+
+def check_header(path: Path) -> None:
+    """Refuse, from the header alone, a file whose tensors do not fit in it.
+
+    A safetensors file is an 8-byte little-endian header length N, N bytes of JSON
+    ``{key: {"dtype", "shape", "data_offsets": [begin, end]}}``, then the data. Every
+    ``end`` must lie within the data and equal ``begin`` + bytes(dtype) x prod(shape):
+    a header that claims more (a sparse or truncated file, a forged shape) would
+    otherwise be allocated before it is found out.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 0 < length <= min(size - 8, MAX_HEADER):
+            raise _unreadable(path, f"a header of {length} bytes in a file of {size}")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _unreadable(path, f"its header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise _unreadable(path, "its header is not a JSON object")
+    data = size - 8 - length
+    for key, entry in header.items():
+        if key != "__metadata__":
+            _check_entry(path, key, entry, data)
+
+
+def _check_entry(path: Path, key: str, entry: Any, data: int) -> None:
+    """One tensor of the header: well formed, inside the data, as long as its shape says."""
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        claimed = math.prod(int(n) for n in shape)
+        begin, end = int(begin), int(end)
+    except (TypeError, KeyError, ValueError) as e:
+        raise _unreadable(path, f"the header entry of {key} is malformed") from e
+    if not 0 <= begin <= end <= data:
+        raise _unreadable(
+            path, f"the header puts {key} at bytes {begin}-{end} of {data} bytes of data"
+        )
+    width = DTYPE_BYTES.get(dtype)
+    if width is not None and claimed * width != end - begin:
+        raise _unreadable(
+            path,
+            f"the header gives {key} shape {list(shape)}, {claimed * width} bytes of {dtype}, "
+            f"in {end - begin} bytes",
+        )
+
+
+def _unreadable(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable safetensors file ({why}); it is truncated, corrupt or "
+        "forged: export or download it again"
+    )
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -191,6 +257,11 @@ def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
     Both must hold the same keys with the same shapes and dtypes; integer and
     boolean tensors (never interpolated) must be equal.
     """
+    if _same_checkpoint(zero_shot, fine_tuned):
+        raise CheckpointError(
+            f"the zero-shot {zero_shot.path} and the fine-tuned {fine_tuned.path} are the same "
+            "checkpoint: the path between them is one point; give two different checkpoints"
+        )
     zs, ft = zero_shot.tensors, fine_tuned.tensors
     only_zs, only_ft = sorted(zs.keys() - ft.keys()), sorted(ft.keys() - zs.keys())
     if only_zs or only_ft:
@@ -219,6 +290,13 @@ def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
                 f"checkpoints differ at the integer tensor {key}, which cannot be interpolated; "
                 "are they of the same model?"
             )
+
+
+def _same_checkpoint(a: Checkpoint, b: Checkpoint) -> bool:
+    """One file under two names, or two files of the same bytes (sha256)."""
+    if not (a.path.is_file() and b.path.is_file()):
+        return False  # in memory only
+    return a.path.samefile(b.path) or a.sha256 == b.sha256
 
 
 def _few(keys: Iterable[str], limit: int = 3) -> str:

@@ -47,10 +47,13 @@ class EvalOptions:
     precision: str = "fp32"  # dtype of the working model: fp32 | bf16 | fp16
     templates: str = "openai"  # prompt templates of the zero-shot head: openai | simple | FILE
     head_classnames: Path | None = None  # class names of a stored head, in order (a file)
+    block_images: int | None = None  # images held at once by the engine; None: ~128 MiB of them
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.block_images is not None and self.block_images < 1:
+            raise ConfigError(f"--block-images must be at least 1, got {self.block_images}")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
@@ -97,18 +100,18 @@ def parse_alphas(text: str) -> tuple[float, ...]:
     """
     text = text.strip()
     try:
-        if ":" in text:
-            start, stop, step = (float(part) for part in text.split(":"))
-            values = _inclusive_range(start, stop, step)
-        else:
-            values = [float(part) for part in text.split(",") if part.strip()]
+        parts = [float(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
     except ValueError as e:
         raise ConfigError(
             f"--alphas {text!r} is not a list like 0,0.5,1 or a range like 0:1:0.1"
         ) from e
-    if any(not math.isfinite(v) for v in values):
-        raise ConfigError(f"--alphas {text!r} holds a value that is not finite")
-    return tuple(sorted(set(values)))
+    if any(not math.isfinite(v) for v in parts):
+        raise ConfigError(f"--alphas {text!r} holds a value that is not finite; give numbers")
+    if ":" in text:
+        if len(parts) != 3:
+            raise ConfigError(f"--alphas {text!r}: a range is start:stop:step, e.g. 0:1:0.1")
+        return tuple(sorted(set(_inclusive_range(*parts))))
+    return tuple(sorted(set(parts)))
 
 
 def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
@@ -116,9 +119,10 @@ def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
         raise ConfigError(
             f"--alphas range {start:g}:{stop:g}:{step:g} needs start <= stop and a positive step"
         )
-    count = int(math.floor((stop - start) / step + 1e-9)) + 1
-    if count > 10_000:
-        raise ConfigError(f"--alphas range gives {count} points; use a larger step")
+    span = (stop - start) / step  # may overflow to inf
+    if span >= 10_000:
+        raise ConfigError(f"--alphas range gives {span:.0f} points or more; use a larger step")
+    count = int(math.floor(span + 1e-9)) + 1
     # Rounding keeps 0.1 * 3 from printing as 0.30000000000000004 in reports.
     return [round(start + i * step, 10) for i in range(count)]
 
@@ -175,4 +179,6 @@ def parse_rhos(text: str) -> tuple[float, ...]:
         values = [float(part) for part in str(text).strip("[] ").split(",") if part.strip()]
     except ValueError as e:
         raise ConfigError(f"--rho {text!r} is not a number or a list like 0.05,0.1,1.0") from e
+    if any(not math.isfinite(v) for v in values):
+        raise ConfigError(f"--rho {text!r} holds a value that is not finite; give numbers >= 0")
     return tuple(sorted(set(values)))

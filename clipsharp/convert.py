@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,18 +126,20 @@ def check_paths(source: Path, output: Path, *, force: bool) -> None:
 def load_pickle(source: Path) -> Any:
     """``torch.load(weights_only=True)``: tensors and plain containers, nothing executed."""
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not for our users
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
             raise CheckpointError(
-                f"{source} holds objects other than tensors (an object of {found.group(1)}), "
-                "and clipsharp will not execute them; in the code that made it, save "
+                f"{source} holds objects other than tensors (an object of {found.group(1)}): "
+                "code, which clipsharp will not run; in the code that made it, save "
                 "model.state_dict() instead"
             ) from e
         raise CheckpointError(
             f"{source} is not a checkpoint of plain tensors ({_detail(e)}): it is corrupt, or "
-            "holds objects clipsharp will not execute; save model.state_dict() with torch.save"
+            "holds code clipsharp will not run; save model.state_dict() with torch.save"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(
@@ -224,4 +227,6 @@ def _detail(error: BaseException) -> str:
         if "WeightsUnpickler error:" in line:
             rest = [line.split("WeightsUnpickler error:", 1)[1].strip(), *lines[i + 1 : i + 2]]
             return next(text for text in [*rest, "unsupported content"] if text)
+    generic = ("Weights only load failed", "Check the documentation")
+    lines = [line for line in lines if not line.startswith(generic)]
     return lines[0][:200] if lines else type(error).__name__

@@ -1,9 +1,10 @@
-"""Datasets: a spec ``SOURCE[:SPLIT]`` becomes labelled, preprocessed image tensors (DESIGN §1).
+"""Datasets: a spec ``SOURCE[:SPLIT]`` becomes labels, class names and streamed images (§1).
 
 SOURCE is tried as, in order: a folder written by ``save_to_disk``; any other folder (an image
 folder ``class_name/*.png``, or data files laid out as on the hub); a parquet / arrow / json /
 jsonl / csv file or a glob of them; a HuggingFace hub name. ``datasets`` is imported inside
-functions because it is slow to import.
+functions because it is slow to import. Opening a dataset reads its labels and checks it; the
+images are decoded later, a batch at a time, by the engine (see ``stream.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,20 +29,15 @@ from .sources import (
     local_path,
     open_source,
     quiet_datasets,
-    reason,
 )
+from .stream import ImageSource, ImageTransform, Transform
 
 if TYPE_CHECKING:
     import datasets
-    from PIL import Image
-
-Transform = Callable[["Image.Image"], torch.Tensor]  # PIL image (RGB) -> (3, H, W)
-Progress = Callable[[int, int], None]  # progress(done, total)
 
 ROLES = ("id", "ood")
 PREFERRED_SPLITS = ("test", "validation")  # without :SPLIT and several splits, the first found
 LABEL_NAMES = ("label", "labels")  # integer or string columns taken as labels without ClassLabel
-BATCH_SIZE = 64  # images preprocessed between two progress calls
 
 
 @dataclass(frozen=True)
@@ -78,12 +73,12 @@ class DatasetSpec:
 
 @dataclass
 class EvalData:
-    """One dataset, preprocessed and ready for the evaluation loop."""
+    """One dataset, checked and ready for the engine: labels in memory, images streamed."""
 
     name: str  # short display name, unique among the datasets of a run
     spec: DatasetSpec
     split: str  # the split actually used
-    images: torch.Tensor  # (N, 3, H, W) float32, through the model's eval transform
+    images: ImageSource  # decoded on demand, a batch at a time (never held whole)
     labels: torch.Tensor  # (N,) int64 in [0, num_classes)
     classnames: list[str]
     fingerprint: str  # hex digest of source content, split, columns, subset and transform
@@ -108,47 +103,50 @@ class EvalData:
             "fingerprint": self.fingerprint,
         }
 
+    def load_images(self, batch_size: int = 64) -> torch.Tensor:
+        """(N, 3, H, W) float32 through the whole transform, all in memory at once.
+
+        For small sets and tests only: the engine streams the images instead.
+        """
+        whole = range(self.num_examples)
+        transform = self.images.transform
+        parts = [
+            transform.finish(batch, torch.device("cpu"), torch.float32)
+            for batch in self.images.batches(whole, batch_size)
+        ]
+        return torch.cat(parts)
+
 
 def load_all(
-    specs: list[DatasetSpec],
-    transform: Transform,
-    options: DataOptions,
-    progress: Progress | None = None,
+    specs: list[DatasetSpec], transform: Transform, options: DataOptions
 ) -> list[EvalData]:
-    """Load every spec, each (source, split) once, under names made unique by `unique_names`.
+    """Open every spec, each (source, split) once, under names made unique by `unique_names`.
 
-    Every dataset is opened and checked (split, columns, labels) before any image is
-    preprocessed, so a bad spec fails in seconds, not after the others are preprocessed.
+    Every dataset is opened and checked (split, columns, labels); no image is decoded here.
     """
     plans: dict[tuple[str, str | None], _Plan] = {}
     for spec in specs:
         if (spec.source, spec.split) not in plans:
             plans[(spec.source, spec.split)] = _plan(spec, options)
-    loaded = {key: _finish(plan, transform, options, progress) for key, plan in plans.items()}
+    loaded = {key: _finish(plan, transform, options) for key, plan in plans.items()}
     return [
         replace(loaded[(spec.source, spec.split)], name=name, spec=spec)
         for spec, name in zip(specs, unique_names(specs), strict=True)
     ]
 
 
-def load_eval_data(
-    spec: DatasetSpec,
-    transform: Transform,
-    options: DataOptions,
-    progress: Progress | None = None,
-) -> EvalData:
-    """Read one dataset split, choose its columns and subset, and preprocess its images.
+def load_eval_data(spec: DatasetSpec, transform: Transform, options: DataOptions) -> EvalData:
+    """Open one dataset split, choose its columns and subset; its images stream later.
 
     Args:
         spec: the dataset and split to read.
         transform: the model's eval transform, PIL image (RGB) -> (3, H, W) tensor.
-        options: columns, class names file, ``limit`` and ``seed``, worker count.
-        progress: called as ``progress(done, total)`` every batch of images and at the end.
+        options: columns, class names file, ``limit`` and ``seed``, workers, data cache.
 
     Raises:
         DatasetError: the dataset cannot be found or read, or is unfit for classification.
     """
-    return _finish(_plan(spec, options), transform, options, progress)
+    return _finish(_plan(spec, options), transform, options)
 
 
 @dataclass(frozen=True)
@@ -182,57 +180,21 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
     return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classnames, identity)
 
 
-def _finish(
-    plan: _Plan, transform: Transform, options: DataOptions, progress: Progress | None
-) -> EvalData:
+def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData:
     fingerprint = _digest([*plan.identity, repr(transform)])
-    cached = _cache_path(options, fingerprint)
-    images = _read_cache(cached, len(plan.rows)) if cached else None
-    if images is None:
-        items = _TransformedImages(
-            plan.dataset, plan.image_column, plan.rows, plan.base_dir, transform
-        )
-        images = _preprocess(plan.spec, items, options.num_workers, progress)
-        if cached:
-            _write_cache(cached, images)
-    elif progress:
-        progress(len(plan.rows), len(plan.rows))
+    images = ImageSource(
+        describe=plan.spec.text,
+        dataset=plan.dataset.select_columns([plan.image_column]),
+        column=plan.image_column,
+        rows=plan.rows,
+        base_dir=plan.base_dir,
+        transform=ImageTransform.split(transform),
+        fingerprint=fingerprint,
+        num_workers=options.num_workers,
+        cache_dir=options.cache_dir,
+    )
     name = display_name(plan.spec)
     return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classnames, fingerprint)
-
-
-def _cache_path(options: DataOptions, fingerprint: str) -> Path | None:
-    """``DIR/<fingerprint>.safetensors`` with ``--data-cache DIR``: the preprocessed images."""
-    if options.cache_dir is None:
-        return None
-    folder = Path(options.cache_dir).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(f"--data-cache {folder} cannot be created ({e.strerror})") from e
-    return folder / f"{fingerprint}.safetensors"
-
-
-def _read_cache(path: Path, count: int) -> torch.Tensor | None:
-    """The cached images, or None when absent or unusable (then they are made again)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        return None
-    try:
-        images = load_file(str(path))["images"]
-    except (SafetensorError, OSError, KeyError):
-        return None
-    return images if images.shape[0] == count else None
-
-
-def _write_cache(path: Path, images: torch.Tensor) -> None:
-    from safetensors.torch import save_file
-
-    from .files import write_atomic
-
-    write_atomic(path, lambda tmp: save_file({"images": images.contiguous()}, str(tmp)))
 
 
 def read_classnames(path: Path) -> list[str]:
@@ -390,80 +352,6 @@ def _subset(num_rows: int, options: DataOptions) -> np.ndarray:
     if options.limit is None or options.limit >= num_rows:
         return np.arange(num_rows)
     return np.sort(np.random.default_rng(options.seed).permutation(num_rows)[: options.limit])
-
-
-# ---- images --------------------------------------------------------------------------------
-
-
-class _TransformedImages(torch.utils.data.Dataset):
-    """Rows of one image column, decoded, made RGB and transformed.
-
-    An item is ``(row, tensor, None)`` or ``(row, None, reason)``: the main process reports a
-    bad image as a DatasetError, never as a worker's traceback.
-    """
-
-    def __init__(self, dataset, column: str, rows, base_dir: Path | None, transform: Transform):
-        self.dataset, self.column = dataset.select_columns([column]), column
-        self.rows, self.base_dir, self.transform = rows, base_dir, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        row = int(self.rows[i])
-        try:
-            image = _open_image(self.dataset[i][self.column], self.base_dir)
-            return row, torch.as_tensor(self.transform(_to_rgb(image))), None
-        except Exception as e:  # PIL and datasets raise many types for a bad file
-            return row, None, reason(e)
-
-
-def _open_image(value: Any, base_dir: Path | None) -> Image.Image:
-    """A decoded image, or one opened from a path relative to the dataset's folder."""
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"expected an image or a file path, got {type(value).__name__}")
-    path = Path(value).expanduser()
-    return Image.open(path if path.is_absolute() or base_dir is None else base_dir / path)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB as open_clip's own preprocessing makes it (alpha dropped, not composited)."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _preprocess(
-    spec: DatasetSpec, items: _TransformedImages, num_workers: int, progress: Progress | None
-) -> torch.Tensor:
-    """(N, 3, H, W) float32: every image through the transform, in ``num_workers`` processes."""
-    loader = torch.utils.data.DataLoader(
-        items, batch_size=BATCH_SIZE, num_workers=num_workers, collate_fn=list
-    )
-    images: torch.Tensor | None = None
-    done = 0
-    for batch in loader:
-        for row, tensor, why in batch:
-            if tensor is None:
-                raise dataset_error(spec, f"the image of row {row} cannot be read ({why}); fix it")
-            if images is None:
-                images = torch.empty((len(items), *tensor.shape), dtype=torch.float32)
-            if tensor.shape != images.shape[1:]:
-                raise dataset_error(
-                    spec,
-                    f"the transform gave row {row} shape {tuple(tensor.shape)}, not "
-                    f"{tuple(images.shape[1:])}; it must resize and crop to one size",
-                )
-            images[done] = tensor
-            done += 1
-        if progress is not None:
-            progress(done, len(items))
-    assert images is not None  # the split was checked to be non-empty
-    return images
 
 
 def _digest(parts: list[str]) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import ClipsharpError
+from .errors import ClipsharpError, ConfigError
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -17,6 +17,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     An interrupted write leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ClipsharpError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
         raise ClipsharpError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
@@ -30,6 +32,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk (ENOSPC), a quota, a read-only file system
+        raise ClipsharpError(
+            f"cannot write {path}: {e.strerror or e}; free space or choose another path"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -41,3 +47,67 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_outputs(
+    outputs: Iterable[tuple[str, str | Path | None]],
+    inputs: Iterable[tuple[str, str | Path | None]],
+) -> None:
+    """Refuse, before any work, an output that is, or lies inside, something the run reads.
+
+    Args:
+        outputs: ``(flag, path)`` of each file or folder the run writes (``("-o", "r.json")``);
+            None and ``-`` (stdout) are skipped.
+        inputs: ``(what, path)`` of each file or folder the run reads
+            (``("the --ood folder", "data/shifted")``); paths that do not exist are skipped.
+
+    Symlinks are resolved and hard links compared (same device and inode), so another
+    name for an input is caught too. Two outputs may not be one file either.
+
+    Example:
+        >>> check_outputs([("-o", "zs.safetensors")], [("the checkpoint", "zs.safetensors")])
+        Traceback (most recent call last):
+        ConfigError: -o zs.safetensors is also an input, the checkpoint zs.safetensors; ...
+    """
+    written = [
+        (flag, Path(path)) for flag, path in outputs if path is not None and str(path) != "-"
+    ]
+    read = [(what, Path(path)) for what, path in inputs if path is not None and str(path) != "-"]
+    for i, (flag, output) in enumerate(written):
+        others = [(f"the {other} path", path) for other, path in written[:i]]
+        for what, given in [*read, *others]:
+            relation = _overlap(output, given) or (
+                _same_path(output, given) if (what, given) in others else None
+            )
+            if relation:
+                kind = "an output" if (what, given) in others else "an input"
+                raise ConfigError(
+                    f"{flag} {output} {relation} {kind}, {what} {given}; "
+                    f"choose a path for {flag} outside the run's inputs and outputs"
+                )
+
+
+def _overlap(output: Path, given: Path) -> str | None:
+    """``"is also"`` when ``output`` is ``given``, ``"lies inside"`` when within it, else None."""
+    try:
+        given_stat = given.stat()
+    except (OSError, ValueError):  # nothing there, so nothing to destroy
+        return None
+    target = output.expanduser().resolve()
+    for place in (target, *target.parents):
+        try:
+            same = _same(place.stat(), given_stat)
+        except (OSError, ValueError):
+            continue
+        if same:
+            return "is also" if place == target else "lies inside"
+    return None
+
+
+def _same_path(output: Path, other: Path) -> str | None:
+    """``"is also"`` when two outputs, not written yet, are one path."""
+    return "is also" if output.expanduser().resolve() == other.expanduser().resolve() else None
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

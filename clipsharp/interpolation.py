@@ -3,25 +3,26 @@
 One working model serves the whole sweep: at each alpha only the tensors that
 differ between the endpoints are rewritten (``torch.lerp`` into the live
 tensor), and the zero-shot head is re-encoded only when a text-tower tensor
-moved.
+moves (the point's text identity is then its alpha).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from . import distributed
+from .analysis import Analysis, run
 from .checkpoint import Checkpoint
 from .config import Progress, RunOptions
-from .evaluate import Metrics, evaluate
-from .journal import Journal
-from .models import ClipClassifier, ZeroShotHeads, is_text_key
+from .engine import Metric, Point
+from .metrics import Metrics
+from .models import ClipClassifier, is_text_key
 from .pipeline import Workspace
 from .report import Report
 from .summary import path_summary
@@ -85,18 +86,17 @@ def endpoints(
 
 def path_between(workspace: Workspace, exclude: str | None = None) -> WeightPath:
     """The path from the workspace's zero-shot to its fine-tuned checkpoint, on its model."""
-    zero_shot, fine_tuned = workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
+    zero_shot, fine_tuned = _pair(workspace)
     keys = moving_keys(zero_shot, fine_tuned, exclude)
     ends = endpoints(zero_shot, fine_tuned, keys, workspace.device)
-    return WeightPath(workspace.classifier, workspace.heads, ends)
+    return WeightPath(workspace.classifier, ends)
 
 
 class WeightPath:
     """Writes theta(alpha) into the working model, in place, for the endpoints' keys."""
 
-    def __init__(self, classifier: ClipClassifier, heads: ZeroShotHeads, ends: Endpoints):
+    def __init__(self, classifier: ClipClassifier, ends: Endpoints):
         self.classifier = classifier
-        self.heads = heads
         self.ends = ends
 
     @torch.no_grad()
@@ -110,8 +110,23 @@ class WeightPath:
                 torch.lerp(zs, ft, alpha, out=live)
             else:  # lerp in fp32, then one rounding into the working dtype
                 live.copy_(torch.lerp(zs, ft, alpha))
-        if any(is_text_key(key) for key in keys):
-            self.heads.invalidate()
+
+    def text_at(self, alpha: float, keys: Sequence[str] | None = None):
+        """The text identity of the model with ``keys`` at alpha: None when no text moves."""
+        keys = self.ends.keys if keys is None else keys
+        return ("alpha", alpha) if any(is_text_key(key) for key in keys) else None
+
+    def point(self, alpha: float) -> Point:
+        """The whole path at alpha, as an engine point."""
+        return Point(
+            key=alpha_key(alpha),
+            write=lambda: self.set_alpha(alpha),
+            text=self.text_at(alpha),
+        )
+
+
+def alpha_key(alpha: float) -> str:
+    return repr(alpha)
 
 
 @dataclass
@@ -128,46 +143,40 @@ def with_endpoints(alphas: Sequence[float]) -> list[float]:
     return sorted(set(alphas) | {0.0, 1.0})
 
 
-def measure(
-    path: WeightPath,
-    datasets: Sequence,
-    batch_size: int,
-    *,
-    journal: Journal | None = None,
-    key: str = "",
-) -> dict[str, Metrics]:
-    """Every dataset evaluated at the working model's current weights.
+@dataclass(frozen=True)
+class Interpolation(Analysis):
+    """The ``interpolate`` analysis: metrics along the path, and their summary per dataset."""
 
-    With a ``journal``, a point already recorded under ``key`` is returned as recorded,
-    and a new one is recorded.
-    """
-    stored = journal.get(key) if journal else None
-    if stored is not None:
-        return stored
-    metrics = {d.name: evaluate(path.classifier, path.heads, d, batch_size) for d in datasets}
-    if journal:
-        journal.record(key, metrics)
-    return metrics
+    options: RunOptions
+    command: ClassVar[str] = "interpolate"
+
+    @property
+    def alphas(self) -> list[float]:
+        return with_endpoints(self.options.path.alphas)
+
+    def config(self, workspace: Workspace) -> dict:
+        moving = moving_keys(*_pair(workspace), self.options.path.exclude)
+        return run_config(workspace, self.options) | {
+            "alphas": self.alphas,
+            "moving_tensors": len(moving),
+        }
+
+    def points(self, workspace: Workspace) -> list[Point]:
+        path = path_between(workspace, self.options.path.exclude)
+        return [path.point(alpha) for alpha in self.alphas]
+
+    def summarize(self, workspace: Workspace, measured: Metric) -> tuple[dict, dict]:
+        points = [PathPoint(alpha, measured[alpha_key(alpha)]) for alpha in self.alphas]
+        threshold = self.options.path.failure_threshold
+        summary = {
+            d.name: path_summary(points, d.name, role=d.spec.role, failure_threshold=threshold)
+            for d in workspace.datasets
+        }
+        return {"convention": CONVENTION, "path": [p.to_dict() for p in points]}, summary
 
 
-def sweep(
-    path: WeightPath,
-    datasets: Sequence,
-    alphas: Sequence[float],
-    batch_size: int,
-    *,
-    progress: Progress | None = None,
-    journal: Journal | None = None,
-) -> list[PathPoint]:
-    """Evaluate every dataset at every alpha along ``path``."""
-    points = []
-    for done, alpha in enumerate(alphas):
-        path.set_alpha(alpha)
-        metrics = measure(path, datasets, batch_size, journal=journal, key=repr(alpha))
-        points.append(PathPoint(alpha=alpha, metrics=metrics))
-        if progress:
-            progress("path", done + 1, len(alphas))
-    return points
+def _pair(workspace: Workspace) -> tuple[Checkpoint, Checkpoint]:
+    return workspace.checkpoints["zero_shot"], workspace.checkpoints["fine_tuned"]
 
 
 def run_interpolation(
@@ -178,50 +187,8 @@ def run_interpolation(
     journal: Path | None = None,
     resume: bool = False,
 ) -> Report:
-    """The ``interpolate`` analysis: metrics along the path and their summary per dataset.
-
-    Args:
-        workspace: the pair, the working model and the datasets (see ``open_workspace``).
-        options: path, evaluation and data options.
-        progress: called as ``progress("path", done, total)`` after every alpha.
-        journal: a file recording finished points as the sweep goes (see ``journal.py``).
-        resume: reuse the points of an existing ``journal`` written by the same run.
-    """
-    started = time.perf_counter()
-    path = path_between(workspace, options.path.exclude)
-    alphas = with_endpoints(options.path.alphas)
-    inputs = workspace.inputs()
-    config = run_config(workspace, options) | {
-        "alphas": alphas,
-        "moving_tensors": len(path.ends.keys),
-    }
-    identity = {"command": "interpolate", "inputs": inputs, "config": config}
-    record = Journal(journal, identity, resume=resume) if journal else None
-    try:
-        points = sweep(
-            path,
-            workspace.datasets,
-            alphas,
-            options.eval.batch_size,
-            progress=progress,
-            journal=record,
-        )
-    finally:
-        workspace.classifier.load(workspace.checkpoints["fine_tuned"].tensors)
-    summary = {
-        d.name: path_summary(
-            points, d.name, role=d.spec.role, failure_threshold=options.path.failure_threshold
-        )
-        for d in workspace.datasets
-    }
-    return Report(
-        command="interpolate",
-        inputs=inputs,
-        config=config,
-        results={"convention": CONVENTION, "path": [p.to_dict() for p in points]},
-        summary=summary,
-        seconds=time.perf_counter() - started,
-    )
+    """The ``interpolate`` analysis, run (see :func:`analysis.run`)."""
+    return run(Interpolation(options), workspace, journal=journal, resume=resume, progress=progress)
 
 
 CONVENTION = "theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned"

@@ -9,26 +9,19 @@ is reported ``unchanged`` and not evaluated: its path is flat by construction.
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from .analysis import Analysis, run
 from .config import Progress, RunOptions
+from .engine import Metric, Point
 from .errors import ConfigError
-from .interpolation import (
-    CONVENTION,
-    PathPoint,
-    WeightPath,
-    measure,
-    path_between,
-    run_config,
-    with_endpoints,
-)
-from .journal import Journal
+from .interpolation import CONVENTION, PathPoint, path_between, run_config, with_endpoints
 from .layers import GRANULARITIES, layer_groups, select_layers, tower_of
+from .models import is_text_key
 from .pipeline import Workspace
-from .prefix import PrefixCache, stage_of
+from .prefix import stage_of, vit_depth
 from .report import Report
 from .summary import path_summary
 
@@ -53,6 +46,90 @@ class LayerwiseOptions:
             raise ConfigError(f"--background {self.background!r} is unknown; choose ft or zs")
 
 
+@dataclass(frozen=True)
+class Layerwise(Analysis):
+    """The ``layerwise`` analysis: one path per layer group, every dataset on each.
+
+    Points: the background model once, then each changed layer at each alpha but the
+    background's. With the prefix cache, a point starts from the activations below its
+    layer (same numbers, bit for bit).
+    """
+
+    options: RunOptions
+    layer_options: LayerwiseOptions = LayerwiseOptions()
+    command: ClassVar[str] = "layerwise"
+
+    @property
+    def alphas(self) -> list[float]:
+        return with_endpoints(self.options.path.alphas)
+
+    @property
+    def home(self) -> float:
+        return BACKGROUNDS[self.layer_options.background]
+
+    def config(self, workspace: Workspace) -> dict:
+        config = run_config(workspace, self.options) | {
+            "alphas": self.alphas,
+            "granularity": self.layer_options.granularity,
+            "background": self.layer_options.background,
+            "layers": self.layer_options.layers,
+            "collapse_threshold": self.layer_options.collapse_threshold,
+        }
+        del config["failure_threshold"]
+        return config
+
+    def layers(self, workspace: Workspace) -> dict[str, tuple[list[str], list[str]]]:
+        """Chosen layer -> (its tensors, those of them that move on the path)."""
+        groups = layer_groups(
+            workspace.checkpoints["fine_tuned"].tensors, self.layer_options.granularity
+        )
+        moving = set(path_between(workspace, self.options.path.exclude).ends.keys)
+        chosen = select_layers(groups, self.layer_options.layers)
+        return {
+            layer: (groups[layer], [k for k in groups[layer] if k in moving]) for layer in chosen
+        }
+
+    def points(self, workspace: Workspace) -> list[Point]:
+        path = path_between(workspace, self.options.path.exclude)
+        home = self.home
+        depth = vit_depth(workspace.classifier) if self.layer_options.prefix_cache else None
+        points = [Point("background", lambda: path.set_alpha(home))]
+        for layer, (_, keys) in self.layers(workspace).items():
+            stage = stage_of(keys, depth) if depth and keys else 0
+            text = layer if any(is_text_key(k) for k in keys) else None
+            for alpha in self.alphas:
+                if keys and alpha != home:
+                    points.append(
+                        Point(
+                            key=f"{layer}@{alpha!r}",
+                            write=lambda a=alpha, k=keys: path.set_alpha(a, k),
+                            undo=lambda k=keys: path.set_alpha(home, k),  # exact: lerp at 0, 1
+                            stage=stage,
+                            text=None if text is None else (text, alpha),
+                        )
+                    )
+        return points
+
+    def summarize(self, workspace: Workspace, measured: Metric) -> tuple[dict, dict]:
+        rows = []
+        for layer, (tensors, keys) in self.layers(workspace).items():
+            row = {"layer": layer, "tower": tower_of(layer), "tensors": tensors}
+            row["unchanged"] = not keys
+            if keys:
+                points = [
+                    PathPoint(a, measured["background" if a == self.home else f"{layer}@{a!r}"])
+                    for a in self.alphas
+                ]
+                row["path"] = [p.to_dict() for p in points]
+                row["summary"] = _layer_summary(points, workspace, self.layer_options)
+            rows.append(row)
+        results = {
+            "convention": CONVENTION + "; one layer moves, the others hold the background",
+            "layers": [{k: v for k, v in row.items() if k != "summary"} for row in rows],
+        }
+        return results, {"layers": [_summary_row(row) for row in rows]}
+
+
 def run_layerwise(
     workspace: Workspace,
     options: RunOptions,
@@ -62,102 +139,9 @@ def run_layerwise(
     journal: Path | None = None,
     resume: bool = False,
 ) -> Report:
-    """The ``layerwise`` analysis: one path per layer group, every dataset on each.
-
-    ``journal`` / ``resume``: record finished points as they go, and reuse them
-    (see ``run_interpolation``).
-    """
-    started = time.perf_counter()
-    fine_tuned = workspace.checkpoints["fine_tuned"]
-    groups = layer_groups(fine_tuned.tensors, layer_options.granularity)
-    chosen = select_layers(groups, layer_options.layers)
-    path = path_between(workspace, options.path.exclude)
-    moving = set(path.ends.keys)
-    alphas = with_endpoints(options.path.alphas)
-    home = BACKGROUNDS[layer_options.background]
-    inputs = workspace.inputs()
-    config = _config(workspace, options, layer_options, alphas)
-    identity = {"command": "layerwise", "inputs": inputs, "config": config}
-    record = Journal(journal, identity, resume=resume) if journal else None
-    layers = {layer: [k for k in groups[layer] if k in moving] for layer in chosen}
-    sweep = _LayerSweep(path, workspace.datasets, options.eval.batch_size, record, progress)
-    if layer_options.prefix_cache:
-        sweep.cache = PrefixCache(workspace.classifier, workspace.datasets, options.eval.batch_size)
-    sweep.total = 1 + sum(len(alphas) - 1 for keys in layers.values() if keys)
-    rows = []
-    try:
-        path.set_alpha(home)  # the background model, measured once for every layer
-        background = sweep.point("background")
-        for layer, keys in layers.items():
-            row = {"layer": layer, "tower": tower_of(layer), "tensors": groups[layer]}
-            row["unchanged"] = not keys
-            if keys:
-                points = sweep.layer_path(layer, keys, alphas, home, background)
-                row["path"] = [p.to_dict() for p in points]
-                row["summary"] = _layer_summary(points, workspace, layer_options)
-            rows.append(row)
-    finally:
-        workspace.classifier.load(fine_tuned.tensors)
-    return Report(
-        command="layerwise",
-        inputs=inputs,
-        config=config,
-        results={
-            "convention": CONVENTION + "; one layer moves, the others hold the background",
-            "layers": [{k: v for k, v in row.items() if k != "summary"} for row in rows],
-        },
-        summary={"layers": [_summary_row(row) for row in rows]},
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _config(workspace, options: RunOptions, layer_options: LayerwiseOptions, alphas) -> dict:
-    config = run_config(workspace, options) | {
-        "alphas": alphas,
-        "granularity": layer_options.granularity,
-        "background": layer_options.background,
-        "layers": layer_options.layers,
-        "collapse_threshold": layer_options.collapse_threshold,
-    }
-    del config["failure_threshold"]
-    return config
-
-
-class _LayerSweep:
-    """Evaluates points of layer paths, from the prefix cache when it can; counts them."""
-
-    def __init__(self, path: WeightPath, datasets, batch_size: int, journal, progress) -> None:
-        self.path, self.datasets, self.batch_size = path, datasets, batch_size
-        self.journal, self.progress = journal, progress
-        self.done, self.total = 0, 0
-        self.cache: PrefixCache | None = None
-
-    def point(self, key: str, datasets=None) -> dict:
-        datasets = self.datasets if datasets is None else datasets
-        metrics = measure(self.path, datasets, self.batch_size, journal=self.journal, key=key)
-        self.done += 1
-        if self.progress:
-            self.progress("layerwise", self.done, self.total)
-        return metrics
-
-    def layer_path(self, layer, keys, alphas, home: float, background: dict) -> list[PathPoint]:
-        """Move ``keys`` along the alphas, then put them back at the background (exactly)."""
-        stage, datasets = 0, self.datasets
-        if self.cache is not None and self.cache.usable:
-            stage = stage_of(keys, self.cache.depth)
-            datasets = self.cache.at(stage)  # the weights are all at the background here
-        points = []
-        try:
-            with self.cache.encoding_from(stage) if stage else nullcontext():
-                for alpha in alphas:
-                    if alpha == home:  # the background model itself
-                        points.append(PathPoint(alpha, background))
-                        continue
-                    self.path.set_alpha(alpha, keys)
-                    points.append(PathPoint(alpha, self.point(f"{layer}@{alpha!r}", datasets)))
-        finally:
-            self.path.set_alpha(home, keys)  # lerp is exact at 0 and 1: a bit-identical restore
-        return points
+    """The ``layerwise`` analysis, run (see :func:`analysis.run`)."""
+    analysis = Layerwise(options, layer_options)
+    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
 
 
 def _layer_summary(points, workspace: Workspace, layer_options: LayerwiseOptions) -> dict:

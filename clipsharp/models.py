@@ -10,7 +10,7 @@ dict (never through a global registry) and filled from the checkpoint.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,6 @@ class ClipClassifier:
         self.device = torch.device(device)
         self.dtype = dtype
         self.head = None
-        self.encoder: Callable[[torch.Tensor], torch.Tensor] | None = None  # see prefix.py
         if head_shape is not None:
             out_features, in_features = head_shape
             self.head = torch.nn.Linear(in_features, out_features).to(device=device, dtype=dtype)
@@ -240,23 +239,27 @@ class ClipClassifier:
         for key, value in tensors.items():
             self.write(key, value)
 
-    def logits(self, images: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
-        """(B, 3, H, W) images -> (B, C) logits in fp32, ``head`` as ``ZeroShotHeads.get`` gives.
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) model inputs -> (B, D) normalised image features."""
+        return F.normalize(self.model.encode_image(images.to(self.device, self.dtype)), dim=-1)
 
-        Zero-shot head (D, C): ``logit_scale.exp() * normalize(f) @ head``.
-        Stored head: ``normalize(f) @ W.T + b`` (the scale is folded into W, as in WiSE-FT),
+    def classify(self, features: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
+        """(B, D) normalised features -> (B, C) logits in fp32, ``head`` as ``ZeroShotHeads.get``
+        gives it.
+
+        Zero-shot head (D, C): ``logit_scale.exp() * features @ head``.
+        Stored head: ``features @ W.T + b`` (the scale is folded into W, as in WiSE-FT),
         restricted to the columns ``head`` (the dataset's classes) when it is not None.
         """
-        images = images.to(self.device, self.dtype)
-        if self.encoder is not None:  # images are cached activations (see prefix.py)
-            features = self.encoder(images)
-        else:
-            features = F.normalize(self.model.encode_image(images), dim=-1)
         if self.head is not None:
             logits = self.head(features).float()
             return logits if head is None else logits[:, head]
         scale = self.model.logit_scale.exp()
         return (scale * features @ head.to(features.dtype)).float()
+
+    def logits(self, images: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, H, W) model inputs -> (B, C) logits in fp32."""
+        return self.classify(self.features(images), head)
 
 
 def check_architecture(classifier: ClipClassifier, checkpoint: Checkpoint, arch: Architecture):
@@ -298,9 +301,11 @@ def head_shape(checkpoint: Checkpoint) -> torch.Size | None:
 class ZeroShotHeads:
     """The head each dataset is classified with.
 
-    Zero-shot heads are built from the text tower, one per list of class names,
-    and cached until :meth:`invalidate` says the text tower changed, so a path
-    that leaves the text tower alone encodes the class prompts once. With a
+    Zero-shot heads are built from the text tower, one per list of class names and
+    text-tower ``state`` (an identity the caller gives to the text weights the model
+    holds: the engine passes each point's), and kept until :meth:`invalidate`. A path
+    that leaves the text tower alone encodes the class prompts once; one that moves it,
+    once per distinct text weights. With a
     stored head, a dataset whose classes are a subset of the head's (ImageNet-R
     style) is mapped by class name: its logits are the head's columns of its
     classes (``head_classnames``: the stored head's class names, in order).
@@ -316,12 +321,13 @@ class ZeroShotHeads:
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
-    def get(self, classnames: Sequence[str]) -> torch.Tensor | None:
-        """Zero-shot: the (D, C) head of these class names. Stored head: the (C,) columns
-        of these classes in the head's outputs, or None when they are its classes, in order."""
+    def get(self, classnames: Sequence[str], state: Hashable = None) -> torch.Tensor | None:
+        """Zero-shot: the (D, C) head of these class names, encoded by the text tower as it
+        is now the first time ``state`` asks. Stored head: the (C,) columns of these classes
+        in the head's outputs, or None when they are its classes, in order."""
         if self.classifier.head is not None:
             return self.columns(classnames)
-        key = tuple(classnames)
+        key = (state, tuple(classnames))
         if key not in self._cache:
             self._cache[key] = self._build(key)
         return self._cache[key]
@@ -357,9 +363,10 @@ class ZeroShotHeads:
         return torch.tensor(index, device=self.classifier.device)
 
     @torch.inference_mode()
-    def _build(self, classnames: tuple[str, ...]) -> torch.Tensor:
+    def _build(self, key: tuple[Hashable, tuple[str, ...]]) -> torch.Tensor:
         import open_clip
 
+        classnames = key[1]
         self.encodings += 1
         return open_clip.build_zero_shot_classifier(
             self.classifier.model,

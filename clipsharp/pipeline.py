@@ -2,15 +2,16 @@
 
 Every input is validated here, cheapest first, before any evaluation starts:
 the checkpoints (readable, finite, matching), the architecture, then the
-datasets (decoded and preprocessed once, reused by every point of a sweep).
+datasets (opened and checked; their images are streamed later by the engine).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, validate_pair
-from .config import DataOptions, EvalOptions, Progress
+from .config import DataOptions, EvalOptions
 from .data import DatasetSpec, EvalData, load_all, read_classnames
+from .engine import Engine
 from .errors import CheckpointError, ConfigError, DatasetError
 from .models import (
     DTYPES,
@@ -62,7 +64,11 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Workspace:
-    """Everything an analysis works on: one working model and the preprocessed datasets."""
+    """Everything an analysis works on: one working model and the datasets.
+
+    At rest the working model holds the last of ``checkpoints`` (the fine-tuned one of a
+    pair); an analysis changes it only inside :meth:`restoring`.
+    """
 
     checkpoints: dict[str, Checkpoint]  # "zero_shot" / "fine_tuned" (or "model") -> checkpoint
     arch: Architecture
@@ -70,6 +76,29 @@ class Workspace:
     heads: ZeroShotHeads
     datasets: list[EvalData]
     device: torch.device
+    block_images: int | None = None  # images per engine block; None: chosen by memory
+    memo: dict = field(default_factory=dict, repr=False)  # see Engine.memo
+
+    @property
+    def at_rest(self) -> Checkpoint:
+        """The checkpoint the working model holds between analyses."""
+        return list(self.checkpoints.values())[-1]
+
+    @contextmanager
+    def restoring(self) -> Iterator[None]:
+        """On exit, also on error or Ctrl-C, the working model holds ``at_rest`` exactly."""
+        try:
+            yield
+        finally:
+            self.classifier.load(self.at_rest.tensors)
+            self.heads.invalidate()
+
+    def engine(self, batch_size: int, *, journal=None, progress=None) -> Engine:
+        """An engine over this workspace's model and datasets (see ``engine.py``)."""
+        return Engine(
+            self.classifier, self.heads, self.datasets, batch_size,
+            block_images=self.block_images, journal=journal, progress=progress, memo=self.memo,
+        )  # fmt: skip
 
     def inputs(self) -> dict[str, Any]:
         """The report's ``inputs`` section."""
@@ -97,7 +126,6 @@ def open_workspace(
     evaluation: EvalOptions,
     model: str | None = None,
     allow_nonfinite: bool = False,
-    progress: Progress | None = None,
 ) -> Workspace:
     """Load and validate the checkpoints and datasets; the working model holds the last one.
 
@@ -119,9 +147,11 @@ def open_workspace(
     head_names = _head_classnames(evaluation, loaded)
     heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
     transform = eval_transform(arch, classifier.model)
-    datasets = load_all(list(specs), transform, data, _data_progress(progress))
+    datasets = load_all(list(specs), transform, data)
     _check_heads(heads, datasets)
-    return Workspace(loaded, arch, classifier, heads, datasets, device)
+    return Workspace(
+        loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images
+    )
 
 
 def open_checkpoints(
@@ -195,9 +225,3 @@ def _head_classnames(evaluation: EvalOptions, checkpoints: dict[str, Checkpoint]
                 ) from e
             return [str(name) for name in names]
     return None
-
-
-def _data_progress(progress: Progress | None):
-    if progress is None:
-        return None
-    return lambda done, total: progress("preprocess", done, total)

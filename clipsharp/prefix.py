@@ -2,7 +2,9 @@
 
 When one layer group moves and everything below it holds the background
 weights, the activations entering that layer are the same at every alpha.
-For an open_clip ViT image tower they are cached once per stage:
+For an open_clip ViT image tower they are cached per block of images, at one
+stage at a time, advanced as the engine goes through the block's points in
+order of stage:
 
     stage 0          the images (no cache: a full forward)
     stage k + 1      tokens after the embedding and k blocks (the input of block k)
@@ -10,25 +12,25 @@ For an open_clip ViT image tower they are cached once per stage:
     stage L + 2      the normalised image features (for text, scale and head layers)
 
 Evaluating from stage s runs only what lies above it, with the same operations
-as ``encode_image``: the metrics are bit-identical to a full forward. Caches are
-built at the background weights, only for this rank's shard, one stage at a time.
+as ``encode_image``: the metrics are bit-identical to a full forward. A block's
+cache is built at the background weights and holds one stage of one block: its
+memory is bounded by the block, never by the dataset.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .data import EvalData
-from .evaluate import batch_slices
 from .models import ClipClassifier
 
-BUDGET_BYTES = 4 << 30  # caches larger than this (all datasets together) are not built
+if TYPE_CHECKING:
+    from .data import EvalData
+
 _BLOCK = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.")
 _HEAD = re.compile(r"^visual\.(ln_post|proj)\b")
 
@@ -84,62 +86,38 @@ def _blocks(visual, x: torch.Tensor, first: int, last: int) -> torch.Tensor:
     return x
 
 
-class PrefixCache:
-    """Cached activations of every dataset at one stage, advanced as the moving layer rises."""
+class BlockPrefix:
+    """One block's activations at one stage, advanced as the points of the block rise.
 
-    def __init__(self, classifier: ClipClassifier, datasets: Sequence[EvalData], batch_size: int):
-        self.classifier, self.batch_size = classifier, batch_size
-        self.depth = vit_depth(classifier)
-        self.datasets = list(datasets)
-        self.stage, self.cached = 0, self.datasets
+    ``at(stage)`` must be called while the weights below ``stage`` hold the background.
+    """
 
-    @property
-    def usable(self) -> bool:
-        return self.depth is not None and self._estimate() <= BUDGET_BYTES
-
-    def _estimate(self) -> int:
-        visual = self.classifier.model.visual
-        tokens = visual.positional_embedding.shape[0]
-        width = visual.positional_embedding.shape[-1]
-        size = torch.finfo(self.classifier.dtype).bits // 8
-        return sum(d.num_examples for d in self.datasets) * tokens * width * size
-
-    def at(self, stage: int) -> list[EvalData]:
-        """The datasets as activations at ``stage``, computed at the current (background) weights.
-
-        Must be called while the weights below ``stage`` hold the background.
-        """
-        if stage < self.stage:
-            self.stage, self.cached = 0, self.datasets
-        if stage > self.stage:
-            self.cached = [self._advance(d, stage) for d in self.cached]
-            self.stage = stage
-        return self.cached
+    def __init__(
+        self, classifier: ClipClassifier, depth: int, data: EvalData, batches: Sequence
+    ) -> None:
+        self.classifier, self.depth = classifier, depth
+        self.data, self.batches = data, batches  # host batches, finished on demand
+        self.stage, self.cached = 0, None
 
     @torch.inference_mode()
-    def _advance(self, data: EvalData, stage: int) -> EvalData:
-        """``data`` at ``stage``: only this rank's shard is computed (the only part it reads)."""
-        out = None
-        for part in batch_slices(data.num_examples, self.batch_size):
-            x = data.images[part].to(self.classifier.device, self.classifier.dtype)
-            x = self._forward(x, stage)
-            if out is None:
-                shape = (data.num_examples, *x.shape[1:])
-                out = torch.zeros(shape, dtype=x.dtype, device=x.device)
-            out[part] = x
-        return replace(data, images=data.images[:0] if out is None else out)
+    def at(self, stage: int) -> list[torch.Tensor]:
+        """The block's activations at ``stage`` (>= 1), one tensor per batch."""
+        if stage < self.stage or self.cached is None:
+            classifier = self.classifier
+            finish = self.data.images.transform.finish
+            self.stage = 0
+            self.cached = [
+                self._forward(finish(b, classifier.device, classifier.dtype), stage)
+                for b in self.batches
+            ]
+        elif stage > self.stage:
+            self.cached = [self._forward(x, stage) for x in self.cached]
+        self.stage = stage
+        return self.cached
 
-    @contextmanager
-    def encoding_from(self, stage: int) -> Iterator[None]:
-        """While open, the classifier encodes images given as activations at ``stage``."""
-        if stage == 0:
-            yield
-            return
-        self.classifier.encoder = lambda x: run_from(self.classifier, x, stage, self.depth)
-        try:
-            yield
-        finally:
-            self.classifier.encoder = None
+    def features(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """Normalised image features (B, D) from this block's activations at ``stage``."""
+        return run_from(self.classifier, x, stage, self.depth)
 
     def _forward(self, x: torch.Tensor, stage: int) -> torch.Tensor:
         """From activations at ``self.stage`` to ``stage``."""

@@ -183,10 +183,11 @@ def add_before_and_after(
 ) -> None:
     """Measure the path zero-shot -> fine-tuned and zero-shot -> pruned into ``report``:
     ``results.before/after`` (the paths), ``summary.before/after``, ``inputs.datasets``."""
-    before = run_interpolation(workspace, options, progress=progress)
     after_pair = {"zero_shot": workspace.checkpoints["zero_shot"], "fine_tuned": pruned}
     after_workspace = replace(workspace, checkpoints=after_pair)
-    after = run_interpolation(after_workspace, options, progress=progress)
+    with workspace.restoring():  # the "after" run leaves the pruned weights in the model
+        before = run_interpolation(workspace, options, progress=progress)
+        after = run_interpolation(after_workspace, options, progress=progress)
     report.results |= {"before": before.results["path"], "after": after.results["path"]}
     report.summary |= {"before": before.summary, "after": after.summary}
     report.inputs["datasets"] = before.inputs["datasets"]

@@ -1,6 +1,8 @@
 """Adaptive sharpness (Andriushchenko et al., ICML 2023) of the classifier, at any weights w.
 
 Every perturbation is relative to the weights: delta = |w| * u, elementwise.
+Measurements run on the engine (``engine.py``): the clean model and every noise draw
+are points, evaluated on each block of images in one pass over the data.
 
 - ``average``: S = E_u[L(w + |w| u)] - L(w), u ~ N(0, rho^2 I). Noise draw k is a
   function of (seed, k) alone and serves every batch, alpha and rank (common
@@ -14,29 +16,30 @@ noise back) after every draw, and on error or interruption.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import statistics
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from .analysis import Analysis, run
 from .ascent import Ascent, u_norm
 from .config import Progress, RunOptions, SharpnessOptions
 from .data import EvalData
+from .engine import Engine, Metric, Point, loss_gradient
 from .errors import ConfigError
-from .evaluate import Metrics, evaluate, loss_gradient
 from .interpolation import CONVENTION, path_between, run_config
 from .layers import layer_groups, select_layers
+from .metrics import Metrics
 from .models import SCALE_KEYS, ClipClassifier, ZeroShotHeads, is_image_key, is_text_key
 from .pipeline import Workspace
 from .report import Report
 
-Step = Callable[[], None]
+NOISE_BYTES = 1 << 30  # noise draws kept between blocks on a CPU; more are regenerated
 
 
 @dataclass(frozen=True)
@@ -117,18 +120,20 @@ def restrict_to_layers(keys: Sequence[str], spec: str) -> list[str]:
 class Perturbation:
     """Writes w + |w| * u into the live tensors of ``keys``; restores w exactly, by copy.
 
-    A context manager: on exit, also on error or Ctrl-C, every tensor is copied back
-    from the clone taken on entry.
+    A context manager: on entry the weights are cloned; on exit, also on error or Ctrl-C,
+    every tensor is copied back from the clone.
     """
 
-    def __init__(self, classifier: ClipClassifier, heads: ZeroShotHeads, keys: Sequence[str]):
+    def __init__(self, classifier: ClipClassifier, keys: Sequence[str]):
         self.classifier = classifier
-        self.heads = heads
         self.keys = list(keys)
-        self.moves_text = any(is_text_key(key) for key in self.keys)
         self.original: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> Perturbation:
+        return self.save()
+
+    def save(self) -> Perturbation:
+        """Clone the weights that ``restore`` copies back."""
         self.original = {key: self.classifier.tensors[key].clone() for key in self.keys}
         return self
 
@@ -145,15 +150,11 @@ class Perturbation:
         for key, value in u:
             w = self.original[key].float()
             self.classifier.tensors[key].copy_(w + w.abs() * value)
-        if self.moves_text:
-            self.heads.invalidate()
 
     @torch.no_grad()
     def restore(self) -> None:
         for key, w in self.original.items():
             self.classifier.tensors[key].copy_(w)
-        if self.moves_text:
-            self.heads.invalidate()
 
 
 def noise_generator(seed: int, draw: int) -> torch.Generator:
@@ -163,31 +164,119 @@ def noise_generator(seed: int, draw: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def gaussian_u(
-    shapes: Mapping[str, torch.Size], rho: float, generator: torch.Generator, device
-) -> Iterable[tuple[str, torch.Tensor]]:
-    """rho * N(0, I) for each key in turn, drawn on the CPU (so the same on every device)."""
-    for key, shape in shapes.items():
-        yield key, (rho * torch.randn(shape, generator=generator)).to(device)
+class NoiseBank:
+    """Unit normals of draw k for a set of keys, from ``noise_generator(seed, k)``, drawn on
+    the CPU in the order of the sorted keys (so the same on every device and rank).
+
+    The engine needs a draw once per block: draws are kept on the device while they fit in
+    ``budget`` bytes (the first ones), the others are drawn again when needed.
+    """
+
+    def __init__(self, classifier: ClipClassifier, seed: int, budget: int | None = None):
+        self.classifier, self.seed = classifier, seed
+        self.budget = _noise_budget(classifier.device) if budget is None else budget
+        self.kept: dict[tuple, dict[str, torch.Tensor]] = {}
+        self.held = 0
+
+    def unit(self, keys: Sequence[str], draw: int) -> dict[str, torch.Tensor]:
+        """{key: N(0, I) of the key's shape} for the sorted ``keys``, on the device."""
+        name = (tuple(sorted(keys)), draw)
+        if name in self.kept:
+            return self.kept[name]
+        generator = noise_generator(self.seed, draw)
+        tensors = self.classifier.tensors
+        unit = {
+            key: torch.randn(tensors[key].shape, generator=generator).to(self.classifier.device)
+            for key in name[0]
+        }
+        size = sum(z.numel() * z.element_size() for z in unit.values())
+        if self.held + size <= self.budget:
+            self.kept[name], self.held = unit, self.held + size
+        return unit
+
+
+def _noise_budget(device: torch.device) -> int:
+    """NOISE_BYTES on a CPU; a quarter of the free memory of a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    return NOISE_BYTES
 
 
 @dataclass(frozen=True)
-class Probe:
-    """What a measurement perturbs and evaluates: the working classifier, around its weights."""
+class Base:
+    """Unperturbed weights that draws are taken around: a point of the path, or a checkpoint."""
 
-    classifier: ClipClassifier
-    heads: ZeroShotHeads
-    keys: list[str]  # the perturbed tensors
-    batch_size: int
+    name: str  # e.g. "alpha=0.5", "fine_tuned"; the key of the clean point
+    write: Callable[[], None]  # writes the base into the working model
+    text: Hashable = None  # text identity of the base (see ``engine.Point``)
 
-    def evaluate(self, data: EvalData) -> Metrics:
-        return evaluate(self.classifier, self.heads, data, self.batch_size)
+    def point(self) -> Point:
+        return Point(self.name, self.write, text=self.text)
 
-    def gradient(self, data: EvalData) -> tuple[Metrics, dict[str, torch.Tensor]]:
-        return loss_gradient(self.classifier, self.heads, data, self.batch_size, self.keys)
 
-    def perturbation(self) -> Perturbation:
-        return Perturbation(self.classifier, self.heads, self.keys)
+class Draws:
+    """Engine points for average sharpness: a base clean, and each (rho, draw) around it.
+
+    Give the points of one base one after the other: the base is then written once per
+    block. A draw writes w + |w| * rho * z_k over its keys, and its undo copies w back.
+    """
+
+    def __init__(self, classifier: ClipClassifier, bank: NoiseBank):
+        self.classifier, self.bank = classifier, bank
+        self.holds: str | None = None  # the base the working model holds now
+        self.perturbation: Perturbation | None = None
+
+    def clean(self, base: Base) -> Point:
+        return Point(base.name, lambda: self._hold(base), text=base.text)
+
+    def around(
+        self, base: Base, keys: Sequence[str], rhos: Sequence[float], iterations: int, tag=""
+    ) -> list[Point]:
+        """The draws at ``base`` perturbing ``keys``; ``tag`` tells apart sets of keys."""
+        moves_text = any(is_text_key(key) for key in keys)
+        points = []
+        for rho in rhos:
+            for draw in range(iterations):
+                key = draw_key(base.name, rho, draw, tag)
+                write = lambda r=rho, k=draw: self._perturb(base, keys, r, k)  # noqa: E731
+                text = key if moves_text else base.text
+                points.append(Point(key, write, undo=self._restore, text=text))
+        return points
+
+    def _hold(self, base: Base) -> None:
+        if self.holds != base.name:
+            base.write()
+            self.holds = base.name
+
+    def _perturb(self, base: Base, keys: Sequence[str], rho: float, draw: int) -> None:
+        self._hold(base)
+        self.perturbation = Perturbation(self.classifier, keys).save()
+        unit = self.bank.unit(keys, draw)
+        self.perturbation.write((key, rho * z) for key, z in unit.items())
+
+    def _restore(self) -> None:
+        if self.perturbation is not None:
+            self.perturbation.restore()
+            self.perturbation = None
+
+
+def draw_key(base: str, rho: float, draw: int, tag: str = "") -> str:
+    return f"{base}{tag}/rho={rho!r}/draw={draw}"
+
+
+def average_metrics(
+    measured: Metric, base: str, rho: float, iterations: int, datasets, tag: str = ""
+) -> dict[str, SharpnessMetrics]:
+    """Dataset name -> average sharpness at ``base`` and ``rho`` from the engine's metrics."""
+    return {
+        d.name: _over_draws(
+            measured[base][d.name],
+            [measured[draw_key(base, rho, k, tag)][d.name] for k in range(iterations)],
+            d.num_classes,
+        )
+        for d in datasets
+    }
 
 
 def measure_sharpness(
@@ -200,46 +289,25 @@ def measure_sharpness(
     rho: float,
     batch_size: int,
     seed: int = 0,
-    on_step: Step | None = None,
 ) -> dict[str, SharpnessMetrics]:
     """Sharpness of the classifier's current weights, perturbing ``keys`` only.
 
-    Average case: ``options.iterations`` draws shared by all datasets; worst case: one
-    ascent per dataset. ``on_step`` is called after every draw or ascent step. The
-    weights are bit-identical afterwards, also when an error interrupts the measurement.
-    Returns dataset name -> metrics.
+    Average case: ``options.iterations`` draws shared by all datasets, in one pass over the
+    data; worst case: one ascent per dataset. The weights are bit-identical afterwards,
+    also when an error interrupts the measurement. Returns dataset name -> metrics.
     """
-    probe = Probe(classifier, heads, list(keys), batch_size)
-    if options.kind == "average":
-        return average_sharpness(probe, datasets, rho, options.iterations, seed, on_step)
-    return {
-        d.name: worst_sharpness(probe, d, rho, options.norm, options.iterations, on_step)
-        for d in datasets
-    }
-
-
-def average_sharpness(
-    probe: Probe,
-    datasets: Sequence[EvalData],
-    rho: float,
-    iterations: int,
-    seed: int,
-    on_step: Step | None = None,
-) -> dict[str, SharpnessMetrics]:
-    """E_u[L(w + |w| u)] - L(w), u ~ N(0, rho^2 I), over ``iterations`` draws from (seed, k)."""
-    clean = {d.name: probe.evaluate(d) for d in datasets}
-    draws: dict[str, list[Metrics]] = {d.name: [] for d in datasets}
-    tensors, device = probe.classifier.tensors, probe.classifier.device
-    shapes = {key: tensors[key].shape for key in sorted(probe.keys)}  # the draw order
-    with probe.perturbation() as perturbation:
-        for draw in range(iterations):
-            perturbation.write(gaussian_u(shapes, rho, noise_generator(seed, draw), device))
-            for d in datasets:
-                draws[d.name].append(probe.evaluate(d))
-            perturbation.restore()
-            if on_step:
-                on_step()
-    return {d.name: _over_draws(clean[d.name], draws[d.name], d.num_classes) for d in datasets}
+    engine = Engine(classifier, heads, datasets, batch_size)
+    base = Base("current", lambda: None)
+    if options.kind == "worst":
+        clean = engine.evaluate([base.point()], name=None)[base.name]
+        return {
+            d.name: worst_sharpness(engine, base, keys, d, clean[d.name], rho, options)
+            for d in datasets
+        }
+    draws = Draws(classifier, NoiseBank(classifier, seed))
+    points = [draws.clean(base), *draws.around(base, keys, [rho], options.iterations)]
+    measured = engine.evaluate(points, name=None)
+    return average_metrics(measured, base.name, rho, options.iterations, datasets)
 
 
 def _over_draws(clean: Metrics, draws: Sequence[Metrics], num_classes: int) -> SharpnessMetrics:
@@ -287,27 +355,34 @@ def at_chance(loss: float, accuracy: float, num_classes: int, num_examples: int)
 
 
 def worst_sharpness(
-    probe: Probe,
+    engine: Engine,
+    base: Base,
+    keys: Sequence[str],
     data: EvalData,
+    clean: Metrics,
     rho: float,
-    norm: str,
-    iterations: int,
-    on_step: Step | None = None,
+    options: SharpnessOptions,
 ) -> SharpnessMetrics:
-    """max over ||u||_p <= rho of L(w + |w| u) - L(w), by ``iterations`` ascent steps.
+    """max over ||u||_p <= rho of L(w + |w| u) - L(w) at ``base``, by ascent steps.
 
-    The loss is the mean over all of ``data``; the reported perturbation is the best
-    iterate (or u = 0, the clean model, when no step raised the loss).
+    Each step streams the dataset once for the full gradient. The loss is the mean over
+    all of ``data``; the reported perturbation is the best iterate (or u = 0, the clean
+    model, when no step raised the loss).
     """
-    clean = probe.evaluate(data)
-    with probe.perturbation() as perturbation:
-        ascent = Ascent(perturbation, rho, norm, clean.loss)
-        best_u, last_u = ascent.run(lambda: probe.gradient(data), iterations, on_step)
-        found = []
-        for u in (best_u, last_u):  # the last iterate was never evaluated
-            perturbation.write(u.items())
-            found.append((probe.evaluate(data), u))
-    worst, u = max(found, key=lambda pair: pair[0].loss)
+    base.write()
+    with Perturbation(engine.classifier, keys) as perturbation:
+        ascent = Ascent(perturbation, rho, options.norm, clean.loss)
+        step = engine.steps("worst-case ascent", options.iterations)
+        best_u, last_u = ascent.run(
+            lambda: loss_gradient(engine, data, keys), options.iterations, step
+        )
+        candidates = [  # the last iterate was never evaluated
+            Point(name, lambda u=u: perturbation.write(u.items()), undo=perturbation.restore)
+            for name, u in (("best", best_u), ("last", last_u))
+        ]
+        found = engine.evaluate(candidates, name=None, datasets=[data])
+    name, u = max((("best", best_u), ("last", last_u)), key=lambda c: found[c[0]][data.name].loss)
+    worst = found[name][data.name]
     return _sharpness_metrics(
         clean, data.num_classes,
         loss=worst.loss,
@@ -316,8 +391,108 @@ def worst_sharpness(
         error_sharpness=worst.error - clean.error,
         stderr=None,
         error_stderr=None,
-        delta_norm=u_norm(u, norm),
+        delta_norm=u_norm(u, options.norm),
     )  # fmt: skip
+
+
+def measure_worst(
+    engine: Engine,
+    bases: Sequence[Base],
+    keys: Sequence[str],
+    options: SharpnessOptions,
+    clean: Metric,
+    tag: str = "",
+) -> dict[tuple[str, float], dict[str, SharpnessMetrics]]:
+    """``{(base, rho): {dataset: metrics}}`` of worst-case sharpness around each base, given
+    the ``clean`` metrics of the bases. Each finished ascent is journalled; a resumed run
+    takes it from the journal instead of ascending again."""
+    result = {}
+    for base in bases:
+        for rho in options.rhos:
+            result[(base.name, rho)] = {}
+            for data in engine.datasets:
+                name = f"{base.name}{tag}/rho={rho!r}/{data.name}"
+                stored = engine.journal.get(name) if engine.journal else None
+                if stored is None:
+                    found = worst_sharpness(
+                        engine, base, keys, data, clean[base.name][data.name], rho, options
+                    )
+                    if engine.journal:
+                        engine.journal.record(name, found.to_dict())
+                else:
+                    found = SharpnessMetrics(**stored)
+                result[(base.name, rho)][data.name] = found
+    return result
+
+
+@dataclass(frozen=True)
+class Sharpness(Analysis):
+    """The ``sharpness`` analysis: at every alpha of the path (two checkpoints), or of one
+    model. One report point per (alpha, rho); average: (iterations + 1) points each."""
+
+    options: RunOptions
+    sharpness: SharpnessOptions = SharpnessOptions()
+    command: ClassVar[str] = "sharpness"
+
+    def alphas(self, workspace: Workspace) -> list[float | None]:
+        return list(self.options.path.alphas) if "zero_shot" in workspace.checkpoints else [None]
+
+    def bases(self, workspace: Workspace) -> list[Base]:
+        if "zero_shot" not in workspace.checkpoints:  # one model, measured as it is
+            return [Base("model", lambda: None)]
+        path = path_between(workspace, self.options.path.exclude)
+        return [
+            Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a), path.text_at(a))
+            for a in self.alphas(workspace)
+        ]
+
+    def config(self, workspace: Workspace) -> dict:
+        keys = perturbed_keys(workspace.classifier, self.sharpness)
+        pair = "zero_shot" in workspace.checkpoints
+        return (
+            run_config(workspace, self.options)
+            | asdict(self.sharpness)
+            | {
+                "alphas": self.alphas(workspace) if pair else None,
+                "path_exclude": self.options.path.exclude,
+                "perturbed_layers": list(layer_groups(keys)),
+                "perturbed_tensors": len(keys),
+                "perturbed_parameters": sum(workspace.classifier.tensors[k].numel() for k in keys),
+            }
+        )
+
+    def measure(self, workspace: Workspace, engine: Engine) -> dict:
+        keys = perturbed_keys(workspace.classifier, self.sharpness)
+        bases, options = self.bases(workspace), self.sharpness
+        if options.kind == "worst":
+            clean = engine.evaluate([b.point() for b in bases], name="clean", label="clean")
+            return measure_worst(engine, bases, keys, options, clean)
+        draws = Draws(workspace.classifier, NoiseBank(workspace.classifier, self.options.data.seed))
+        points = []
+        for base in bases:
+            points += [
+                draws.clean(base),
+                *draws.around(base, keys, options.rhos, options.iterations),
+            ]
+        measured = engine.evaluate(points, label="sharpness")
+        datasets, iterations = workspace.datasets, options.iterations
+        return {
+            (b.name, rho): average_metrics(measured, b.name, rho, iterations, datasets)
+            for b in bases
+            for rho in options.rhos
+        }
+
+    def summarize(self, workspace: Workspace, measured: dict) -> tuple[dict, dict]:
+        pair = "zero_shot" in workspace.checkpoints
+        points = [
+            SharpnessPoint(alpha, rho, measured[(base.name, rho)])
+            for alpha, base in zip(self.alphas(workspace), self.bases(workspace), strict=True)
+            for rho in self.sharpness.rhos
+        ]
+        results = {"convention": CONVENTION if pair else None, "kind": self.sharpness.kind,
+                   "points": [p.to_dict() for p in points]}  # fmt: skip
+        summary = {d.name: sharpness_summary(points, d.name) for d in workspace.datasets}
+        return results, summary
 
 
 def run_sharpness(
@@ -326,61 +501,12 @@ def run_sharpness(
     sharpness: SharpnessOptions,
     *,
     progress: Progress | None = None,
+    journal=None,
+    resume: bool = False,
 ) -> Report:
-    """The ``sharpness`` analysis: at every alpha of the path (two checkpoints) or of one model.
-
-    One point per (alpha, rho). Costs (iterations + 1) x N forwards per point (average).
-    """
-    started = time.perf_counter()
-    keys = perturbed_keys(workspace.classifier, sharpness)
-    pair = "zero_shot" in workspace.checkpoints  # else one model, measured as it is
-    path = path_between(workspace, options.path.exclude) if pair else None
-    alphas: list[float | None] = list(options.path.alphas) if path else [None]
-    per_point = 1 if sharpness.kind == "average" else len(workspace.datasets)
-    total = len(alphas) * len(sharpness.rhos) * sharpness.iterations * per_point
-    ticks = itertools.count(1)
-    on_step = (lambda: progress("sharpness", next(ticks), total)) if progress else None
-    points = []
-    try:
-        for alpha in alphas:
-            if path:
-                path.set_alpha(alpha)
-            for rho in sharpness.rhos:
-                metrics = measure_sharpness(
-                    workspace.classifier, workspace.heads, workspace.datasets, keys, sharpness,
-                    rho=rho, batch_size=options.eval.batch_size, seed=options.data.seed,
-                    on_step=on_step,
-                )  # fmt: skip
-                points.append(SharpnessPoint(alpha, rho, metrics))
-    finally:
-        if path:
-            workspace.classifier.load(workspace.checkpoints["fine_tuned"].tensors)
-            workspace.heads.invalidate()
-    results = {"convention": CONVENTION if path else None, "kind": sharpness.kind,
-               "points": [p.to_dict() for p in points]}  # fmt: skip
-    return Report(
-        command="sharpness",
-        inputs=workspace.inputs(),
-        config=_config(workspace, options, sharpness, keys, alphas if path else None),
-        results=results,
-        summary={d.name: sharpness_summary(points, d.name) for d in workspace.datasets},
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _config(workspace, options, sharpness: SharpnessOptions, keys, alphas) -> dict:
-    """The run's config, the sharpness options (``exclude``: never perturbed) and what moves."""
-    return (
-        run_config(workspace, options)
-        | asdict(sharpness)
-        | {
-            "alphas": alphas,
-            "path_exclude": options.path.exclude,
-            "perturbed_layers": list(layer_groups(keys)),
-            "perturbed_tensors": len(keys),
-            "perturbed_parameters": sum(workspace.classifier.tensors[k].numel() for k in keys),
-        }
-    )
+    """The ``sharpness`` analysis, run (see :func:`analysis.run`)."""
+    analysis = Sharpness(options, sharpness)
+    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
 
 
 def sharpness_summary(points: Sequence[SharpnessPoint], dataset: str) -> list[dict]:

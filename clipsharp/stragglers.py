@@ -11,17 +11,28 @@ from a ``layerwise`` report instead.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
 
-from .config import RunOptions, SharpnessOptions
+from .analysis import Analysis, run
+from .config import Progress, RunOptions, SharpnessOptions
+from .engine import Engine
 from .errors import ConfigError, ReportError
+from .interpolation import run_config
 from .layers import layer_groups, tower_of
 from .pipeline import Workspace
 from .report import Report
-from .sharpness import measure_sharpness, perturbed_keys
+from .sharpness import (
+    Base,
+    Draws,
+    NoiseBank,
+    SharpnessMetrics,
+    average_metrics,
+    measure_worst,
+    perturbed_keys,
+)
 from .summary import spearman
 
 BY = ("sharpness", "barrier")
@@ -96,26 +107,84 @@ def _rank_dataset(workspace: Workspace, options: StragglerOptions) -> str:
     return (ids or names)[0]
 
 
-def layer_sharpness(
-    workspace: Workspace,
-    options: RunOptions,
-    measure: SharpnessOptions,
-    groups: dict[str, list[str]],
-    role: str,
-    progress=None,
-) -> dict[str, dict[str, Any]]:
-    """``{layer: {dataset: SharpnessMetrics}}`` of the ``role`` checkpoint, one layer at a time."""
-    workspace.classifier.load(workspace.checkpoints[role].tensors)
-    workspace.heads.invalidate()
-    result = {}
-    for done, (layer, keys) in enumerate(groups.items()):
-        result[layer] = measure_sharpness(
-            workspace.classifier, workspace.heads, workspace.datasets, keys, measure,
-            rho=measure.rhos[0], batch_size=options.eval.batch_size, seed=options.data.seed,
-        )  # fmt: skip
-        if progress:
-            progress(f"layers ({role})", done + 1, len(groups))
-    return result
+@dataclass(frozen=True)
+class Stragglers(Analysis):
+    """The ``stragglers`` analysis: the sharpness of each layer group alone, of the fine-tuned
+    model (or the one model) and, for reference, of the zero-shot model; ranked within each
+    tower, with the outliers. All layers and draws are points of one pass over the data."""
+
+    options: RunOptions
+    measure_options: SharpnessOptions
+    stragglers: StragglerOptions = StragglerOptions()
+    layerwise: dict | None = None  # a layerwise report: Spearman of sharpness with depth
+    command: ClassVar[str] = "stragglers"
+
+    def __post_init__(self) -> None:
+        if len(self.measure_options.rhos) != 1:
+            raise ConfigError("stragglers measures at one --rho; give a single value")
+
+    def config(self, workspace: Workspace) -> dict:
+        config = run_config(workspace, self.options) | asdict(self.measure_options)
+        config |= asdict(self.stragglers)
+        for key in ("exclude", "extrapolate", "failure_threshold"):
+            config.pop(key, None)
+        return config | {
+            "rho": self.measure_options.rhos[0],
+            "exclude": self.measure_options.exclude,
+        }
+
+    def roles(self, workspace: Workspace) -> list[str]:
+        """The measured checkpoint first, then the zero-shot one for reference (a pair)."""
+        measured = "fine_tuned" if "fine_tuned" in workspace.checkpoints else "model"
+        return [measured] + (["zero_shot"] if "zero_shot" in workspace.checkpoints else [])
+
+    def measure(self, workspace: Workspace, engine: Engine) -> dict:
+        """``{role: {layer: {dataset: SharpnessMetrics}}}``."""
+        groups = layer_groups(perturbed_keys(workspace.classifier, self.measure_options))
+        bases = [
+            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors),
+                 text=("checkpoint", role))
+            for role in self.roles(workspace)
+        ]  # fmt: skip
+        options, rho = self.measure_options, self.measure_options.rhos[0]
+        if options.kind == "worst":
+            clean = engine.evaluate([b.point() for b in bases], name="clean", label="clean")
+            return {
+                base.name: {
+                    layer: measure_worst(engine, [base], keys, options, clean, f"/{layer}")[
+                        (base.name, rho)
+                    ]
+                    for layer, keys in groups.items()
+                }
+                for base in bases
+            }
+        draws = Draws(workspace.classifier, NoiseBank(workspace.classifier, self.options.data.seed))
+        points = []
+        for base in bases:
+            points.append(draws.clean(base))
+            for layer, keys in groups.items():
+                points += draws.around(base, keys, [rho], options.iterations, f"/{layer}")
+        measured = engine.evaluate(points, label="layer sharpness")
+        return {
+            base.name: {
+                layer: average_metrics(
+                    measured, base.name, rho, options.iterations, workspace.datasets, f"/{layer}"
+                )
+                for layer in groups
+            }
+            for base in bases
+        }
+
+    def summarize(self, workspace: Workspace, measured: dict) -> tuple[dict, dict]:
+        roles = self.roles(workspace)
+        sharp, reference = measured[roles[0]], measured.get("zero_shot")
+        rank_on = _rank_dataset(workspace, self.stragglers)
+        rows = [_row(layer, sharp, reference, rank_on) for layer in sharp]
+        summary = {"by": "sharpness", "rule": self.stragglers.rule(), "rank_on": rank_on}
+        summary["stragglers"] = choose(rows, self.stragglers, "sharpness")
+        if self.layerwise is not None:
+            summary["spearman"] = _correlations(rows, layer_depths(self.layerwise, "report"))
+        return {"layers": rows}, summary
 
 
 def run_stragglers(
@@ -125,36 +194,14 @@ def run_stragglers(
     stragglers: StragglerOptions,
     *,
     layerwise: dict | None = None,
-    progress=None,
+    progress: Progress | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
 ) -> Report:
-    """Layer-wise sharpness of the fine-tuned (and zero-shot) model, ranked, with stragglers."""
-    started = time.perf_counter()
-    if len(measure.rhos) != 1:
-        raise ConfigError("stragglers measures at one --rho; give a single value")
-    groups = layer_groups(perturbed_keys(workspace.classifier, measure))
-    rank_on = _rank_dataset(workspace, stragglers)
-    measured = "fine_tuned" if "fine_tuned" in workspace.checkpoints else "model"
-    try:
-        sharp = layer_sharpness(workspace, options, measure, groups, measured, progress)
-        reference = None
-        if "zero_shot" in workspace.checkpoints:
-            reference = layer_sharpness(workspace, options, measure, groups, "zero_shot", progress)
-    finally:
-        workspace.classifier.load(workspace.checkpoints[measured].tensors)
-        workspace.heads.invalidate()
-    rows = [_row(layer, sharp, reference, rank_on) for layer in groups]
-    summary = {"by": "sharpness", "rule": stragglers.rule(), "rank_on": rank_on}
-    summary["stragglers"] = choose(rows, stragglers, "sharpness")
-    if layerwise is not None:
-        summary["spearman"] = _correlations(rows, layer_depths(layerwise, "report"))
-    return Report(
-        command="stragglers",
-        inputs=workspace.inputs(),
-        config=_config(workspace, options, measure, stragglers),
-        results={"layers": rows},
-        summary=summary,
-        seconds=time.perf_counter() - started,
-    )
+    """The ``stragglers`` analysis, run (see :func:`analysis.run`)."""
+    analysis = Stragglers(options, measure, stragglers, layerwise)
+    _rank_dataset(workspace, stragglers)  # a bad --rank-on fails before any work
+    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
 
 
 def barrier_stragglers(layerwise: dict, stragglers: StragglerOptions, source: str) -> Report:
@@ -182,7 +229,7 @@ def barrier_stragglers(layerwise: dict, stragglers: StragglerOptions, source: st
 
 
 def _row(layer: str, sharp: dict, reference: dict | None, rank_on: str) -> dict:
-    mine = sharp[layer][rank_on]
+    mine: SharpnessMetrics = sharp[layer][rank_on]
     return {
         "layer": layer,
         "tower": tower_of(layer),
@@ -201,14 +248,3 @@ def _correlations(rows: list[dict], depths: dict[str, dict[str, float]]) -> dict
         value = spearman([r["sharpness"] for r in shared], [by_layer[r["layer"]] for r in shared])
         result[name] = {"spearman": value, "layers": len(shared)}
     return result
-
-
-def _config(workspace, options: RunOptions, measure: SharpnessOptions, stragglers) -> dict:
-    from dataclasses import asdict
-
-    from .interpolation import run_config
-
-    config = run_config(workspace, options) | asdict(measure) | asdict(stragglers)
-    for key in ("exclude", "extrapolate", "failure_threshold"):
-        config.pop(key, None)
-    return config | {"rho": measure.rhos[0], "exclude": measure.exclude}

@@ -57,25 +57,25 @@ def measures(reports: dict[str, dict]) -> dict[str, float]:
             found[f"{field}[{name}]"] = s[field]
     for name, rows in reports.get("sharpness", {}).get("summary", {}).items():
         for row in rows[:1]:  # the first rho
-            if row.get("fine_tuned") is not None:
-                found[f"sharpness@1[{name}]"] = row["fine_tuned"]
+            found[f"sharpness@1[{name}]"] = row.get("fine_tuned")
             found[f"max_sharpness[{name}]"] = row["max_sharpness"]
     for row in reports.get("layerwise", {}).get("summary", {}).get("layers", []):
         for name, s in row.items():
-            if isinstance(s, dict):
+            if isinstance(s, dict) and s["depth"] is not None:
                 key = f"max_layer_depth[{name}]"
                 found[key] = max(found.get(key, s["depth"]), s["depth"])
     stragglers = reports.get("stragglers")
     if stragglers:
         found["stragglers"] = len(stragglers["summary"]["stragglers"])
-        found["max_layer_sharpness"] = max(r["sharpness"] for r in stragglers["results"]["layers"])
-    return found
+        values = [r.get("sharpness") for r in stragglers["results"]["layers"]]
+        found["max_layer_sharpness"] = max((v for v in values if v is not None), default=None)
+    return {name: value for name, value in found.items() if value is not None}  # null: unknown
 
 
 def run_study(paths: Sequence[Path]) -> Report:
     """Spearman correlation of every measure with the OOD gain, across fine-tuned checkpoints."""
     started = time.perf_counter()
-    docs = [read_report(p) for p in paths]
+    docs = [read_report(p, complete=True) for p in paths]
     groups = group(docs, [str(p) for p in paths])
     missing = [sha for sha, reports in groups.items() if "interpolate" not in reports]
     if missing:

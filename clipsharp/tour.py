@@ -53,12 +53,12 @@ def run_tour(
     measure = SharpnessOptions(rhos=(options.rho,), iterations=options.iterations)
     reports: dict[str, Report] = {}
     for name, fine_tuned in artifacts.fine_tuned.items():
-        workspace = _open(artifacts, fine_tuned, path, progress)
+        workspace = _open(artifacts, fine_tuned, path)
         reports[f"interpolate-{name}"] = run_interpolation(workspace, path, progress=progress)
         reports[f"layerwise-{name}"] = run_layerwise(
             workspace, short, LayerwiseOptions(), progress=progress
         )
-        sample = _open(artifacts, fine_tuned, sampled, progress)
+        sample = _open(artifacts, fine_tuned, sampled)
         reports[f"sharpness-{name}"] = run_sharpness(sample, sampled, measure, progress=progress)
         if name == "aggressive":
             reports |= _repair(artifacts, workspace, sample, sampled, measure, options, progress)
@@ -90,7 +90,7 @@ def _run_options(options: TourOptions, alphas: tuple[float, ...]) -> RunOptions:
     )
 
 
-def _open(artifacts: DemoArtifacts, fine_tuned: Path, options: RunOptions, progress) -> Workspace:
+def _open(artifacts: DemoArtifacts, fine_tuned: Path, options: RunOptions) -> Workspace:
     return open_workspace(
         {"zero_shot": artifacts.zero_shot, "fine_tuned": fine_tuned},
         [
@@ -99,5 +99,4 @@ def _open(artifacts: DemoArtifacts, fine_tuned: Path, options: RunOptions, progr
         ],
         data=options.data,
         evaluation=options.eval,
-        progress=progress,
     )

@@ -167,7 +167,8 @@ def _lying_header(tmp_path, pair):
 def _not_clip(tmp_path, pair):
     """Not a CLIP, though its metadata claims the tiny architecture."""
     path = save_checkpoint(tmp_path / "resnet.safetensors", {"fc.weight": torch.ones(2, 2)})
-    return path, path
+    other = save_checkpoint(tmp_path / "resnet-ft.safetensors", {"fc.weight": torch.zeros(2, 2)})
+    return path, other  # two files: one file twice is refused before any key is read
 
 
 def _dataset(tmp_path, rows, features=None):

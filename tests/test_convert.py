@@ -189,7 +189,7 @@ def test_refused_paths_exit_2(state, config_file, tmp_path):
     taken = tmp_path / "taken.safetensors"
     taken.write_bytes(b"keep")
     cases = [
-        (tmp_path / "." / "ft.pt", "is the input checkpoint"),
+        (tmp_path / "." / "ft.pt", "is also an input, the input checkpoint"),
         (tmp_path / "ft.bin", "give the output a .safetensors name"),
         (tmp_path / "no" / "ft.safetensors", "does not exist"),
         (taken, "exists; pass --force"),

@@ -184,7 +184,7 @@ def test_unique_names_disambiguates_same_stem(tmp_path):
 def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
     loaded = load(saved.path)
     assert loaded.split == "test" and loaded.name == "shifted"
-    assert_images(loaded.images, saved.test)
+    assert_images(loaded.load_images(), saved.test)
     assert loaded.labels.tolist() == [i % 3 for i in range(24)]
     assert loaded.labels.dtype == torch.int64 and loaded.classnames == NAMES
     assert loaded.describe() == {
@@ -201,7 +201,7 @@ def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
 def test_explicit_split(saved):
     loaded = load(saved.path, "train")
     assert loaded.split == "train" and loaded.num_examples == 6
-    assert_images(loaded.images, saved.train)
+    assert_images(loaded.load_images(), saved.train)
     with pytest.raises(DatasetError, match="no split 'dev'; its splits are test, train"):
         load(saved.path, "dev")
 
@@ -219,7 +219,7 @@ def test_split_choice(tmp_path, splits, chosen):
     path = save_splits(tmp_path / "d", dict.fromkeys(splits, 3))
     loaded = load(path)
     assert loaded.split == chosen
-    assert_images(loaded.images, arrays(3, splits.index(chosen)))
+    assert_images(loaded.load_images(), arrays(3, splits.index(chosen)))
 
 
 def test_no_preferred_split_lists_splits(tmp_path):
@@ -262,8 +262,8 @@ def test_two_image_columns_need_the_flag(tmp_path):
         DatasetError, match=r"several Image columns \(left, right\).*--image-column"
     ):
         load(tmp_path / "two")
-    assert_images(load(tmp_path / "two", image_column="right").images, right)
-    assert_images(load(tmp_path / "two", image_column="left").images, left)
+    assert_images(load(tmp_path / "two", image_column="right").load_images(), right)
+    assert_images(load(tmp_path / "two", image_column="left").load_images(), left)
     with pytest.raises(DatasetError, match="no column 'pic' .*columns are left, right, label"):
         load(tmp_path / "two", image_column="pic")
     with pytest.raises(DatasetError, match="no column 'y' \\(--label-column\\)"):
@@ -283,7 +283,7 @@ def test_string_labels_and_image_paths_from_csv(tmp_path):
     assert loaded.split == "train" and loaded.name == "list"
     assert loaded.classnames == ["ant", "moth", "zebra"]
     assert loaded.labels.tolist() == [2, 0, 2, 1, 0]
-    assert_images(loaded.images, pixels)
+    assert_images(loaded.load_images(), pixels)
     (tmp_path / "order.txt").write_text("zebra\nmoth\nant\n")
     ordered = load(
         tmp_path / "list.csv",
@@ -301,8 +301,8 @@ def test_image_folder_classes_modes_and_pixels(image_folder):
     root, pixels, labels = image_folder
     loaded = load(root)
     assert loaded.classnames == NAMES and loaded.num_examples == 12
-    assert loaded.images.shape == (12, 3, 12, 12)  # grayscale and RGBA became 3 channels
-    rows = match_rows(loaded.images, pixels)
+    assert loaded.load_images().shape == (12, 3, 12, 12)  # grayscale and RGBA became 3 channels
+    rows = match_rows(loaded.load_images(), pixels)
     assert sorted(rows) == list(range(12))
     assert loaded.labels.tolist() == [labels[j] for j in rows]
 
@@ -325,27 +325,46 @@ def test_unreadable_image_names_the_row(tmp_path, image_folder):
         (root / name).mkdir(parents=True)
         Image.fromarray(arrays(1, 60)[0]).save(root / name / "ok.png")
     (root / "bee" / "bad.png").write_bytes(b"not a png at all")
+    broken = load(root)  # opening reads the labels; the images are decoded when streamed
     with pytest.raises(DatasetError, match=r"the image of row \d cannot be read \(.*Error"):
-        load(root)
+        broken.load_images()
 
 
-def test_resizing_transform_and_progress(image_folder, monkeypatch):
+def test_resizing_transform_streams_in_batches(image_folder):
     root, pixels, _ = image_folder
     transform = transforms.Compose([transforms.Resize(16), transforms.CenterCrop(16), TO_TENSOR])
-    calls = []
-    monkeypatch.setattr(data, "BATCH_SIZE", 5)
-    loaded = load_eval_data(spec(root), transform, DataOptions(), lambda *c: calls.append(c))
-    assert calls == [(5, 12), (10, 12), (12, 12)]
+    loaded = load_eval_data(spec(root), transform, DataOptions())
+    batches = list(loaded.images.batches(range(12), 5))
+    assert [b.shape for b in batches] == [(5, 3, 16, 16)] * 2 + [(2, 3, 16, 16)]
+    assert all(b.dtype == torch.uint8 for b in batches)  # workers hand over uint8 crops
     want = [transform(Image.fromarray(p).convert("RGB")) for p in pixels]
-    for image in loaded.images:
+    for image in loaded.load_images():
         assert image.shape == (3, 16, 16)
         assert any(torch.allclose(image, w) for w in want)
+
+
+def test_open_clip_transform_split_equals_the_whole_transform(image_folder):
+    """uint8 crops in the workers, / 255 and Normalize on the device: the same numbers."""
+    import open_clip
+
+    root, pixels, _ = image_folder
+    transform = open_clip.image_transform(8, is_train=False)
+    loaded = load_eval_data(spec(root), transform, DataOptions())
+    assert loaded.images.transform.mean is not None  # it was split
+    whole = torch.stack([transform(Image.fromarray(p).convert("RGB")) for p in pixels])
+    streamed = loaded.load_images(batch_size=5)
+    assert torch.equal(streamed[match_order(streamed, whole)], whole)
+
+
+def match_order(images: torch.Tensor, wanted: torch.Tensor) -> list[int]:
+    """For each wanted image, the index of the equal image among ``images``."""
+    return [next(i for i, img in enumerate(images) if torch.equal(img, w)) for w in wanted]
 
 
 def test_workers_give_the_same_tensors(image_folder):
     root, _, _ = image_folder
     serial, parallel = load(root), load(root, num_workers=2)
-    assert torch.equal(serial.images, parallel.images)
+    assert torch.equal(serial.load_images(), parallel.load_images())
     assert torch.equal(serial.labels, parallel.labels)
 
 
@@ -358,7 +377,7 @@ def test_parquet_with_classnames_file(parquet, names_file):
     loaded = load(path, classnames=path.parent / names_file)
     assert (loaded.split, loaded.name, loaded.classnames) == ("train", "rot", NAMES)
     assert loaded.labels.tolist() == labels
-    assert_images(loaded.images, pixels)
+    assert_images(loaded.load_images(), pixels)
 
 
 def test_integer_labels_need_classnames(parquet):
@@ -403,11 +422,11 @@ def test_read_classnames(tmp_path):
 def test_limit_is_a_seeded_sorted_subset(saved):
     first, again = load(saved.path, limit=5, seed=3), load(saved.path, limit=5, seed=3)
     other = load(saved.path, limit=5, seed=4)
-    rows = match_rows(first.images, saved.test)
+    rows = match_rows(first.load_images(), saved.test)
     assert rows == sorted(np.random.default_rng(3).permutation(24)[:5].tolist())
     assert first.labels.tolist() == [j % 3 for j in rows]
-    assert torch.equal(first.images, again.images)
-    assert match_rows(other.images, saved.test) != rows
+    assert torch.equal(first.load_images(), again.load_images())
+    assert match_rows(other.load_images(), saved.test) != rows
     assert load(saved.path, limit=100).num_examples == 24
     with pytest.raises(ConfigError, match="--limit must be a positive"):
         load(saved.path, limit=0)
@@ -449,42 +468,47 @@ def test_hub_name_offline_is_a_dataset_error_quickly():
 
 
 def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatch):
-    calls, opened = [], []
+    opened = []
     open_source = data.open_source
     monkeypatch.setattr(data, "open_source", lambda s: opened.append(s.text) or open_source(s))
     specs = [spec(saved.path, "test", "id"), spec(saved.path, "test"), spec(saved.path, "train")]
-    loaded = load_all(specs, TO_TENSOR, DataOptions(), lambda *c: calls.append(c))
+    loaded = load_all(specs, TO_TENSOR, DataOptions())
     assert opened == [f"{saved.path}:test", f"{saved.path}:train"]
     assert [d.name for d in loaded] == ["shifted:test", "shifted:test-2", "shifted:train"]
     assert [d.spec.role for d in loaded] == ["id", "ood", "ood"]
-    assert loaded[0].images is loaded[1].images and calls == [(24, 24), (6, 6)]
+    assert loaded[0].images is loaded[1].images
     assert [d.split for d in loaded] == ["test", "test", "train"]
-    calls.clear()
     with pytest.raises(DatasetError, match="nope does not exist"):
-        load_all(
-            [specs[0], spec(tmp_path / "nope")],
-            TO_TENSOR,
-            DataOptions(),
-            lambda *c: calls.append(c),
-        )
-    assert calls == []  # checked every spec before preprocessing any image
+        load_all([specs[0], spec(tmp_path / "nope")], TO_TENSOR, DataOptions())
 
 
-def test_data_cache_skips_decoding_and_gives_the_same_tensors(saved, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    first = load(saved.path, limit=7, cache_dir=cache)
-    files = list(cache.glob("*.safetensors"))
-    assert [f.stem for f in files] == [first.fingerprint]
+class Counting:
+    """A transform step that counts the images it sees (decoded ones)."""
 
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded although cached")
+    def __init__(self) -> None:
+        self.calls = 0
 
-    monkeypatch.setattr(data, "_preprocess", no_decoding)
-    again = load(saved.path, limit=7, cache_dir=cache)
-    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
-    with pytest.raises(AssertionError, match="decoded although cached"):
-        load(saved.path, limit=8, cache_dir=cache)  # another subset: another fingerprint
-    monkeypatch.undo()
-    files[0].write_bytes(b"not a tensor file")  # a damaged cache entry is made again
-    repaired = load(saved.path, limit=7, cache_dir=cache)
-    assert torch.equal(repaired.images, first.images)
+    def __call__(self, image):
+        self.calls += 1
+        return image
+
+    def __repr__(self) -> str:
+        return "Counting()"
+
+
+def test_data_cache_skips_decoding_and_gives_the_same_tensors(saved, tmp_path):
+    cache, counting = tmp_path / "cache", Counting()
+    transform = transforms.Compose([counting, TO_TENSOR])
+    first = load(saved.path, limit=7, cache_dir=cache, transform=transform)
+    images = first.load_images()
+    files = list(cache.glob("*.npy"))
+    assert [f.name for f in files] == [f"{first.fingerprint}-0-7.npy"]
+    assert counting.calls == 7
+    again = load(saved.path, limit=7, cache_dir=cache, transform=transform)
+    assert torch.equal(again.load_images(), images) and torch.equal(again.labels, first.labels)
+    assert counting.calls == 7  # read from the cache, nothing decoded
+    load(saved.path, limit=8, cache_dir=cache, transform=transform).load_images()
+    assert counting.calls == 7 + 8  # another subset: another fingerprint
+    files[0].write_bytes(b"not an array file")  # a damaged cache entry is not used
+    repaired = load(saved.path, limit=7, cache_dir=cache, transform=transform)
+    assert torch.equal(repaired.load_images(), images) and counting.calls == 7 + 8 + 7

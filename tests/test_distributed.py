@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
 from clipsharp.data import DatasetSpec
 from clipsharp.distributed import shard
-from clipsharp.evaluate import evaluate
+from clipsharp.engine import evaluate
 from clipsharp.interpolation import run_interpolation
 from clipsharp.layerwise import LayerwiseOptions, run_layerwise
 from clipsharp.pipeline import open_workspace

@@ -49,7 +49,7 @@ def report(pair):
 def test_written_weights_follow_the_formula(pair):
     ws = workspace(pair)
     zs, ft = ws.checkpoints["zero_shot"], ws.checkpoints["fine_tuned"]
-    path = WeightPath(ws.classifier, ws.heads, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
+    path = WeightPath(ws.classifier, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
     alpha = 0.37
     path.set_alpha(alpha)
     zs_raw, ft_raw = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
@@ -149,7 +149,7 @@ def test_bf16_working_model_is_rounded_from_fp32_lerp(pair):
     options = RunOptions(OPTIONS.data, EvalOptions(device="cpu", precision="bf16"), OPTIONS.path)
     ws = workspace(pair, options)
     zs, ft = ws.checkpoints["zero_shot"], ws.checkpoints["fine_tuned"]
-    path = WeightPath(ws.classifier, ws.heads, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
+    path = WeightPath(ws.classifier, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
     path.set_alpha(0.5)
     expected = torch.lerp(zs.tensors["visual.proj"], ft.tensors["visual.proj"], 0.5).bfloat16()
     assert ws.classifier.tensors["visual.proj"].dtype == torch.bfloat16

@@ -15,7 +15,7 @@ from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
 from clipsharp.data import DatasetSpec
 from clipsharp.errors import ConfigError
 from clipsharp.layers import layer_groups, select_layers
-from clipsharp.layerwise import LayerwiseOptions, run_layerwise
+from clipsharp.layerwise import Layerwise, LayerwiseOptions, run_layerwise
 from clipsharp.pipeline import open_workspace
 
 OPTIONS = RunOptions(
@@ -103,21 +103,27 @@ def test_background_zs_moves_one_layer_toward_fine_tuned(pair):
 
 @pytest.mark.parametrize("background", ["ft", "zs"])
 def test_nothing_leaks_between_layers(pair, background):
-    """At every evaluated point, only the tensors of one layer group differ from the background."""
+    """At every point, only the tensors of one layer group differ from the background, and
+    each point's undo brings the background back bit for bit."""
     ws = workspace(pair)
     home = load_file(str(pair.fine_tuned if background == "ft" else pair.zero_shot))
     group_of = {key: layer for layer, keys in layer_groups(home).items() for key in keys}
-    moved_groups = []
 
-    def at_each_point(task, done, total):
-        if task == "layerwise":
-            moved = {k for k, v in home.items() if not torch.equal(ws.classifier.tensors[k], v)}
-            moved_groups.append({group_of[k] for k in moved})
+    def moved_groups():
+        moved = {k for k, v in home.items() if not torch.equal(ws.classifier.tensors[k], v)}
+        return {group_of[k] for k in moved}
 
-    run_layerwise(ws, OPTIONS, LayerwiseOptions(background=background), progress=at_each_point)
-    assert moved_groups[0] == set()  # the background itself
-    assert all(len(groups) == 1 for groups in moved_groups[1:]), moved_groups
-    assert len(moved_groups) == 1 + 4 * 2  # 4 changed layers x (alphas 0 and 0.5, or 0.5 and 1)
+    points = Layerwise(OPTIONS, LayerwiseOptions(background=background)).points(ws)
+    seen = []
+    with ws.restoring():
+        for point in points:
+            point.write()
+            seen.append(moved_groups())
+            point.undo()
+            assert moved_groups() == set(), point.key
+    assert seen[0] == set()  # the background itself
+    assert all(len(groups) == 1 for groups in seen[1:]), seen
+    assert len(seen) == 1 + 4 * 2  # 4 changed layers x (alphas 0 and 0.5, or 0.5 and 1)
 
 
 def test_moving_text_layer_reencodes_the_head_only_for_that_layer(pair, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,77 +13,143 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-import clipsharp.interpolation
 from clipsharp.cli import app
 
 runner = CliRunner()
-ALPHAS = "0:1:0.02"  # 51 points: long enough to interrupt
+ALPHAS = "0:1:0.02"  # 51 points on blocks of 4 images: long enough to interrupt
+BLOCKS = ["--batch-size", "2", "--block-images", "4"]
 
 
-def args(pair, output, *extra):
-    return ["interpolate", str(pair.zero_shot), str(pair.fine_tuned), "--ood", str(pair.shifted),
-            "--device", "cpu", "--alphas", ALPHAS, "-o", str(output), *extra]  # fmt: skip
+def args(pair, output, *extra, command="interpolate"):
+    path = ["--alphas", ALPHAS] if command != "stragglers" else []
+    return [command, str(pair.zero_shot), str(pair.fine_tuned), "--ood", str(pair.shifted),
+            "--device", "cpu", *path, *BLOCKS, "-o", str(output), *extra]  # fmt: skip
 
 
-def start(pair, output):
+def start(pair, output, command="interpolate", *extra):
     env = {**os.environ, "NO_COLOR": "1"}
-    cmd = [sys.executable, "-m", "clipsharp", *args(pair, output)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "clipsharp", *args(pair, output, *extra, command=command)]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
-def wait_for_points(journal, count, process, timeout=120.0):
+def images_done(journal) -> int:
+    """Images finished by the journal's passes (0 while there is none)."""
+    try:
+        passes = json.loads(journal.read_text())["body"]["passes"]
+    except (OSError, ValueError, KeyError):
+        return 0  # not there yet, or replaced while we read it
+    return sum(sum(state["done"]) for state in passes.values())
+
+
+def wait_for_images(journal, count, process, timeout=120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        if journal.exists():
-            try:
-                if len(json.loads(journal.read_text())["points"]) >= count:
-                    return
-            except ValueError:
-                pass  # replaced while we read it
-        time.sleep(0.05)
-    raise AssertionError("the sweep never reached the expected number of points")
+        if images_done(journal) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the run never reached the expected number of images")
 
 
 def strip(doc):
     return {k: v for k, v in doc.items() if k not in ("created", "timing")}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(pair, tmp_path_factory):
-    output = tmp_path_factory.mktemp("whole") / "path.json"
-    result = runner.invoke(app, args(pair, output))
+def run_whole(pair, tmp_path_factory, command, *extra):
+    output = tmp_path_factory.mktemp(command) / "report.json"
+    result = runner.invoke(app, args(pair, output, *extra, command=command))
     assert result.exit_code == 0, result.output
     return json.loads(output.read_text())
 
 
-def test_killed_sweep_leaves_no_report_and_resumes_to_the_same_report(
-    pair, tmp_path, uninterrupted, monkeypatch
-):
-    output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
-    process = start(pair, output)
-    wait_for_points(journal, 3, process)
+@pytest.fixture(scope="module")
+def uninterrupted(pair, tmp_path_factory):
+    return run_whole(pair, tmp_path_factory, "interpolate")
+
+
+def kill_then_resume(pair, tmp_path, command, *extra):
+    """SIGKILL a run once it finished some blocks, resume it; the resumed report, and the
+    images done before the kill."""
+    output, journal = tmp_path / "report.json", tmp_path / "report.json.partial"
+    process = start(pair, output, command, *extra)
+    wait_for_images(journal, 4, process)
     process.kill()
     process.wait()
     assert not output.exists() and journal.exists()
-    recorded = len(json.loads(journal.read_text())["points"])
-
-    calls = []
-    evaluate = clipsharp.interpolation.evaluate
-    monkeypatch.setattr(
-        clipsharp.interpolation, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k)
-    )
-    result = runner.invoke(app, args(pair, output, "--resume"))
+    done = images_done(journal)
+    result = runner.invoke(app, args(pair, output, *extra, "--resume", command=command))
     assert result.exit_code == 0, result.output
-    assert len(calls) == 51 - recorded  # the recorded points were reused, not recomputed
-    assert strip(json.loads(output.read_text())) == strip(uninterrupted)
     assert not journal.exists()
+    return json.loads(output.read_text()), done
+
+
+def test_killed_sweep_leaves_no_report_and_resumes_to_the_same_report(
+    pair, tmp_path, uninterrupted
+):
+    resumed, done = kill_then_resume(pair, tmp_path, "interpolate")
+    assert 4 <= done < 20  # killed mid-way through the 20 images
+    assert strip(resumed) == strip(uninterrupted)  # the same numbers, bit for bit
+
+
+def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
+    """Through the library: a resumed run's first progress call starts at the images done."""
+    from clipsharp import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
+    from clipsharp.data import DatasetSpec
+    from clipsharp.interpolation import run_interpolation
+    from clipsharp.pipeline import open_workspace
+
+    options = RunOptions(
+        DataOptions(),
+        EvalOptions(device="cpu", batch_size=2, block_images=4),
+        PathOptions(alphas=parse_alphas("0,0.5,1")),
+    )
+    ws = open_workspace(
+        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
+        [DatasetSpec.parse(str(pair.shifted), "ood")],
+        data=options.data,
+        evaluation=options.eval,
+    )
+    journal = tmp_path / "report.json.partial"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two_blocks(task, done, total):
+        if done == 2 * 4 * 3:  # two blocks of 4 images, 3 points
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_interpolation(ws, options, journal=journal, progress=stop_after_two_blocks)
+    calls = []
+    resumed = run_interpolation(
+        ws, options, journal=journal, resume=True, progress=lambda *c: calls.append(c)
+    )
+    assert calls[0] == ("interpolate", 4 * 3, 20 * 3)  # one block was journalled, not two:
+    # the second block raised before its journal entry; it is computed again
+    whole = run_interpolation(ws, options)
+    assert resumed.results == whole.results and resumed.summary == whole.summary
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [("sharpness", ["--iterations", "2", "--rho", "0.3"]),
+     ("stragglers", ["--iterations", "2", "--rho", "0.3", "--top-k", "1"])],
+)  # fmt: skip
+def test_sharpness_and_stragglers_resume_after_kill(
+    pair, tmp_path, tmp_path_factory, command, extra
+):
+    resumed, done = kill_then_resume(pair, tmp_path, command, *extra)
+    assert done >= 4
+    assert strip(resumed) == strip(run_whole(pair, tmp_path_factory, command, *extra))
 
 
 def test_ctrl_c_exits_130_and_writes_no_report(pair, tmp_path):
     output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
     process = start(pair, output)
-    wait_for_points(journal, 2, process)
+    wait_for_images(journal, 4, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -93,11 +160,49 @@ def test_ctrl_c_exits_130_and_writes_no_report(pair, tmp_path):
 def test_resume_refuses_a_journal_of_another_run(pair, tmp_path):
     output = tmp_path / "path.json"
     journal = tmp_path / "path.json.partial"
-    journal.write_text(json.dumps({"identity": {"command": "interpolate"}, "points": {}}))
+    body = {"identity": {"command": "interpolate"}, "passes": {}, "results": {}}
+    checksum = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    journal.write_text(json.dumps({"body": body, "sha256": checksum}))
     result = runner.invoke(app, args(pair, output, "--resume"))
     assert result.exit_code == 2
     assert "written by a run with other inputs or options" in result.stderr
     assert "config" in result.stderr and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda doc: doc["body"]["passes"]["points"]["sums"][0][0].__setitem__(0, 99), "damaged"),
+        (lambda doc: doc.__setitem__("body", []), "damaged"),
+        (lambda doc: doc.__setitem__("sha256", None), "damaged"),
+    ],
+)
+def test_resume_refuses_a_damaged_or_impossible_journal(pair, tmp_path, change, message):
+    output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
+    process = start(pair, output)
+    wait_for_images(journal, 4, process)
+    process.kill()
+    process.wait()
+    doc = json.loads(journal.read_text())
+    change(doc)
+    journal.write_text(json.dumps(doc))
+    result = runner.invoke(app, args(pair, output, "--resume"))
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not output.exists()
+
+
+def test_resume_refuses_impossible_sums_even_with_a_matching_checksum(pair, tmp_path):
+    output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
+    process = start(pair, output)
+    wait_for_images(journal, 4, process)
+    process.kill()
+    process.wait()
+    doc = json.loads(journal.read_text())
+    doc["body"]["passes"]["points"]["sums"][0][0] = [5, 1.0, 2]  # 5 correct of 2
+    doc["sha256"] = hashlib.sha256(json.dumps(doc["body"], sort_keys=True).encode()).hexdigest()
+    journal.write_text(json.dumps(doc))
+    result = runner.invoke(app, args(pair, output, "--resume"))
+    assert result.exit_code == 2 and "impossible sums" in result.stderr, result.output
 
 
 def test_resume_needs_an_output_file(pair):
@@ -106,7 +211,13 @@ def test_resume_needs_an_output_file(pair):
 
 
 def test_fail_on_failure_mode(pair, tmp_path):
-    same = ["interpolate", str(pair.zero_shot), str(pair.zero_shot), "--ood", str(pair.shifted),
+    from conftest import save_checkpoint
+    from safetensors.torch import load_file
+
+    state = load_file(str(pair.zero_shot))
+    state["visual.proj"] = state["visual.proj"] * (1 + 1e-6)  # a fine-tune that changed nothing
+    nearly = save_checkpoint(tmp_path / "nearly.safetensors", state)
+    same = ["interpolate", str(pair.zero_shot), str(nearly), "--ood", str(pair.shifted),
             "--device", "cpu", "--alphas", "0,1"]  # fmt: skip
     output = tmp_path / "path.json"
     result = runner.invoke(app, [*same, "-o", str(output), "--fail-on", "failure-mode"])

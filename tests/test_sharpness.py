@@ -175,23 +175,21 @@ def test_worst_case_beats_average_and_respects_the_constraint(pair, norm):
     assert_bit_identical(ws, before)
 
 
-def test_weights_restored_when_evaluation_fails_mid_measurement(pair, monkeypatch):
-    import clipsharp.sharpness as sharpness
+def test_weights_restored_when_a_run_is_interrupted_mid_path(pair):
+    """Ctrl-C in the middle of a sweep (the model at some alpha, perturbed on and off):
+    the working model holds the fine-tuned weights again, bit for bit."""
+    run = RunOptions(DataOptions(), EvalOptions(device="cpu"), PathOptions(alphas=(0.0, 0.5, 1.0)))
+    ws = workspace(pair, {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned})
+    before, calls = snapshot(ws), [0]
 
-    ws = workspace(pair)
-    before = snapshot(ws)
-    real, calls = sharpness.evaluate, [0]
-
-    def failing(*args, **kwargs):
+    def interrupt(task, done, total):
         calls[0] += 1
-        if calls[0] == 3:  # the second noise draw: weights are perturbed right now
-            raise RuntimeError("evaluation failed")
-        return real(*args, **kwargs)
+        if calls[0] == 4:  # after the second draw at alpha 0: the model is not at rest
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(sharpness, "evaluate", failing)
-    with pytest.raises(RuntimeError, match="evaluation failed"):
-        measure(ws, 1.0)
-    assert calls[0] == 3
+    with pytest.raises(KeyboardInterrupt):
+        run_sharpness(ws, run, SharpnessOptions(iterations=3), progress=interrupt)
+    assert calls[0] == 4
     assert_bit_identical(ws, before)
 
 

@@ -5,20 +5,49 @@ torch and open_clip are imported inside the commands, so ``--help`` is instant.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer import Abort
+from typer._click.exceptions import ClickException, UsageError  # typer's own click
+from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import ClipsharpError
+from ..errors import ClipsharpError, ConfigError
+
+
+class OneLineUsage(TyperGroup):
+    """Usage errors (an unknown flag, a missing argument, ``--limit abc``) as one line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as e:
+            command = e.ctx.command_path if e.ctx else prog_name or "clipsharp"
+            message = " ".join(e.format_message().split())
+            typer.echo(f"{command}: error: {message.rstrip('.')}; see {command} --help", err=True)
+            sys.exit(USAGE)
+        except ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineUsage,
     name="clipsharp",
     help="Why robust fine-tuning (WiSE-FT) of a CLIP model succeeds or fails: accuracy and "
     "loss along the interpolation path between zero-shot and fine-tuned weights.",
@@ -28,6 +57,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+USAGE = 2
+# errors of the user's file system (full, read-only, no permission), not bugs: exit 2
+FILE_SYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+               errno.ENOTDIR, errno.ENAMETOOLONG}  # fmt: skip
 INTERNAL_ERROR = 3
 INTERRUPTED = 130
 
@@ -44,6 +77,7 @@ def handle_errors(command):
             _show_config(ctx)
             return None
         try:
+            check_finite(ctx, kwargs)
             return command(**kwargs)
         except ClipsharpError as e:
             typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
@@ -56,6 +90,14 @@ def handle_errors(command):
         except Exception as e:
             if _debug(ctx):
                 raise
+            if isinstance(e, OSError) and e.errno in FILE_SYSTEM:
+                where = f"{e.filename}: " if e.filename else ""
+                typer.echo(
+                    f"clipsharp {ctx.info_name}: error: {where}{e.strerror}; choose another "
+                    "path or free some space",
+                    err=True,
+                )
+                raise typer.Exit(USAGE) from None
             typer.echo(
                 f"clipsharp {ctx.info_name}: internal error: {type(e).__name__}: {e} "
                 "(run with clipsharp --debug for the traceback, and please report it)",
@@ -71,6 +113,15 @@ def handle_errors(command):
         parameters=[ctx_param, *signature.parameters.values()]
     )
     return wrapper
+
+
+def check_finite(ctx: typer.Context, values: dict) -> None:
+    """Refuse NaN and infinite values of float options (flags and clipsharp.toml alike)."""
+    for param in ctx.command.params:
+        value = values.get(param.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = max(param.opts, key=len)
+            raise ConfigError(f"{flag} {value} is not a finite number; give a number like 0.5")
 
 
 def _debug(ctx: typer.Context) -> bool:
@@ -125,7 +176,7 @@ def root(
         found = find_config(Path.cwd())
         if found:
             commands = {
-                name: {p.name for p in cmd.params} for name, cmd in ctx.command.commands.items()
+                name: {p.name: p for p in cmd.params} for name, cmd in ctx.command.commands.items()
             }
             ctx.default_map = default_map(found[1], commands, found[0])
     except ClipsharpError as e:

@@ -33,6 +33,7 @@ class Common:
     head_classnames: Path | None
     device: str
     batch_size: int
+    block_images: int | None
     precision: str
     format: str
     allow_nonfinite: bool
@@ -45,17 +46,33 @@ class Common:
             classnames=self.classnames, limit=self.limit, seed=self.seed,
             num_workers=self.num_workers, device=self.device, batch_size=self.batch_size,
             precision=self.precision, templates=self.templates,
-            head_classnames=self.head_classnames, data_cache=self.data_cache, **path,
+            head_classnames=self.head_classnames, data_cache=self.data_cache,
+            block_images=self.block_images, **path,
         )  # fmt: skip
 
-    def open(self, roles: dict, run: opt.RunOptions, progress):
+    def open(self, roles: dict, run: opt.RunOptions):
         """The workspace of these checkpoints and the --id / --ood datasets."""
         from ..pipeline import open_workspace
 
         return open_workspace(
             roles, opt.dataset_specs(self.id, self.ood), data=run.data, evaluation=run.eval,
-            model=self.model, allow_nonfinite=self.allow_nonfinite, progress=progress,
+            model=self.model, allow_nonfinite=self.allow_nonfinite,
         )  # fmt: skip
+
+    def inputs(self) -> list[tuple[str, str | Path | None]]:
+        """``(what, path)`` of every file and folder these options make the run read."""
+        from ..config import TEMPLATE_SETS
+        from .output import dataset_inputs
+
+        templates = None if self.templates in TEMPLATE_SETS else self.templates
+        return [
+            *dataset_inputs("--id", [self.id] if self.id else []),
+            *dataset_inputs("--ood", self.ood or []),
+            ("the --classnames file", self.classnames),
+            ("the --templates file", templates),
+            ("the --head-classnames file", self.head_classnames),
+            ("the --model config", self.model),
+        ]
 
     @property
     def form(self) -> str:
@@ -79,6 +96,7 @@ SHARED = {
     "head_classnames": (opt.HeadClassnames, None),
     "device": (opt.Device, "auto"),
     "batch_size": (opt.BatchSize, 128),
+    "block_images": (opt.BlockImages, None),
     "precision": (opt.Precision, "fp32"),
     "format": (opt.Format, "table"),
     "allow_nonfinite": (opt.AllowNonfinite, False),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .output import console
+from .output import check_output, console, guard
 
 
 def command(
@@ -49,6 +49,8 @@ def command(
     """
     from ..convert import convert_checkpoint
 
+    check_output(str(output))
+    guard([("-o", output)], [("the input checkpoint", checkpoint), ("the --model config", model)])
     done = convert_checkpoint(
         checkpoint, output, model=model, force=force, allow_nonfinite=allow_nonfinite
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .output import console, progress_bars
+from .output import check_folder, console, guard, progress_bars
 
 
 def command(
@@ -48,6 +48,8 @@ def command(
     from ..demo import DemoRecipe, build_demo
     from ..tour import TourOptions, run_tour
 
+    guard([("--out", out)], [])
+    check_folder(out, "--out")
     recipe = DemoRecipe.tiny() if quick else DemoRecipe()
     tour = TourOptions(device=device, batch_size=batch_size, seed=seed)
     if quick:

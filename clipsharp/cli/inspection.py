@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
-from .output import console, finish, fmt
+from .output import check_output, checkpoint_inputs, console, finish, fmt, guard
 
 
 def command(
@@ -46,6 +46,10 @@ def command(
         raise ConfigError(
             f"--granularity {granularity!r} is unknown; choose block, module or tensor"
         )
+    check_output(output)
+    roles = dict(zip(("zero_shot", "fine_tuned") if len(checkpoints) == 2 else ("model",),
+                     checkpoints, strict=False))  # fmt: skip
+    guard([("-o", output)], [*checkpoint_inputs(roles), ("the --model config", model)])
     report = run_inspect(
         checkpoints, model=model, granularity=granularity, allow_nonfinite=allow_nonfinite
     )

@@ -10,7 +10,18 @@ from rich.table import Table
 
 from . import options as opt
 from .common import Common, analysis
-from .output import check_output, check_resume, console, finish, fmt, gate, progress_bars, signed
+from .output import (
+    check_output,
+    check_resume,
+    checkpoint_inputs,
+    console,
+    finish,
+    fmt,
+    gate,
+    guard,
+    progress_bars,
+    signed,
+)
 
 LAYERS = "Layers"
 
@@ -88,11 +99,16 @@ def command(
     )
     form = common.form
     opt.check_fail_on(fail_on, "collapse")
-    report_path = check_output(output, [zero_shot, fine_tuned])
+    report_path = check_output(output)
+    roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
+    guard(
+        [("-o", output), ("--data-cache", common.data_cache)],
+        [*checkpoint_inputs(roles), *common.inputs()],
+    )
     journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
-        workspace = common.open({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, run, progress)
+        workspace = common.open(roles, run)
         report = run_layerwise(
             workspace, run, layer_options, progress=progress, journal=journal, resume=resume
         )

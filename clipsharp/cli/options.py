@@ -89,6 +89,14 @@ Templates = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=EVAL)]
 BatchSize = Annotated[int, typer.Option(help="Images per forward pass.", rich_help_panel=EVAL)]
+BlockImages = Annotated[
+    int | None,
+    typer.Option(
+        help="Images decoded and held at once; every point is evaluated on a block before "
+        "the next is read. Default: as many whole batches as fit in about 128 MiB.",
+        rich_help_panel=EVAL,
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(help="Working-model dtype: fp32, bf16 or fp16.", rich_help_panel=EVAL),
@@ -239,6 +247,7 @@ def run_options(
     templates: str,
     head_classnames: Path | None = None,
     data_cache: Path | None = None,
+    block_images: int | None = None,
     alphas: str = "0:1:0.1",
     extrapolate: bool = False,
     exclude: str | None = None,
@@ -248,7 +257,9 @@ def run_options(
         data=DataOptions(
             image_column, label_column, classnames, limit, seed, num_workers, data_cache
         ),
-        eval=EvalOptions(device, batch_size, precision, templates, head_classnames),
+        eval=EvalOptions(
+            device, batch_size, precision, templates, head_classnames, block_images=block_images
+        ),
         path=PathOptions(parse_alphas(alphas), exclude, extrapolate, failure_threshold),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import ClipsharpError
 from ..report import Report
 from ..summary import tripped
+
+HUB_CONFIG = "open_clip_config.json"  # the architecture open_clip keeps beside its weights
 
 
 def console() -> Console:
@@ -29,26 +31,109 @@ def console() -> Console:
     return out
 
 
-def check_output(output: str | None, inputs: Sequence[Path | str]) -> Path | None:
-    """Refuse, before any work, an output path that cannot be written or is an input.
+def check_output(output: str | None, flag: str = "-o") -> Path | None:
+    """Refuse, before any work, a report path that cannot be written.
 
-    Returns the report path, or None when the report goes to stdout.
+    Returns the report path, or None when the report goes to stdout. Whether it is
+    also an input is :func:`guard`'s job.
     """
     if output is None or output == "-":
         return None
     path = Path(output)
     if path.is_dir():
-        raise ClipsharpError(f"-o {output} is a folder; give a file name for the report")
+        raise ClipsharpError(f"{flag} {output} is a folder; give a file name")
     if not path.parent.is_dir():
-        raise ClipsharpError(f"-o {output}: folder {path.parent} does not exist; create it first")
+        raise ClipsharpError(
+            f"{flag} {output}: folder {path.parent} does not exist; create it first"
+        )
     if not os.access(path.parent, os.W_OK):
-        raise ClipsharpError(f"-o {output}: folder {path.parent} is not writable")
-    for given in inputs:
-        if Path(given).resolve() == path.resolve():
-            raise ClipsharpError(
-                f"-o {output} is also an input; choose another path for the report"
-            )
+        raise ClipsharpError(f"{flag} {output}: folder {path.parent} is not writable")
     return path
+
+
+def check_folder(folder: Path, flag: str) -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
+    if folder.exists() and not folder.is_dir():
+        raise ClipsharpError(f"{flag} {folder} is a file, not a folder; choose a folder")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ClipsharpError(
+            f"{flag} {folder}: {existing} is not writable; choose a folder you can write to"
+        )
+
+
+Paths = Sequence[tuple[str, "str | Path | None"]]  # (flag or what, path), None: not given
+
+
+def guard(outputs: Paths, inputs: Paths) -> None:
+    """Refuse an output that is, or lies inside, an input of the run or the config file.
+
+    Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
+    """
+    from ..files import check_outputs
+    from .config_file import find_config
+
+    found = find_config(Path.cwd())
+    config = [("the config file", found[0])] if found else []
+    check_outputs(outputs, [*inputs, *config])
+
+
+def checkpoint_inputs(checkpoints: Mapping[str, str | Path | None]) -> list:
+    """``(what, path)`` of each checkpoint by role, and the open_clip_config.json beside it."""
+    found = []
+    for role, path in checkpoints.items():
+        if path is None:
+            continue
+        what = f"the {role.replace('_', '-')} checkpoint"
+        found += [(what, path), (f"the architecture of {what}", Path(path).parent / HUB_CONFIG)]
+    return found
+
+
+def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
+    """``(what, path)`` of the local files and folders behind ``--id`` / ``--ood`` specs.
+
+    A spec is ``SOURCE[:SPLIT]``: both readings are taken, as either may be the path;
+    a glob stands for the folder before its first wildcard.
+    """
+    from ..sources import GLOB_CHARS, local_path
+
+    found = []
+    for text in specs:
+        for source in {text, text.rsplit(":", 1)[0]}:
+            path = local_path(source)
+            if GLOB_CHARS.search(source):
+                kept = list(_until_glob(path.parts))
+                path = Path(*kept) if kept else Path(".")
+            found.append((f"the {flag} dataset", path))
+    return found
+
+
+def _until_glob(parts: Sequence[str]) -> Iterator[str]:
+    from ..sources import GLOB_CHARS
+
+    for part in parts:
+        if GLOB_CHARS.search(part):
+            return
+        yield part
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it: files written together are all written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and previous is not signal.SIG_IGN:
+        raise KeyboardInterrupt
 
 
 def check_resume(resume: bool, output: Path | None) -> Path | None:

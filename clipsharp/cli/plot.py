@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .output import check_output, console
+from .output import check_output, console, guard
 
 
 def command(
@@ -35,8 +35,9 @@ def command(
     from ..plots import figures, save_figures
     from ..report import read_report
 
-    check_output(str(output), reports)
-    docs = [read_report(path) for path in reports]
+    check_output(str(output))
+    guard([("-o", output)], [("the report", path) for path in reports])
+    docs = [read_report(path, complete=True) for path in reports]
     figs = figures(docs, [str(p) for p in reports])
     save_figures(figs, output)
     console().print(f"{len(figs)} figure(s) written to {output}")

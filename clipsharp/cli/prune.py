@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,16 @@ from rich.table import Table
 from . import options as opt
 from .common import Common, analysis
 from .interpolate import path_table
-from .output import check_output, console, finish, fmt, progress_bars
+from .output import (
+    check_output,
+    checkpoint_inputs,
+    console,
+    finish,
+    fmt,
+    guard,
+    progress_bars,
+    uninterrupted,
+)
 
 PRUNE = "Pruning"
 
@@ -84,9 +94,13 @@ def command(
 
     form = common.form
     options = PruneOptions(sparsity, target, include_vectors)
-    inputs = [p for p in (fine_tuned, zero_shot, from_report) if p]
-    check_output(str(output), inputs)
-    check_output(report, [*inputs, output])
+    check_output(str(output))
+    check_output(report, "--report")
+    roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
+    guard(
+        [("-o", output), ("--report", report), ("--data-cache", common.data_cache)],
+        [*checkpoint_inputs(roles), ("the --from report", from_report), *common.inputs()],
+    )
     measured = bool(common.id or common.ood)
     out = console()
     if measured and zero_shot is None:
@@ -96,27 +110,48 @@ def command(
         )
         measured = False
     run = common.run_options(alphas=alphas)
-    roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
-    with progress_bars(out) as progress:
-        if measured:
-            workspace = common.open(roles, run, progress)
-            checkpoints, arch = workspace.checkpoints, workspace.arch
-        else:
-            checkpoints, arch, _ = open_checkpoints(
-                roles, model=common.model, allow_nonfinite=common.allow_nonfinite
+    staged = output.with_name(f".{output.name}.pending")  # renamed to -o with the report
+    try:
+        with progress_bars(out) as progress:
+            if measured:
+                workspace = common.open(roles, run)
+                checkpoints, arch = workspace.checkpoints, workspace.arch
+            else:
+                checkpoints, arch, _ = open_checkpoints(
+                    roles, model=common.model, allow_nonfinite=common.allow_nonfinite
+                )
+            result, pruned = run_prune(
+                checkpoints, arch, staged, options, layers=layers, from_report=from_report
             )
-        result, pruned = run_prune(
-            checkpoints, arch, output, options, layers=layers, from_report=from_report
-        )
+            result.config["output"] = str(output)
+            if measured:
+                add_before_and_after(result, workspace, pruned, run, progress)
         if not result.summary["layers"]:
             out.print(
                 f"[yellow]warning:[/] {from_report} lists no straggler layers: nothing was "
                 f"pruned, {output} holds the fine-tuned weights unchanged"
             )
+        with uninterrupted():
+            finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
+            commit(staged, output, report)
         out.print(f"pruned checkpoint written to {output}")
-        if measured:
-            add_before_and_after(result, workspace, pruned, run, progress)
-    finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
+    finally:
+        if int(os.environ.get("RANK", "0")) == 0:  # the writer: another rank leaves it be
+            staged.unlink(missing_ok=True)
+
+
+def commit(staged: Path, output: Path, report: str | None) -> None:
+    """Move the pruned checkpoint to -o once its report is written; without it, no report."""
+    if not staged.exists():  # under torchrun, another process writes
+        return
+    try:
+        staged.replace(output)
+    except OSError as e:
+        if report not in (None, "-"):
+            Path(report).unlink(missing_ok=True)
+        from ..errors import ClipsharpError
+
+        raise ClipsharpError(f"cannot write -o {output}: {e.strerror}; nothing was kept") from e
 
 
 def prune_tables(doc: dict) -> Table:

@@ -9,7 +9,17 @@ from rich.table import Table
 from ..errors import ConfigError
 from . import options as opt
 from .common import Common, Measure, analysis
-from .output import check_output, console, finish, fmt, progress_bars, signed
+from .output import (
+    check_output,
+    check_resume,
+    checkpoint_inputs,
+    console,
+    finish,
+    fmt,
+    guard,
+    progress_bars,
+    signed,
+)
 
 
 @analysis(limit=1024)
@@ -18,6 +28,7 @@ def command(
     alphas: opt.MeasuredAlphas = "0:1:0.1",
     extrapolate: opt.Extrapolate = False,
     output: opt.Output = None,
+    resume: opt.Resume = False,
     *,
     common: Common,
     measure: Measure,
@@ -39,16 +50,22 @@ def command(
 
     roles = _roles(checkpoints)
     form = common.form
-    check_output(output, checkpoints)
+    journal = check_resume(resume, check_output(output))
+    guard(
+        [("-o", output), ("--data-cache", common.data_cache)],
+        [*checkpoint_inputs(roles), *common.inputs()],
+    )
     run = common.run_options(alphas=alphas, extrapolate=extrapolate)
     sharpness = measure.options()  # checked before any work
     out = console()
     with progress_bars(out) as progress:
-        workspace = common.open(roles, run, progress)
-        report = run_sharpness(workspace, run, sharpness, progress=progress)
+        workspace = common.open(roles, run)
+        report = run_sharpness(
+            workspace, run, sharpness, progress=progress, journal=journal, resume=resume
+        )
     doc = report.to_dict()
     warn_saturated(doc, out)
-    finish(report, sharpness_table(doc), output, out, form=form)
+    finish(report, sharpness_table(doc), output, out, journal, form=form)
 
 
 def _roles(checkpoints: list) -> dict:

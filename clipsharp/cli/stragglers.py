@@ -11,7 +11,17 @@ from rich.table import Table
 
 from . import options as opt
 from .common import Common, Measure, analysis
-from .output import check_output, console, finish, fmt, progress_bars, signed
+from .output import (
+    check_output,
+    check_resume,
+    checkpoint_inputs,
+    console,
+    finish,
+    fmt,
+    guard,
+    progress_bars,
+    signed,
+)
 from .sharpness import _roles
 
 RULE = "Straggler rule"
@@ -56,6 +66,7 @@ def command(
         ),
     ] = None,
     output: opt.Output = None,
+    resume: opt.Resume = False,
     *,
     common: Common,
     measure: Measure,
@@ -80,8 +91,12 @@ def command(
     roles = _roles(checkpoints)
     rule = StragglerOptions(by, z, top_k, rank_on)
     sharpness = measure.options()  # checked before any work
-    check_output(output, [*checkpoints, *([layerwise] if layerwise else [])])
-    doc = read_report(layerwise) if layerwise else None
+    journal = check_resume(resume, check_output(output))
+    guard(
+        [("-o", output), ("--data-cache", common.data_cache)],
+        [*checkpoint_inputs(roles), ("the --layerwise report", layerwise), *common.inputs()],
+    )
+    doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
     out = console()
     if by == "barrier":
         if doc is None:
@@ -91,22 +106,29 @@ def command(
     else:
         run = common.run_options()
         with progress_bars(out) as progress:
-            workspace = common.open(roles, run, progress)
+            workspace = common.open(roles, run)
             report = run_stragglers(
-                workspace, run, sharpness, rule, layerwise=doc, progress=progress
-            )
-    finish(report, straggler_table(report.to_dict()), output, out, form=form)
+                workspace, run, sharpness, rule, layerwise=doc, progress=progress,
+                journal=journal, resume=resume,
+            )  # fmt: skip
+    finish(report, straggler_table(report.to_dict()), output, out, journal, form=form)
 
 
 def check_same_checkpoints(doc: dict, roles: dict, source: Path) -> None:
     """Refuse a layerwise report made for other checkpoints than those given."""
-    from ..errors import ConfigError
+    from ..checkpoint import resolve_source
+    from ..errors import CheckpointError, ConfigError
     from ..files import file_sha256
 
-    recorded = doc.get("inputs", {}).get("checkpoints", {})
+    recorded = doc["inputs"]["checkpoints"]  # read_report(complete=True) checked it
     for role, path in roles.items():
+        local = resolve_source(path)  # a hub name: its file in the HuggingFace cache
+        if not local.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} does not exist; give a .safetensors file or hf-hub:ORG/REPO"
+            )
         sha = recorded.get(role, {}).get("sha256")
-        if sha != file_sha256(path):
+        if sha != file_sha256(local):
             raise ConfigError(
                 f"--layerwise {source} was made for another {role.replace('_', '-')} "
                 f"checkpoint than {path}; run layerwise on this pair first"

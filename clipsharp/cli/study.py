@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
-from .output import check_output, console, finish, fmt
+from .output import check_output, console, finish, fmt, guard
 
 
 def command(
@@ -38,7 +38,8 @@ def command(
     from ..study import run_study
 
     form = opt.check_format(format)
-    check_output(output, reports)
+    check_output(output)
+    guard([("-o", output)], [("the report", path) for path in reports])
     report = run_study(reports)
     finish(report, study_table(report.to_dict()), output, console(), form=form)
 

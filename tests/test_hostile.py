@@ -1,0 +1,502 @@
+"""Hostile invocations (issue 11): no input is ever destroyed, every bad input exits 2 with one
+line naming it, and an interrupted prune leaves its checkpoint and report both or neither.
+
+Each case runs on private copies of the tiny pair and asserts that every input file's sha256
+and every input folder's listing are what they were before.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLASSNAMES, TINY_CONFIG
+from typer.testing import CliRunner
+
+from clipsharp.cli import app
+from clipsharp.files import file_sha256
+from clipsharp.report import SCHEMA
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def given(pair, tmp_path) -> dict[str, Path]:
+    """Private copies of every kind of input a run reads, by name."""
+    root = tmp_path / "in"
+    root.mkdir()
+    files = {
+        "zs": shutil.copy(pair.zero_shot, root / "zs.safetensors"),
+        "ft": shutil.copy(pair.fine_tuned, root / "ft.safetensors"),
+        "shifted": shutil.copytree(pair.shifted, root / "shifted"),
+    }
+    files = {name: Path(path) for name, path in files.items()}
+    files["classnames"] = root / "classes.txt"
+    files["classnames"].write_text("\n".join(CLASSNAMES) + "\n")
+    files["templates"] = root / "templates.txt"
+    files["templates"].write_text("a photo of a {}.\n")
+    files["model"] = root / "tiny.json"
+    files["model"].write_text(json.dumps(TINY_CONFIG))
+    files["interpolate"] = write(root / "interpolate.json", interpolate_report(files))
+    files["layerwise"] = write(root / "layerwise.json", layerwise_report(files))
+    return files
+
+
+def write(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def checkpoints(files: dict) -> dict:
+    return {role: {"path": str(files[name]), "sha256": file_sha256(files[name])}
+            for role, name in (("zero_shot", "zs"), ("fine_tuned", "ft"))}  # fmt: skip
+
+
+def interpolate_report(files: dict) -> dict:
+    point = {"metrics": {"shifted": {"accuracy": 0.5, "loss": 1.0, "num_examples": 20}}}
+    summary = {"best_alpha": 0.5, "best_accuracy": 0.6, "gain": 0.1, "gain_over_endpoints": 0.0,
+               "depth": 0.1, "barrier": -0.1, "failure_mode": False}  # fmt: skip
+    return {"schema": SCHEMA, "command": "interpolate",
+            "inputs": {"checkpoints": checkpoints(files),
+                       "datasets": [{"name": "shifted", "role": "ood"}]},
+            "config": {}, "results": {"path": [{"alpha": a, **point} for a in (0.0, 0.5, 1.0)]},
+            "summary": {"shifted": summary}}  # fmt: skip
+
+
+def layerwise_report(files: dict) -> dict:
+    layers = [f"visual.block.{i}" for i in range(4)]
+    rows = [{"layer": name, "unchanged": False,
+             "shifted": {"gain": 0.0, "depth": 0.1 * i, "barrier": 0.0, "min_accuracy": 0.5,
+                         "collapse": False}} for i, name in enumerate(layers)]  # fmt: skip
+    return {"schema": SCHEMA, "command": "layerwise",
+            "inputs": {"checkpoints": checkpoints(files),
+                       "datasets": [{"name": "shifted", "role": "ood"}]},
+            "config": {"background": "ft"}, "results": {"layers": []},
+            "summary": {"layers": rows}}  # fmt: skip
+
+
+def snapshot(files: dict[str, Path]) -> dict[str, object]:
+    """sha256 of every input file, listing (with sha256s) of every input folder."""
+    state: dict[str, object] = {}
+    for path in files.values():
+        if path.is_dir():
+            for inner in sorted(path.rglob("*")):
+                state[str(inner)] = file_sha256(inner) if inner.is_file() else "folder"
+        elif path.exists():
+            state[str(path)] = file_sha256(path)
+    return state
+
+
+def refused(result, *names: str) -> str:
+    """Exit 2, one line on stderr naming each of ``names``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- data loss
+
+DATA_LOSS = {  # case -> (arguments, the input named in the message)
+    "inspect -o the checkpoint": (["inspect", "{ft}", "-o", "{ft}"], "{ft}"),
+    "-o inside the OOD folder": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "-o", "{shifted}/report.json"],
+        "{shifted}",
+    ),  # fmt: skip
+    "-o a file of the OOD folder": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "-o", "{shifted}/state.json"],
+        "{shifted}",
+    ),  # fmt: skip
+    "-o in the folder of an OOD glob": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}/*.arrow:train",
+            "-o",
+            "{shifted}/r.json",
+        ],
+        "{shifted}",
+    ),  # fmt: skip
+    "-o the classnames": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--classnames",
+            "{classnames}",
+            "-o",
+            "{classnames}",
+        ],
+        "{classnames}",
+    ),  # fmt: skip
+    "-o the templates": (
+        [
+            "layerwise",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--templates",
+            "{templates}",
+            "-o",
+            "{templates}",
+        ],
+        "{templates}",
+    ),  # fmt: skip
+    "-o the model config": (
+        ["sharpness", "{ft}", "--ood", "{shifted}", "--model", "{model}", "-o", "{model}"],
+        "{model}",
+    ),  # fmt: skip
+    "-o a symlink to a checkpoint": (["inspect", "{zs}", "{ft}", "-o", "{link}"], "{ft}"),
+    "-o a hard link to a checkpoint": (["inspect", "{zs}", "-o", "{hard}"], "{zs}"),
+    "--data-cache the OOD folder": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--data-cache", "{shifted}"],
+        "{shifted}",
+    ),  # fmt: skip
+    "prune -o the checkpoint": (
+        ["prune", "{ft}", "--layers", "visual.block.0", "-o", "{ft}"],
+        "{ft}",
+    ),  # fmt: skip
+    "prune --report the zero-shot": (
+        [
+            "prune",
+            "{ft}",
+            "--zero-shot",
+            "{zs}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{zs}",
+        ],
+        "{zs}",
+    ),  # fmt: skip
+    "prune -o and --report one file": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{out}/p.safetensors",
+        ],
+        "-o",
+    ),  # fmt: skip
+    "plot -o its report": (["plot", "{interpolate}", "-o", "{interpolate}"], "{interpolate}"),
+    "study -o its report": (["study", "{interpolate}", "-o", "{interpolate}"], "{interpolate}"),
+    "stragglers -o its layerwise report": (
+        [
+            "stragglers",
+            "{zs}",
+            "{ft}",
+            "--by",
+            "barrier",
+            "--layerwise",
+            "{layerwise}",
+            "-o",
+            "{layerwise}",
+        ],
+        "{layerwise}",
+    ),  # fmt: skip
+    "convert -o the checkpoint": (["convert", "{ft}", "-o", "{ft}"], "{ft}"),
+    "-o the config file": (["inspect", "{zs}", "-o", "clipsharp.toml"], "clipsharp.toml"),
+    "demo --out the config file": (["demo", "--out", "clipsharp.toml"], "clipsharp.toml"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_LOSS)
+def test_no_output_is_or_lies_inside_an_input(given, tmp_path, monkeypatch, case):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "clipsharp.toml").write_text('device = "cpu"\n')
+    os.symlink(given["ft"], tmp_path / "link.json")
+    os.link(given["zs"], tmp_path / "hard.json")
+    monkeypatch.chdir(tmp_path)
+    names = {name: str(path) for name, path in given.items()}
+    names |= {"link": tmp_path / "link.json", "hard": tmp_path / "hard.json", "out": "out"}
+    args, named = DATA_LOSS[case]
+    watched = {**given, "config": tmp_path / "clipsharp.toml"}
+    before = snapshot(watched)
+    result = invoke(*(arg.format(**names) for arg in args))
+    refused(result, named.format(**names), "choose a path")
+    assert snapshot(watched) == before
+    assert not list((tmp_path / "out").iterdir())
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def forged_header(path: Path, shape: list[int], data: bytes = b"\0" * 16) -> Path:
+    header = json.dumps(
+        {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 40_000_000_000]}}
+    )
+    path.write_bytes(len(header).to_bytes(8, "little") + header.encode() + data)
+    return path
+
+
+def make_input(tmp_path: Path, given: dict, name: str) -> Path:
+    """Hostile files, made on demand."""
+    if name == "forged":  # a 100000 x 100000 float32 tensor claimed by a 16-byte file
+        return forged_header(tmp_path / "forged.safetensors", [100_000, 100_000])
+    if name == "short":  # a real checkpoint cut short: the header claims more than there is
+        data = given["ft"].read_bytes()
+        (tmp_path / "short.safetensors").write_bytes(data[: len(data) // 2])
+        return tmp_path / "short.safetensors"
+    if name == "zs-copy":
+        return Path(shutil.copy(given["zs"], tmp_path / "zs-copy.safetensors"))
+    if name == "array":
+        return write(tmp_path / "array.json", [1, 2])
+    doc = json.loads(given["interpolate" if name != "layer-gap" else "layerwise"].read_text())
+    if name == "metrics-gap":  # a dataset missing from one point of the path
+        del doc["results"]["path"][1]["metrics"]["shifted"]
+    elif name == "wrong-type":
+        doc["summary"]["shifted"]["gain"] = "high"
+    elif name == "layer-gap":  # a dataset missing from a layer entry
+        del doc["summary"]["layers"][2]["shifted"]
+    elif name == "baseline-list":
+        doc["summary"] = ["shifted"]
+    return write(tmp_path / f"{name}.json", doc)
+
+
+EXIT_2 = {  # case -> (arguments, what the message names)
+    "header claims 40 GB": (["inspect", "{forged}"], ["{forged}", "40000000000", "not a readable"]),
+    "header past the end of the file": (["inspect", "{short}"], ["{short}", "truncated"]),
+    "same checkpoint twice": (["inspect", "{zs}", "{zs}"], ["same checkpoint"]),
+    "same bytes twice": (["inspect", "{zs}", "{zs-copy}"], ["same checkpoint"]),
+    "--z nan": (
+        [
+            "stragglers",
+            "{zs}",
+            "{ft}",
+            "--by",
+            "barrier",
+            "--layerwise",
+            "{layerwise}",
+            "--z",
+            "nan",
+        ],
+        ["--z"],
+    ),  # fmt: skip
+    "--failure-threshold inf": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--failure-threshold", "inf"],
+        ["--failure-threshold"],
+    ),  # fmt: skip
+    "--collapse-threshold nan": (
+        ["layerwise", "{zs}", "{ft}", "--ood", "{shifted}", "--collapse-threshold", "nan"],
+        ["--collapse-threshold"],
+    ),  # fmt: skip
+    "--sparsity -inf": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--sparsity",
+            "-inf",
+        ],
+        ["--sparsity"],
+    ),  # fmt: skip
+    "--alphas with nan": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--alphas", "0:nan:0.1"],
+        ["--alphas"],
+    ),  # fmt: skip
+    "--rho inf": (["sharpness", "{ft}", "--ood", "{shifted}", "--rho", "0.1,inf"], ["--rho"]),
+    "--min-gain nan": (["check", "{interpolate}", "--min-gain", "nan"], ["--min-gain"]),
+    "plot a JSON array": (
+        ["plot", "{array}", "-o", "{out}/f.png"],
+        ["{array}", "not a clipsharp report"],
+    ),  # fmt: skip
+    "check a JSON array": (
+        ["check", "{array}", "--min-gain", "0"],
+        ["{array}", "not a clipsharp report"],
+    ),  # fmt: skip
+    "plot: a dataset missing from the path": (
+        ["plot", "{metrics-gap}", "-o", "{out}/f.png"],
+        ["{metrics-gap}", "results.path[1].metrics.shifted"],
+    ),  # fmt: skip
+    "study: a gain of the wrong type": (
+        ["study", "{wrong-type}"],
+        ["{wrong-type}", "summary.shifted.gain"],
+    ),  # fmt: skip
+    "check: a baseline summary that is a list": (
+        ["check", "{interpolate}", "--baseline", "{baseline-list}", "--max-drop", "0.01"],
+        ["{baseline-list}", "summary"],
+    ),  # fmt: skip
+    "stragglers: a dataset missing from a layer": (
+        ["stragglers", "{zs}", "{ft}", "--by", "barrier", "--layerwise", "{layer-gap}"],
+        ["{layer-gap}", "summary.layers[2].shifted"],
+    ),  # fmt: skip
+    "stragglers: a missing checkpoint": (
+        [
+            "stragglers",
+            "{out}/nothing.safetensors",
+            "{ft}",
+            "--by",
+            "barrier",
+            "--layerwise",
+            "{layerwise}",
+        ],
+        ["nothing.safetensors"],
+    ),  # fmt: skip
+    "-o a folder": (["inspect", "{zs}", "-o", "{out}"], ["{out}", "folder"]),
+    "prune --report a folder": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{out}",
+        ],
+        ["--report {out}", "folder"],
+    ),  # fmt: skip
+    "prune --report in a missing folder": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{out}/no/r.json",
+        ],
+        ["--report"],
+    ),  # fmt: skip
+    "demo --out a file": (["demo", "--out", "{classnames}"], ["--out", "{classnames}"]),
+}
+MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
+        "baseline-list")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", EXIT_2)
+def test_bad_input_exits_2_with_one_line_naming_it(given, tmp_path, case):
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()} | {"out": str(tmp_path / "out")}
+    args, named = EXIT_2[case]
+    needed = [m for m in MADE if any(f"{{{m}}}" in a for a in args)]
+    names |= {m: str(make_input(tmp_path, given, m)) for m in needed}
+    watched = {**given, **{m: Path(names[m]) for m in needed}}
+    before = snapshot(watched)
+    result = invoke(*(arg.format(**names) for arg in args))
+    line = refused(result, *(n.format(**names) for n in named))
+    assert "KeyError" not in line and "TypeError" not in line and "schema None" not in line
+    assert snapshot(watched) == before
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_config_file_of_the_wrong_type_names_file_and_key(given, tmp_path, monkeypatch):
+    (tmp_path / "clipsharp.toml").write_text("limit = true\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("interpolate", given["zs"], given["ft"], "--ood", given["shifted"])
+    refused(result, "clipsharp.toml", "limit = true", "whole number")
+
+
+def test_a_full_disk_leaves_nothing_partial(given, tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("clipsharp.files.os.fsync", full)
+    result = invoke("inspect", given["zs"], "-o", tmp_path / "r.json", "--format", "json")
+    refused(result, str(tmp_path / "r.json"), "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_demo_out_that_cannot_be_written(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = invoke("demo", "--out", locked / "demo")
+    refused(result, "--out", str(locked))
+    assert not list(locked.iterdir())
+
+
+# ----------------------------------------------------------------------------- messages
+
+USAGE = {  # arguments -> what the one line names
+    ("interpolate", "--bogus"): ["--bogus", "clipsharp interpolate --help"],
+    ("interpolate", "zs.safetensors"): ["fine_tuned", "--help"],
+    ("interpolate", "a", "b", "--limit", "abc"): ["--limit", "--help"],
+    ("check", "r.json", "--min-gain", "x"): ["--min-gain", "--help"],
+    ("no-such-command",): ["no-such-command", "clipsharp --help"],
+}
+
+
+@pytest.mark.parametrize("args", USAGE)
+def test_usage_errors_are_one_line(args):
+    refused(invoke(*args), *USAGE[args])
+
+
+def test_convert_of_a_malicious_pickle_is_one_line(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save({"w": torch.zeros(2), "x": Payload()}, tmp_path / "evil.pt")
+    before = file_sha256(tmp_path / "evil.pt")
+    result = invoke("convert", tmp_path / "evil.pt", "-o", tmp_path / "out.safetensors")
+    refused(result, "evil.pt", "clipsharp will not run")
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out.safetensors").exists()
+    assert file_sha256(tmp_path / "evil.pt") == before
+
+
+# ----------------------------------------------------------------------------- interruption
+
+INTERRUPT = """
+import os, signal, sys
+import clipsharp.prune as prune
+original = prune.run_prune
+
+def interrupted(*args, **kwargs):  # Ctrl-C once the pruned weights are on disk
+    done = original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+    signal.pause()
+    return done
+
+prune.run_prune = interrupted
+from clipsharp.cli import main
+sys.argv = ["clipsharp", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_in_prune_leaves_checkpoint_and_report_both_or_neither(given, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    before = snapshot(given)
+    args = ["prune", given["ft"], "--layers", "visual.block.0", "-o", out / "p.safetensors",
+            "--report", out / "p.json"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPT, *map(str, args)],
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # whatever pytest's is
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stderr
+    assert list(out.iterdir()) == []  # neither the checkpoint nor the report, nor a temporary
+    assert snapshot(given) == before
