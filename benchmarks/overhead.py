@@ -1,194 +1,239 @@
-"""clipsharp's overhead against the cost of its forward passes (DESIGN §6).
+"""clipsharp's cost against plain open_clip code that does the same forwards (issue 10).
 
-Each analysis is timed in the same process as a baseline that does only the
-forward passes the analysis needs (a plain open_clip model, weights loaded
-with ``load_state_dict``, a plain batch loop). Printed: seconds and the ratio
-analysis / baseline; a ratio near 1.0 means clipsharp adds little beyond the
-forward passes themselves. Also: fp32 against bf16 working models.
+(a) ``clipsharp interpolate`` (the CLI) against ``baseline.py minimal``, each in its own
+    process: whole-process time (imports, validation, hashing, model build, dataset set-up
+    included) and peak RSS. Targets: time <= 1.05x, RSS <= 1.2x.
+(b) 11 alphas with the openai templates, ``open_workspace`` + ``run_interpolation`` against
+    ``baseline.naive`` (per alpha: new model, new head, data read again), in this process.
+    Target: clipsharp >= 3.5x faster.
+(c) ``run_layerwise`` with the prefix cache against ``--no-prefix-cache``. Target <= 0.6x.
+(d) ``run_sharpness`` (average, k draws, one alpha) against (k + 1) plain forwards over the
+    same images, decoded once. Target <= 1.2x.
 
-    .venv/bin/python benchmarks/overhead.py                 # CPU, about a minute
-    .venv/bin/python benchmarks/overhead.py --device cuda --width 768 --layers 12 --images 2048
+Both sides read the same random images and checkpoints (see ``synthetic.py``); (a) and (b)
+also check that both sides computed the same metrics. Each time is the best of
+``--repeats`` runs.
 
-Nothing is downloaded: the model is a random open_clip ViT of the given size and
-the data are random images written as a save_to_disk folder.
+    .venv/bin/python benchmarks/overhead.py                    # about 2 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/overhead.py --arch ViT-B-32 --images 64 --only a
+    .venv/bin/python benchmarks/overhead.py --device cuda --arch ViT-B-32 --images 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from synthetic import (
+    PYTHON,
+    ROOT,
+    clipsharp_command,
+    command_line,
+    model_config,
+    quiet_env,
+    run_child,
+    write_images,
+    write_pair,
+)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+TARGETS = {"a time": 1.05, "a rss": 1.2, "b": 1 / 3.5, "c": 0.6, "d": 1.2}
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=int, default=128, help="image-tower width")
-    parser.add_argument("--layers", type=int, default=3, help="image-tower blocks")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--alphas", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=4, help="sharpness noise draws")
+    parser.add_argument("--arch", default=None, help="open_clip config, e.g. ViT-B-32 (random)")
+    parser.add_argument("--width", type=int, default=128, help="small model: image-tower width")
+    parser.add_argument("--layers", type=int, default=2, help="small model: image-tower blocks")
+    parser.add_argument("--images", type=int, default=128, help="224-px images")
+    parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--alphas", type=int, default=5, help="(a): alphas, 0 and 1 included")
+    parser.add_argument("--iterations", type=int, default=4, help="(d): noise draws k")
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
+    parser.add_argument("--only", default="abcd", help="which parts to run, e.g. ab")
     return parser.parse_args()
 
 
-def model_config(args) -> dict:
-    return {
-        "embed_dim": 128,
-        "vision_cfg": {
-            "image_size": args.image_size,
-            "layers": args.layers,
-            "width": args.width,
-            "patch_size": 8,
-            "head_width": 64,
-        },  # fmt: skip
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 128,
-            "heads": 2,
-            "layers": 2,
-        },  # fmt: skip
-    }
+@dataclass(frozen=True)
+class Row:
+    name: str
+    ours: float
+    base: float
+    target: float  # ratio ours / base at or below which the target is met
+    unit: str = "s"
+
+    def line(self) -> str:
+        ratio = self.ours / self.base
+        verdict = "met" if ratio <= self.target else "MISSED"
+        return (f"{self.name:<44}{self.ours:>10.2f}{self.base:>10.2f} {self.unit:<3}"
+                f"{ratio:>7.2f}   <= {self.target:.2f}: {verdict}")  # fmt: skip
 
 
-def build_inputs(args, root: Path) -> tuple[Path, Path, Path, dict]:
-    import datasets
-    from open_clip.model import CLIP
-    from PIL import Image
-    from safetensors.torch import save_file
+def best(repeats: int, fn):
+    """(the smallest seconds, the last result) of ``repeats`` calls of ``fn``."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
 
-    config = model_config(args)
-    torch.manual_seed(0)
-    zero_shot = CLIP(**json.loads(json.dumps(config))).state_dict()
-    fine_tuned = {
-        k: v + 0.05 * v.std() * torch.randn_like(v) if k.startswith("visual.") else v.clone()
-        for k, v in zero_shot.items()
-    }
-    meta = {"clipsharp.model_config": json.dumps(config)}
-    save_file(zero_shot, str(root / "zs.safetensors"), metadata=meta)
-    save_file(fine_tuned, str(root / "ft.safetensors"), metadata=meta)
-    rng = np.random.default_rng(0)
-    images = [
-        Image.fromarray(rng.integers(0, 255, (args.image_size,) * 2 + (3,), dtype=np.uint8))
-        for _ in range(args.images)
-    ]
-    labels = [i % 10 for i in range(args.images)]
-    names = [f"class {i}" for i in range(10)]
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+
+def alpha_list(count: int) -> str:
+    return ",".join(f"{i / (count - 1):g}" for i in range(count))
+
+
+def part_a(args, zs: Path, ft: Path, data: Path, out: Path) -> list[Row]:
+    """Whole processes: the CLI against the minimal script."""
+    common = ["--alphas", alpha_list(args.alphas), "--templates", "simple",
+              "--batch-size", str(args.batch_size), "--device", args.device]  # fmt: skip
+    ours_cmd = [*clipsharp_command(), "interpolate", str(zs), str(ft), "--ood", str(data),
+                *common, "-o", str(out), "--format", "json"]  # fmt: skip
+    base_cmd = [PYTHON, str(ROOT / "benchmarks" / "baseline.py"), "minimal",
+                str(zs), str(ft), str(data), *common]  # fmt: skip
+    ours = [run_child(ours_cmd, quiet_env()) for _ in range(args.repeats)]
+    base = [run_child(base_cmd, quiet_env()) for _ in range(args.repeats)]
+    report = json.loads(out.read_text())
+    reference = json.loads(base[-1].stdout)
+    worst = max(
+        abs(point["metrics"][next(iter(point["metrics"]))]["loss"] - reference[repr(point["alpha"])][1])
+        for point in report["results"]["path"]
+    )  # fmt: skip
+    print(f"(a) clipsharp: {' '.join(ours_cmd[2:])}")
+    print(f"(a) minimal:   {' '.join(base_cmd[1:])}")
+    print(f"(a) clipsharp analysis {report['timing']['seconds']:.2f} s of the process; "
+          f"largest loss difference to the minimal script {worst:.2e}")  # fmt: skip
+    return [
+        Row("(a) interpolate, whole process time", min(c.seconds for c in ours),
+            min(c.seconds for c in base), TARGETS["a time"]),
+        Row("(a) interpolate, peak RSS", max(c.peak_mb for c in ours),
+            max(c.peak_mb for c in base), TARGETS["a rss"], "MB"),
+    ]  # fmt: skip
+
+
+def workspace(args, zs: Path, ft: Path, data: Path, templates: str = "simple"):
+    from clipsharp.config import DataOptions, EvalOptions
+    from clipsharp.data import DatasetSpec
+    from clipsharp.pipeline import open_workspace
+
+    evaluation = EvalOptions(args.device, args.batch_size, "fp32", templates)
+    ws = open_workspace(
+        {"zero_shot": zs, "fine_tuned": ft},
+        [DatasetSpec.parse(str(data), role="ood")],
+        data=DataOptions(),
+        evaluation=evaluation,
     )
-    datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(
-        str(root / "data")
+    return ws, evaluation
+
+
+def run_options(evaluation, alphas):
+    from clipsharp.config import DataOptions, PathOptions, RunOptions
+
+    return RunOptions(DataOptions(), evaluation, PathOptions(alphas=tuple(alphas)))
+
+
+def part_b(args, zs: Path, ft: Path, data: Path) -> list[Row]:
+    """11 alphas, openai templates: clipsharp (set-up included) against the naive loop."""
+    import baseline
+    from clipsharp.interpolation import run_interpolation
+
+    alphas = [i / 10 for i in range(11)]
+
+    def ours():
+        ws, evaluation = workspace(args, zs, ft, data, "openai")
+        return run_interpolation(ws, run_options(evaluation, alphas)).to_dict()
+
+    naive_args = argparse.Namespace(
+        zero_shot=str(zs), fine_tuned=str(ft), data=str(data), alphas=alphas,
+        templates="openai", batch_size=args.batch_size, workers=0, device=args.device,
+        precision="fp32",
+    )  # fmt: skip
+    base_time, reference = best(args.repeats, lambda: baseline.naive(naive_args))
+    ours_time, report = best(args.repeats, ours)
+    worst = max(
+        abs(next(iter(p["metrics"].values()))["loss"] - reference[p["alpha"]][1])
+        for p in report["results"]["path"]
     )
-    return root / "zs.safetensors", root / "ft.safetensors", root / "data", config
+    print(f"(b) largest loss difference to the naive loop {worst:.2e}")
+    return [Row("(b) 11 alphas, openai templates vs naive", ours_time, base_time, TARGETS["b"])]
 
 
-def timed(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def part_c(args, ws, evaluation) -> list[Row]:
+    from clipsharp.layerwise import LayerwiseOptions, run_layerwise
+
+    options = run_options(evaluation, (0.0, 0.25, 0.5, 0.75, 1.0))
+    times = {}
+    for cached in (False, True):
+        layer_options = LayerwiseOptions(prefix_cache=cached)
+        times[cached], report = best(
+            args.repeats, lambda o=layer_options: run_layerwise(ws, options, o)
+        )
+    points = sum(len(r.get("path", [])) - 1 for r in report.to_dict()["results"]["layers"]) + 1
+    name = f"(c) layerwise {points} points: cache vs none"
+    return [Row(name, times[True], times[False], TARGETS["c"])]
 
 
-def plain_forwards(workspace, states: list[dict], batch_size: int) -> None:
-    """The baseline: load each state into a plain model, one pass over the images."""
-    from open_clip.model import CLIP
+def part_d(args, ws, evaluation, data: Path) -> list[Row]:
+    import baseline
+    import torch
+    from clipsharp.config import SharpnessOptions
+    from clipsharp.sharpness import run_sharpness
 
-    model = CLIP(**workspace.arch.model_cfg).to(workspace.device).eval()
-    data = workspace.datasets[0]
-    head = workspace.heads.get(data.classnames)
-    with torch.inference_mode():
-        for state in states:
-            model.load_state_dict(state)
-            for start in range(0, data.num_examples, batch_size):
-                x = data.images[start : start + batch_size].to(workspace.device)
-                y = data.labels[start : start + batch_size].to(workspace.device)
-                f = F.normalize(model.encode_image(x), dim=-1)
-                F.cross_entropy(model.logit_scale.exp() * f @ head, y, reduction="sum")
+    options = run_options(evaluation, (1.0,))
+    sharpness = SharpnessOptions(rhos=(0.1,), iterations=args.iterations)
+    ours_time, _ = best(args.repeats, lambda: run_sharpness(ws, options, sharpness))
+    zero_shot, fine_tuned, config = baseline.read_pair(*(str(c.path) for c in ws.checkpoints.values()))
+    device = torch.device(args.device)
+    model = baseline.build(config, fine_tuned, device, torch.float32)
+
+    def forwards():
+        batches, labels, classnames = baseline.decoded(
+            str(data), config["vision_cfg"]["image_size"], args.batch_size
+        )
+        head = baseline.head(model, config, classnames, "simple", device)
+        passes = args.iterations + 1
+        baseline.plain_forwards(model, batches, labels, head, passes, device, torch.float32)
+
+    base_time, _ = best(args.repeats, forwards)
+    name = f"(d) sharpness, {args.iterations} draws vs {args.iterations + 1} forwards"
+    return [Row(name, ours_time, base_time, TARGETS["d"])]
 
 
 def main() -> None:
     args = parse()
-    from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
-    from clipsharp.data import DatasetSpec
-    from clipsharp.interpolation import interpolate_weights, run_interpolation
-    from clipsharp.layers import layer_groups
-    from clipsharp.layerwise import LayerwiseOptions, run_layerwise
-    from clipsharp.pipeline import open_workspace
-    from clipsharp.sharpness import run_sharpness
+    import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        zs, ft, data, config = build_inputs(args, Path(tmp))
-        alphas = tuple(i / (args.alphas - 1) for i in range(args.alphas))
-
-        def workspace(precision="fp32"):
-            return open_workspace(
-                {"zero_shot": zs, "fine_tuned": ft},
-                [DatasetSpec.parse(str(data), role="ood")],
-                data=DataOptions(),
-                evaluation=EvalOptions(args.device, args.batch_size, precision),
-            )
-
-        ws = workspace()
-        options = RunOptions(
-            DataOptions(), EvalOptions(args.device, args.batch_size), PathOptions(alphas=alphas)
-        )
-        zero, fine = ws.checkpoints["zero_shot"].tensors, ws.checkpoints["fine_tuned"].tensors
-        plain_forwards(ws, [fine], args.batch_size)  # warm-up
-        rows = []
-
-        states = [interpolate_weights(zero, fine, a) for a in alphas]
-        base = timed(lambda: plain_forwards(ws, states, args.batch_size))
-        ours = timed(lambda: run_interpolation(ws, options))
-        rows.append(("interpolate", len(alphas), ours, base))
-
-        changed = [g for g, keys in layer_groups(fine).items() if g.startswith("visual.")]
-        layer_states = [states[-1]] + [
-            {**fine, **{k: states[i][k] for k in layer_groups(fine)[g]}}
-            for g in changed
-            for i in range(len(alphas) - 1)
-        ]
-        base = timed(lambda: plain_forwards(ws, layer_states, args.batch_size))
-        for cached in (False, True):
-            layer_options = LayerwiseOptions(layers="visual.*", prefix_cache=cached)
-            ours = timed(lambda o=layer_options: run_layerwise(ws, options, o))
-            name = "layerwise, prefix cache" if cached else "layerwise, full forwards"
-            rows.append((name, len(layer_states), ours, base))
-
-        measure = SharpnessOptions(iterations=args.iterations)
-        one_alpha = RunOptions(options.data, options.eval, PathOptions(alphas=(1.0,)))
-        noisy = [fine] * (args.iterations + 1)
-        base = timed(lambda: plain_forwards(ws, noisy, args.batch_size))
-        ours = timed(lambda: run_sharpness(ws, one_alpha, measure))
-        rows.append(("sharpness (1 point)", len(noisy), ours, base))
-
-        bf16 = workspace("bf16")
-        bf16_options = RunOptions(options.data, EvalOptions(args.device, args.batch_size, "bf16"),
-                                  options.path)  # fmt: skip
-        fp32_time = timed(lambda: run_interpolation(ws, options))
-        bf16_time = timed(lambda: run_interpolation(bf16, bf16_options))
-
-    print(f"model: ViT width {args.width}, {args.layers} blocks, {args.image_size} px; "
-          f"{args.images} images; device {args.device}")  # fmt: skip
-    print(f"{'analysis':<26}{'passes':>8}{'clipsharp s':>14}{'forwards s':>12}{'ratio':>8}")
-    for name, passes, ours, base in rows:
-        print(f"{name:<26}{passes:>8}{ours:>14.2f}{base:>12.2f}{ours / base:>8.2f}")
-    print(f"interpolate fp32 / bf16 working model: {fp32_time:.2f} s / {bf16_time:.2f} s "
-          f"= {fp32_time / bf16_time:.2f}x")  # fmt: skip
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="clipsharp-overhead-") as tmp:
+        root = Path(tmp)
+        config = model_config(args.arch, width=args.width, layers=args.layers)
+        zs, ft = write_pair(config, root)
+        data = write_images(root / "images", args.images, config["vision_cfg"]["image_size"],
+                            args.classes)  # fmt: skip
+        if "a" in args.only:
+            rows += part_a(args, zs, ft, data, root / "a.json")
+        if "b" in args.only:
+            rows += part_b(args, zs, ft, data)
+        if "c" in args.only or "d" in args.only:
+            ws, evaluation = workspace(args, zs, ft, data)
+            if "c" in args.only:
+                rows += part_c(args, ws, evaluation)
+            if "d" in args.only:
+                rows += part_d(args, ws, evaluation, data)
+    vision = config["vision_cfg"]
+    model = args.arch or f"ViT width {vision['width']}, {vision['layers']} blocks, patch 32"
+    print(f"command: {command_line()}")
+    print(f"model: {model}, {vision['image_size']} px, random weights; {args.images} images, "
+          f"{args.classes} classes; batch {args.batch_size}; device {args.device}; "
+          f"torch threads {torch.get_num_threads()}; best of {args.repeats}")  # fmt: skip
+    print(f"{'':<44}{'clipsharp':>10}{'baseline':>10}{'':>4}{'ratio':>7}   target")
+    for row in rows:
+        print(row.line())
 
 
 if __name__ == "__main__":

@@ -175,6 +175,13 @@ class Verdict:
         return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
 
 
+def baseline_max_drop(baseline: object | None, max_drop: str | None) -> MaxDrop | None:
+    """The parsed ``--max-drop``; it and ``--baseline`` go together, or neither is given."""
+    if (baseline is None) != (max_drop is None):
+        raise ConfigError("--baseline and --max-drop go together: give both or neither")
+    return MaxDrop.parse(max_drop) if max_drop else None
+
+
 def run_checks(
     report: Mapping[str, Any],
     gates: Gates,

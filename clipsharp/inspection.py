@@ -7,9 +7,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import Checkpoint
-from .layers import layer_groups, tower_of
+from .errors import ConfigError
+from .layers import GRANULARITIES, layer_groups, tower_of
 from .pipeline import describe_checkpoints, open_checkpoints
 from .report import Report
+
+
+def inspect_roles(paths: Sequence[Path], granularity: str = "block") -> dict[str, Path]:
+    """``{"model": path}`` or ``{"zero_shot", "fine_tuned"}``; refuses other counts and an
+    unknown granularity, before anything is read."""
+    if not 1 <= len(paths) <= 2:
+        raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(
+            f"--granularity {granularity!r} is unknown; choose block, module or tensor"
+        )
+    roles = ("zero_shot", "fine_tuned") if len(paths) == 2 else ("model",)
+    return dict(zip(roles, paths, strict=True))
 
 
 def run_inspect(
@@ -25,10 +39,8 @@ def run_inspect(
     (2-norm of the concatenated entries).
     """
     started = time.perf_counter()
-    roles = ["zero_shot", "fine_tuned"] if len(paths) == 2 else ["model"]
-    loaded, arch, _ = open_checkpoints(
-        dict(zip(roles, paths, strict=True)), model=model, allow_nonfinite=allow_nonfinite
-    )
+    roles = inspect_roles(paths, granularity)
+    loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
     checkpoints = list(loaded.values())
     layers = _layers(checkpoints, granularity)
     tensors = checkpoints[-1].tensors

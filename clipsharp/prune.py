@@ -20,12 +20,13 @@ import torch
 
 from . import __version__, distributed
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import RunOptions
+from .config import Progress, RunOptions
+from .data import DatasetSpec
 from .errors import ConfigError, ReportError
 from .interpolation import run_interpolation
 from .layers import layer_groups, select_layers
 from .models import Architecture
-from .pipeline import Workspace, describe_checkpoints
+from .pipeline import Workspace, describe_checkpoints, open_checkpoints, open_workspace
 from .report import Report, read_report
 
 TARGETS = ("weights", "task-vector")
@@ -192,3 +193,50 @@ def add_before_and_after(
     report.summary |= {"before": before.summary, "after": after.summary}
     report.inputs["datasets"] = before.inputs["datasets"]
     report.config["alphas"] = before.config["alphas"]
+
+
+def prune(
+    checkpoints: dict[str, Path],
+    output: Path,
+    options: PruneOptions,
+    *,
+    layers: str | None = None,
+    from_report: Path | None = None,
+    specs: Sequence[DatasetSpec] = (),
+    run: RunOptions | None = None,
+    model: str | None = None,
+    allow_nonfinite: bool = False,
+    write_to: Path | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """The ``prune`` command: prune, write the checkpoint and, with datasets and a zero-shot
+    checkpoint, measure the path before and after pruning.
+
+    Args:
+        checkpoints: ``{"fine_tuned": path}``, with ``"zero_shot"`` for ``task-vector`` and
+            for the before/after measurement.
+        output: the pruned checkpoint's path, as the report records it.
+        specs: ``--id`` / ``--ood`` datasets; measured only with a zero-shot checkpoint.
+        run: data, evaluation and path options of the measurement.
+        write_to: where the checkpoint is written, when not ``output`` (the CLI writes a
+            hidden file and renames it once the report is written too).
+    """
+    run = run or RunOptions()
+    workspace = None
+    if specs and "zero_shot" in checkpoints:
+        workspace = open_workspace(
+            checkpoints, specs, data=run.data, evaluation=run.eval, model=model,
+            allow_nonfinite=allow_nonfinite,
+        )  # fmt: skip
+        loaded, arch = workspace.checkpoints, workspace.arch
+    else:
+        loaded, arch, _ = open_checkpoints(
+            checkpoints, model=model, allow_nonfinite=allow_nonfinite
+        )
+    report, pruned = run_prune(
+        loaded, arch, write_to or output, options, layers=layers, from_report=from_report
+    )
+    report.config["output"] = str(output)
+    if workspace is not None:
+        add_before_and_after(report, workspace, pruned, run, progress)
+    return report

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from .analysis import Analysis, run
+from .checkpoint import resolve_source
 from .config import Progress, RunOptions, SharpnessOptions
 from .engine import Engine
-from .errors import ConfigError, ReportError
+from .errors import CheckpointError, ConfigError, ReportError
+from .files import file_sha256
 from .interpolation import run_config
 from .layers import layer_groups, tower_of
 from .pipeline import Workspace
-from .report import Report
+from .report import Report, read_report
 from .sharpness import (
     Base,
     Draws,
@@ -94,7 +96,10 @@ def layer_depths(layerwise: dict, source: str) -> dict[str, dict[str, float]]:
     if not ood:
         raise ReportError(f"--layerwise {source} has no OOD dataset to take layer depths from")
     rows = [r for r in layerwise["summary"]["layers"] if not r["unchanged"]]
-    return {name: {r["layer"]: r[name]["depth"] for r in rows} for name in ood}
+    return {
+        name: {r["layer"]: r[name]["depth"] for r in rows if r[name]["depth"] is not None}
+        for name in ood
+    }
 
 
 def _rank_dataset(workspace: Workspace, options: StragglerOptions) -> str:
@@ -202,6 +207,35 @@ def run_stragglers(
     analysis = Stragglers(options, measure, stragglers, layerwise)
     _rank_dataset(workspace, stragglers)  # a bad --rank-on fails before any work
     return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
+
+
+def barrier_stragglers_of(
+    checkpoints: dict[str, str | Path], layerwise: Path | None, stragglers: StragglerOptions
+) -> Report:
+    """``stragglers --by barrier``: read and check the ``layerwise`` report (made for these
+    checkpoints, every field present), then rank its layer depths. No model is evaluated."""
+    if layerwise is None:
+        raise ConfigError("--by barrier needs --layerwise LAYERS.json (a layerwise report)")
+    doc = read_report(layerwise, "layerwise", complete=True)
+    check_same_checkpoints(doc, checkpoints, layerwise)
+    return barrier_stragglers(doc, stragglers, str(layerwise))
+
+
+def check_same_checkpoints(doc: dict, checkpoints: dict[str, str | Path], source: Path) -> None:
+    """Refuse a layerwise report made for other checkpoints than those given."""
+    recorded = doc["inputs"]["checkpoints"]  # read_report(complete=True) checked it
+    for role, path in checkpoints.items():
+        local = resolve_source(path)  # a hub name: its file in the HuggingFace cache
+        if not local.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} does not exist; give a .safetensors file or hf-hub:ORG/REPO"
+            )
+        sha = recorded.get(role, {}).get("sha256")
+        if sha != file_sha256(local):
+            raise ConfigError(
+                f"--layerwise {source} was made for another {role.replace('_', '-')} "
+                f"checkpoint than {path}; run layerwise on this pair first"
+            )
 
 
 def barrier_stragglers(layerwise: dict, stragglers: StragglerOptions, source: str) -> Report:

@@ -101,18 +101,15 @@ def command(
 
         clipsharp check path.json --no-failure-mode --min-gain 0.01 --format md
     """
-    from ..check import Gates, MaxDrop, Requirement, run_checks
-    from ..errors import ConfigError
+    from ..check import Gates, Requirement, baseline_max_drop, run_checks
     from ..report import read_report
 
-    if (baseline is None) != (max_drop is None):
-        raise ConfigError("--baseline and --max-drop go together: give both or neither")
     opt.check_format(format)
     gates = Gates(
         min_gain=min_gain, max_depth=max_depth, max_barrier=max_barrier,
         max_sharpness=max_sharpness, no_failure_mode=no_failure_mode,
         requires=tuple(Requirement.parse(text) for text in require or []),
-        datasets=_names(datasets), max_drop=MaxDrop.parse(max_drop) if max_drop else None,
+        datasets=_names(datasets), max_drop=baseline_max_drop(baseline, max_drop),
     )  # fmt: skip
     doc = read_report(report)
     old = read_report(baseline) if baseline else None

@@ -35,20 +35,11 @@ def command(
 
     Example: clipsharp inspect zs.safetensors ft.safetensors
     """
-    from ..errors import ConfigError
-    from ..inspection import run_inspect
-    from ..layers import GRANULARITIES
+    from ..inspection import inspect_roles, run_inspect
 
     form = opt.check_format(format)
-    if len(checkpoints) > 2:
-        raise ConfigError("inspect takes one checkpoint or a pair (zero-shot, fine-tuned)")
-    if granularity not in GRANULARITIES:
-        raise ConfigError(
-            f"--granularity {granularity!r} is unknown; choose block, module or tensor"
-        )
+    roles = inspect_roles(checkpoints, granularity)  # checked before any work
     check_output(output)
-    roles = dict(zip(("zero_shot", "fine_tuned") if len(checkpoints) == 2 else ("model",),
-                     checkpoints, strict=False))  # fmt: skip
     guard([("-o", output)], [*checkpoint_inputs(roles), ("the --model config", model)])
     report = run_inspect(
         checkpoints, model=model, granularity=granularity, allow_nonfinite=allow_nonfinite

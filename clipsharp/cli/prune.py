@@ -89,8 +89,7 @@ def command(
         clipsharp prune ft.safetensors --from stragglers.json \\
             -o ft-pruned.safetensors
     """
-    from ..pipeline import open_checkpoints
-    from ..prune import PruneOptions, add_before_and_after, run_prune
+    from ..prune import PruneOptions, prune
 
     form = common.form
     options = PruneOptions(sparsity, target, include_vectors)
@@ -101,31 +100,22 @@ def command(
         [("-o", output), ("--report", report), ("--data-cache", common.data_cache)],
         [*checkpoint_inputs(roles), ("the --from report", from_report), *common.inputs()],
     )
-    measured = bool(common.id or common.ood)
+    specs = opt.dataset_specs(common.id, common.ood)
     out = console()
-    if measured and zero_shot is None:
+    if specs and zero_shot is None:
         out.print(
             "[yellow]warning:[/] datasets given without --zero-shot: the path before and "
             "after pruning is not measured (add --zero-shot ZS to measure it)"
         )
-        measured = False
     run = common.run_options(alphas=alphas)
     staged = output.with_name(f".{output.name}.pending")  # renamed to -o with the report
     try:
         with progress_bars(out) as progress:
-            if measured:
-                workspace = common.open(roles, run)
-                checkpoints, arch = workspace.checkpoints, workspace.arch
-            else:
-                checkpoints, arch, _ = open_checkpoints(
-                    roles, model=common.model, allow_nonfinite=common.allow_nonfinite
-                )
-            result, pruned = run_prune(
-                checkpoints, arch, staged, options, layers=layers, from_report=from_report
-            )
-            result.config["output"] = str(output)
-            if measured:
-                add_before_and_after(result, workspace, pruned, run, progress)
+            result = prune(
+                roles, output, options, layers=layers, from_report=from_report, specs=specs,
+                run=run, model=common.model, allow_nonfinite=common.allow_nonfinite,
+                write_to=staged, progress=progress,
+            )  # fmt: skip
         if not result.summary["layers"]:
             out.print(
                 f"[yellow]warning:[/] {from_report} lists no straggler layers: nothing was "

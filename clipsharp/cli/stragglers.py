@@ -83,9 +83,8 @@ def command(
         clipsharp stragglers zs.safetensors ft.safetensors \\
             --ood data/shifted -o stragglers.json
     """
-    from ..errors import ConfigError
     from ..report import read_report
-    from ..stragglers import StragglerOptions, barrier_stragglers, run_stragglers
+    from ..stragglers import StragglerOptions, barrier_stragglers_of, run_stragglers
 
     form = common.form
     roles = _roles(checkpoints)
@@ -96,14 +95,11 @@ def command(
         [("-o", output), ("--data-cache", common.data_cache)],
         [*checkpoint_inputs(roles), ("the --layerwise report", layerwise), *common.inputs()],
     )
-    doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
     out = console()
     if by == "barrier":
-        if doc is None:
-            raise ConfigError("--by barrier needs --layerwise LAYERS.json (a layerwise report)")
-        check_same_checkpoints(doc, roles, layerwise)
-        report = barrier_stragglers(doc, rule, str(layerwise))
+        report = barrier_stragglers_of(roles, layerwise, rule)
     else:
+        doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
         run = common.run_options()
         with progress_bars(out) as progress:
             workspace = common.open(roles, run)
@@ -112,27 +108,6 @@ def command(
                 journal=journal, resume=resume,
             )  # fmt: skip
     finish(report, straggler_table(report.to_dict()), output, out, journal, form=form)
-
-
-def check_same_checkpoints(doc: dict, roles: dict, source: Path) -> None:
-    """Refuse a layerwise report made for other checkpoints than those given."""
-    from ..checkpoint import resolve_source
-    from ..errors import CheckpointError, ConfigError
-    from ..files import file_sha256
-
-    recorded = doc["inputs"]["checkpoints"]  # read_report(complete=True) checked it
-    for role, path in roles.items():
-        local = resolve_source(path)  # a hub name: its file in the HuggingFace cache
-        if not local.is_file():
-            raise CheckpointError(
-                f"checkpoint {path} does not exist; give a .safetensors file or hf-hub:ORG/REPO"
-            )
-        sha = recorded.get(role, {}).get("sha256")
-        if sha != file_sha256(local):
-            raise ConfigError(
-                f"--layerwise {source} was made for another {role.replace('_', '-')} "
-                f"checkpoint than {path}; run layerwise on this pair first"
-            )
 
 
 def straggler_table(doc: dict) -> Table:
