@@ -138,7 +138,11 @@ def minimal(args) -> dict[float, list[float]]:
                     else:
                         live[k].copy_(torch.lerp(*ends[k], alpha))
             sums[i] += forward_sums(model, images, labels, head_, dtype).cpu()
-    return {a: [s[0].item() / len(data), s[1].item() / len(data)] for a, s in zip(args.alphas, sums)}
+    count = len(data)
+    return {
+        a: [s[0].item() / count, s[1].item() / count]
+        for a, s in zip(args.alphas, sums, strict=True)
+    }
 
 
 def naive(args) -> dict[float, list[float]]:

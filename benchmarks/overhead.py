@@ -101,9 +101,9 @@ def part_a(args, zs: Path, ft: Path, data: Path, out: Path) -> list[Row]:
     report = json.loads(out.read_text())
     reference = json.loads(base[-1].stdout)
     worst = max(
-        abs(point["metrics"][next(iter(point["metrics"]))]["loss"] - reference[repr(point["alpha"])][1])
-        for point in report["results"]["path"]
-    )  # fmt: skip
+        abs(next(iter(p["metrics"].values()))["loss"] - reference[repr(p["alpha"])][1])
+        for p in report["results"]["path"]
+    )
     print(f"(a) clipsharp: {' '.join(ours_cmd[2:])}")
     print(f"(a) minimal:   {' '.join(base_cmd[1:])}")
     print(f"(a) clipsharp analysis {report['timing']['seconds']:.2f} s of the process; "
@@ -140,6 +140,7 @@ def run_options(evaluation, alphas):
 def part_b(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     """11 alphas, openai templates: clipsharp (set-up included) against the naive loop."""
     import baseline
+
     from clipsharp.interpolation import run_interpolation
 
     alphas = [i / 10 for i in range(11)]
@@ -181,13 +182,14 @@ def part_c(args, ws, evaluation) -> list[Row]:
 def part_d(args, ws, evaluation, data: Path) -> list[Row]:
     import baseline
     import torch
+
     from clipsharp.config import SharpnessOptions
     from clipsharp.sharpness import run_sharpness
 
     options = run_options(evaluation, (1.0,))
     sharpness = SharpnessOptions(rhos=(0.1,), iterations=args.iterations)
     ours_time, _ = best(args.repeats, lambda: run_sharpness(ws, options, sharpness))
-    zero_shot, fine_tuned, config = baseline.read_pair(*(str(c.path) for c in ws.checkpoints.values()))
+    _, fine_tuned, config = baseline.read_pair(*(str(c.path) for c in ws.checkpoints.values()))
     device = torch.device(args.device)
     model = baseline.build(config, fine_tuned, device, torch.float32)
 

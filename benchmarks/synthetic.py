@@ -15,6 +15,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,30 @@ class Child:
     """One finished child process: wall seconds, peak RSS in MB, its stdout."""
 
     seconds: float
-    peak_mb: float
+    peak_mb: float  # VmHWM from wait4: anonymous memory plus mapped file pages touched
+    anon_mb: float  # the largest RssAnon seen, sampled every 50 ms (heap, tensors)
+    file_mb: float  # the largest RssFile seen (libraries, memory-mapped arrow files)
     stdout: str
+
+
+class _Sampler(threading.Thread):
+    """Largest RssAnon and RssFile of a process, from /proc, until stopped."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.stop, self.peak = pid, threading.Event(), {"RssAnon": 0, "RssFile": 0}
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self.stop.wait(0.05):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                return
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name in self.peak:
+                    self.peak[name] = max(self.peak[name], int(value.split()[0]))
 
 
 def run_child(command: list[str], env: dict | None = None) -> Child:
@@ -125,14 +148,19 @@ def run_child(command: list[str], env: dict | None = None) -> Child:
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True
     )
+    sampler = _Sampler(process.pid)
+    sampler.start()
     # read before waiting: a full pipe would block the child
     stdout, stderr = process.stdout.read(), process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return Child(seconds, usage.ru_maxrss / 1024, stdout)  # ru_maxrss: KiB on Linux
+    anon, mapped = sampler.peak["RssAnon"] / 1024, sampler.peak["RssFile"] / 1024
+    return Child(seconds, usage.ru_maxrss / 1024, anon, mapped, stdout)  # KiB on Linux
 
 
 def clipsharp_command() -> list[str]:
