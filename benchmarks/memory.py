@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def interpolate(args, zs: Path, ft: Path, data: Path, out: Path):
 
 def main() -> None:
     args = parse()
+    load = os.getloadavg()
     small, large = args.images
     with tempfile.TemporaryDirectory(prefix="clipsharp-memory-") as tmp:
         root = Path(tmp)
@@ -69,6 +71,7 @@ def main() -> None:
             (root / f"r{count}.json").unlink()
     points = len({0.0, 1.0} | {float(a) for a in args.alphas.split(",")})
     print(f"command: {command_line()}")
+    print(f"load average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}")
     print(f"child:   {command}")
     print(f"model: ViT width {args.width}, {args.layers} blocks, patch 32, 224 px; "
           f"{points} points; batch {args.batch_size}; {args.num_workers} workers")  # fmt: skip

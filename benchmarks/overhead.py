@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -164,32 +165,47 @@ def part_b(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     return [Row("(b) 11 alphas, openai templates vs naive", ours_time, base_time, TARGETS["b"])]
 
 
-def part_c(args, ws, evaluation) -> list[Row]:
+def part_c(args, zs: Path, ft: Path, data: Path) -> list[Row]:
+    """Layer-wise, with and without the prefix cache; each run on a fresh workspace."""
     from clipsharp.layerwise import LayerwiseOptions, run_layerwise
 
-    options = run_options(evaluation, (0.0, 0.25, 0.5, 0.75, 1.0))
     times = {}
     for cached in (False, True):
         layer_options = LayerwiseOptions(prefix_cache=cached)
-        times[cached], report = best(
-            args.repeats, lambda o=layer_options: run_layerwise(ws, options, o)
-        )
+        times[cached], report = best_fresh(
+            args, zs, ft, data, lambda ws, o, lo=layer_options: run_layerwise(ws, o, lo),
+            (0.0, 0.25, 0.5, 0.75, 1.0),
+        )  # fmt: skip
     points = sum(len(r.get("path", [])) - 1 for r in report.to_dict()["results"]["layers"]) + 1
     name = f"(c) layerwise {points} points: cache vs none"
     return [Row(name, times[True], times[False], TARGETS["c"])]
 
 
-def part_d(args, ws, evaluation, data: Path) -> list[Row]:
+def best_fresh(args, zs, ft, data, analysis, alphas):
+    """Best time of ``analysis(workspace, options)``, each run on a new workspace (set-up not
+    timed): a workspace keeps the images of a one-block dataset for later runs."""
+    times, result = [], None
+    for _ in range(args.repeats):
+        ws, evaluation = workspace(args, zs, ft, data)
+        options = run_options(evaluation, alphas)
+        start = time.perf_counter()
+        result = analysis(ws, options)
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def part_d(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     import baseline
     import torch
 
     from clipsharp.config import SharpnessOptions
     from clipsharp.sharpness import run_sharpness
 
-    options = run_options(evaluation, (1.0,))
     sharpness = SharpnessOptions(rhos=(0.1,), iterations=args.iterations)
-    ours_time, _ = best(args.repeats, lambda: run_sharpness(ws, options, sharpness))
-    _, fine_tuned, config = baseline.read_pair(*(str(c.path) for c in ws.checkpoints.values()))
+    ours_time, _ = best_fresh(
+        args, zs, ft, data, lambda ws, o: run_sharpness(ws, o, sharpness), (1.0,)
+    )
+    _, fine_tuned, config = baseline.read_pair(str(zs), str(ft))
     device = torch.device(args.device)
     model = baseline.build(config, fine_tuned, device, torch.float32)
 
@@ -211,6 +227,7 @@ def main() -> None:
     import torch
 
     rows: list[Row] = []
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="clipsharp-overhead-") as tmp:
         root = Path(tmp)
         config = model_config(args.arch, width=args.width, layers=args.layers)
@@ -221,15 +238,17 @@ def main() -> None:
             rows += part_a(args, zs, ft, data, root / "a.json")
         if "b" in args.only:
             rows += part_b(args, zs, ft, data)
-        if "c" in args.only or "d" in args.only:
-            ws, evaluation = workspace(args, zs, ft, data)
-            if "c" in args.only:
-                rows += part_c(args, ws, evaluation)
-            if "d" in args.only:
-                rows += part_d(args, ws, evaluation, data)
+        if "c" in args.only:
+            rows += part_c(args, zs, ft, data)
+        if "d" in args.only:
+            rows += part_d(args, zs, ft, data)
     vision = config["vision_cfg"]
     model = args.arch or f"ViT width {vision['width']}, {vision['layers']} blocks, patch 32"
     print(f"command: {command_line()}")
+    print(
+        f"load average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        "(other processes on the machine slow both sides, unevenly)"
+    )
     print(f"model: {model}, {vision['image_size']} px, random weights; {args.images} images, "
           f"{args.classes} classes; batch {args.batch_size}; device {args.device}; "
           f"torch threads {torch.get_num_threads()}; best of {args.repeats}")  # fmt: skip

@@ -18,7 +18,7 @@ from . import distributed
 from .config import Progress, RunOptions
 from .engine import Engine, Metric, Point
 from .journal import Journal
-from .pipeline import Workspace
+from .pipeline import Inputs, Workspace
 from .report import Report
 
 
@@ -27,6 +27,10 @@ class Analysis(ABC):
 
     command: ClassVar[str]
     options: RunOptions  # data, evaluation and path options
+
+    def check(self, workspace: Workspace) -> None:
+        """Refuse options that do not fit this workspace, before any work (default: none)."""
+        return None
 
     @abstractmethod
     def config(self, workspace: Workspace) -> dict[str, Any]:
@@ -47,7 +51,7 @@ class Analysis(ABC):
 
 def run(
     analysis: Analysis,
-    workspace: Workspace,
+    workspace: Workspace | Inputs,
     *,
     journal: Path | None = None,
     resume: bool = False,
@@ -57,7 +61,8 @@ def run(
 
     Args:
         analysis: what to measure (``Interpolation``, ``Layerwise``, ``Sharpness``, ...).
-        workspace: the checkpoints, the working model and the datasets (``open_workspace``).
+        workspace: the checkpoints, the working model and the datasets (``open_workspace``),
+            or the ``Inputs`` to open them from (every input checked before any work).
         journal: a file recording progress at every block of images (see ``journal.py``).
         resume: continue from an existing ``journal`` written by the same run.
         progress: called as ``progress(task, done, total)`` as the run goes.
@@ -65,6 +70,9 @@ def run(
     The working model holds its checkpoint again afterwards, bit for bit.
     """
     started = time.perf_counter()
+    if isinstance(workspace, Inputs):
+        workspace = workspace.open(analysis.options.data, analysis.options.eval)
+    analysis.check(workspace)
     inputs, config = workspace.inputs(), analysis.config(workspace)
     identity = {"command": analysis.command, "inputs": inputs, "config": config}
     record = Journal(journal, identity, resume=resume) if journal else None

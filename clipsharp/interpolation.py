@@ -23,7 +23,7 @@ from .config import Progress, RunOptions
 from .engine import Metric, Point
 from .metrics import Metrics
 from .models import ClipClassifier, is_text_key
-from .pipeline import Workspace
+from .pipeline import Inputs, Workspace
 from .report import Report
 from .summary import path_summary
 
@@ -180,7 +180,7 @@ def _pair(workspace: Workspace) -> tuple[Checkpoint, Checkpoint]:
 
 
 def run_interpolation(
-    workspace: Workspace,
+    workspace: Workspace | Inputs,
     options: RunOptions,
     *,
     progress: Progress | None = None,

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .interpolation import CONVENTION, PathPoint, path_between, run_config, with_endpoints
 from .layers import GRANULARITIES, layer_groups, select_layers, tower_of
 from .models import is_text_key
-from .pipeline import Workspace
+from .pipeline import Inputs, Workspace
 from .prefix import stage_of, vit_depth
 from .report import Report
 from .summary import path_summary
@@ -131,7 +131,7 @@ class Layerwise(Analysis):
 
 
 def run_layerwise(
-    workspace: Workspace,
+    workspace: Workspace | Inputs,
     options: RunOptions,
     layer_options: LayerwiseOptions,
     *,

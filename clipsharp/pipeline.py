@@ -118,6 +118,23 @@ def describe_checkpoints(checkpoints: dict[str, Checkpoint], arch: Architecture)
     }
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a run reads, named but not yet opened: ``run`` opens it with the analysis's
+    data and evaluation options (see ``open_workspace``)."""
+
+    checkpoints: dict[str, Path]  # role -> file: zero_shot and fine_tuned, or model
+    specs: tuple[DatasetSpec, ...]  # the --id / --ood datasets
+    model: str | None = None  # --model: an open_clip name or a config JSON
+    allow_nonfinite: bool = False
+
+    def open(self, data: DataOptions, evaluation: EvalOptions) -> Workspace:
+        return open_workspace(
+            self.checkpoints, self.specs, data=data, evaluation=evaluation, model=self.model,
+            allow_nonfinite=self.allow_nonfinite,
+        )  # fmt: skip
+
+
 def open_workspace(
     checkpoints: dict[str, Path],
     specs: Sequence[DatasetSpec],

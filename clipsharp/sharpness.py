@@ -36,7 +36,7 @@ from .interpolation import CONVENTION, path_between, run_config
 from .layers import layer_groups, select_layers
 from .metrics import Metrics
 from .models import SCALE_KEYS, ClipClassifier, ZeroShotHeads, is_image_key, is_text_key
-from .pipeline import Workspace
+from .pipeline import Inputs, Workspace
 from .report import Report
 
 NOISE_BYTES = 1 << 30  # noise draws kept between blocks on a CPU; more are regenerated
@@ -496,7 +496,7 @@ class Sharpness(Analysis):
 
 
 def run_sharpness(
-    workspace: Workspace,
+    workspace: Workspace | Inputs,
     options: RunOptions,
     sharpness: SharpnessOptions,
     *,

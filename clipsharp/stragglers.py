@@ -24,7 +24,7 @@ from .errors import CheckpointError, ConfigError, ReportError
 from .files import file_sha256
 from .interpolation import run_config
 from .layers import layer_groups, tower_of
-from .pipeline import Workspace
+from .pipeline import Inputs, Workspace
 from .report import Report, read_report
 from .sharpness import (
     Base,
@@ -128,6 +128,9 @@ class Stragglers(Analysis):
         if len(self.measure_options.rhos) != 1:
             raise ConfigError("stragglers measures at one --rho; give a single value")
 
+    def check(self, workspace: Workspace) -> None:
+        _rank_dataset(workspace, self.stragglers)  # a bad --rank-on fails before any work
+
     def config(self, workspace: Workspace) -> dict:
         config = run_config(workspace, self.options) | asdict(self.measure_options)
         config |= asdict(self.stragglers)
@@ -193,7 +196,7 @@ class Stragglers(Analysis):
 
 
 def run_stragglers(
-    workspace: Workspace,
+    workspace: Workspace | Inputs,
     options: RunOptions,
     measure: SharpnessOptions,
     stragglers: StragglerOptions,
@@ -205,7 +208,6 @@ def run_stragglers(
 ) -> Report:
     """The ``stragglers`` analysis, run (see :func:`analysis.run`)."""
     analysis = Stragglers(options, measure, stragglers, layerwise)
-    _rank_dataset(workspace, stragglers)  # a bad --rank-on fails before any work
     return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
 
 

@@ -8,12 +8,14 @@ numbers are those of the whole transform run image by image: the same elementwis
 operations, in the same order.
 
 With ``--data-cache DIR`` the crops of a range are written once to
-``DIR/<fingerprint>-<start>-<stop>.npy`` and read back memory-mapped, a batch at a time,
-by every later run over the same rows and transform.
+``DIR/<fingerprint>-<start>-<stop>.npy`` (with a BLAKE2b digest of every row beside it,
+``...rows.npy``) and read back memory-mapped, a batch at a time, by every later run over
+the same rows and transform; a row that does not match its digest is never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,46 +196,66 @@ class ImageSource:
 
 
 def _read_cache(path: Path, count: int, batch_size: int, skip: int) -> _CachedBatches | None:
-    """The cached crops as a lazy sequence of batches, or None when the file is unusable."""
+    """The cached crops as a lazy sequence of batches, or None when the entry is unusable
+    (absent, of another size, or without its row digests): it is then made again."""
     try:
         shape = np.load(path, mmap_mode="r").shape
+        digests = np.load(_digests_path(path))
     except (OSError, ValueError):
         return None
-    if len(shape) != 4 or shape[0] != count:
+    if len(shape) != 4 or shape[0] != count or digests.shape != (count,):
         return None
-    return _CachedBatches(path, range(skip, count), batch_size)
+    return _CachedBatches(path, digests, range(skip, count), batch_size)
 
 
 class _CachedBatches:
     """Batches read from a cache file, memory-mapped once per batch and unmapped after the
-    copy, so the resident memory stays one batch however large the file."""
+    copy, so the resident memory stays one batch however large the file. Every row is
+    checked against the digest written with it: a damaged entry is removed and refused."""
 
-    def __init__(self, path: Path, positions: range, batch_size: int) -> None:
-        self.path, self.positions, self.batch_size = path, positions, batch_size
+    def __init__(self, path: Path, digests: np.ndarray, positions: range, batch_size: int):
+        self.path, self.digests = path, digests
+        self.positions, self.batch_size = positions, batch_size
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for start in range(self.positions.start, self.positions.stop, self.batch_size):
             stop = min(start + self.batch_size, self.positions.stop)
             mapped = np.load(self.path, mmap_mode="r")
-            batch = torch.from_numpy(np.array(mapped[start:stop]))
+            batch = np.array(mapped[start:stop])
             del mapped
-            yield batch
+            for offset, row in enumerate(batch):
+                if _digest(row) != self.digests[start + offset]:
+                    self._remove()
+                    raise DatasetError(
+                        f"--data-cache entry {self.path} is damaged (row {start + offset} does "
+                        "not match its digest); it was removed: run again to rebuild it"
+                    )
+            yield torch.from_numpy(batch)
+
+    def _remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        _digests_path(self.path).unlink(missing_ok=True)
 
 
 class _CacheWriter:
-    """Fills ``PATH.partial`` batch by batch; renamed to PATH once every row is in."""
+    """Fills ``PATH.partial`` batch by batch, with a digest of every row; both are renamed
+    into place once every row is in, the digests first (an entry is complete or absent)."""
 
     def __init__(self, path: Path, count: int) -> None:
         self.path, self.partial = path, path.with_name(path.name + ".partial")
         self.count, self.done = count, 0
         self.array: np.memmap | None = None
+        self.digests = np.zeros(count, dtype=np.uint64)
 
     def add(self, batch: torch.Tensor) -> None:
+        rows = batch.numpy()
         if self.array is None:
             dtype = np.uint8 if batch.dtype == torch.uint8 else np.float32
             shape = (self.count, *batch.shape[1:])
             self.array = np.lib.format.open_memmap(self.partial, "w+", dtype, shape)
-        self.array[self.done : self.done + len(batch)] = batch.numpy()
+        self.array[self.done : self.done + len(batch)] = rows
+        for offset, row in enumerate(rows):
+            self.digests[self.done + offset] = _digest(row)
         self.done += len(batch)
 
     def close(self) -> None:
@@ -241,7 +263,20 @@ class _CacheWriter:
             return
         self.array.flush()
         del self.array
+        digests = _digests_path(self.path)
+        partial = digests.with_name(digests.name + ".partial.npy")
+        np.save(partial, self.digests)
+        partial.replace(digests)
         self.partial.replace(self.path)
+
+
+def _digests_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".rows.npy")
+
+
+def _digest(row: np.ndarray) -> np.uint64:
+    """8 bytes of BLAKE2b over a row's bytes."""
+    return np.frombuffer(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), np.uint64)[0]
 
 
 def _open_image(value: Any, base_dir: Path | None) -> Image.Image:

@@ -501,14 +501,29 @@ def test_data_cache_skips_decoding_and_gives_the_same_tensors(saved, tmp_path):
     transform = transforms.Compose([counting, TO_TENSOR])
     first = load(saved.path, limit=7, cache_dir=cache, transform=transform)
     images = first.load_images()
-    files = list(cache.glob("*.npy"))
-    assert [f.name for f in files] == [f"{first.fingerprint}-0-7.npy"]
+    entry = cache / f"{first.fingerprint}-0-7.npy"
+    assert sorted(f.name for f in cache.iterdir()) == [entry.name, f"{entry.stem}.rows.npy"]
     assert counting.calls == 7
     again = load(saved.path, limit=7, cache_dir=cache, transform=transform)
     assert torch.equal(again.load_images(), images) and torch.equal(again.labels, first.labels)
     assert counting.calls == 7  # read from the cache, nothing decoded
     load(saved.path, limit=8, cache_dir=cache, transform=transform).load_images()
     assert counting.calls == 7 + 8  # another subset: another fingerprint
-    files[0].write_bytes(b"not an array file")  # a damaged cache entry is not used
+    entry.write_bytes(b"not an array file")  # an unreadable entry is made again
     repaired = load(saved.path, limit=7, cache_dir=cache, transform=transform)
     assert torch.equal(repaired.load_images(), images) and counting.calls == 7 + 8 + 7
+
+
+def test_a_damaged_data_cache_row_is_refused_then_rebuilt(saved, tmp_path):
+    cache = tmp_path / "cache"
+    first = load(saved.path, limit=5, cache_dir=cache)
+    images = first.load_images()
+    entry = cache / f"{first.fingerprint}-0-5.npy"
+    raw = bytearray(entry.read_bytes())
+    raw[-10] ^= 0xFF  # one pixel of the last row, the header intact
+    entry.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match=r"entry .* is damaged \(row 4 .*run again to rebuild"):
+        load(saved.path, limit=5, cache_dir=cache).load_images()
+    assert not entry.exists()  # removed, never used
+    assert torch.equal(load(saved.path, limit=5, cache_dir=cache).load_images(), images)
+    assert entry.exists()

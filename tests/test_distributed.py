@@ -10,14 +10,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
+from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
 from clipsharp.data import DatasetSpec
 from clipsharp.distributed import shard
 from clipsharp.engine import evaluate
 from clipsharp.interpolation import run_interpolation
 from clipsharp.layerwise import LayerwiseOptions, run_layerwise
 from clipsharp.pipeline import open_workspace
+from clipsharp.sharpness import run_sharpness
 
+SHARPNESS = SharpnessOptions(rhos=(0.3,), iterations=2)
 OPTIONS = RunOptions(
     DataOptions(), EvalOptions(device="cpu", batch_size=4), PathOptions(alphas=(0.0, 0.5, 1.0))
 )
@@ -60,6 +62,7 @@ def _worker(rank: int, world_size: int, port: int, pair, out_dir: str) -> None:
         docs = {
             "interpolate": run_interpolation(workspace, OPTIONS).to_dict(),
             "layerwise": run_layerwise(workspace, OPTIONS, LayerwiseOptions()).to_dict(),
+            "sharpness": run_sharpness(workspace, OPTIONS, SHARPNESS).to_dict(),
         }
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(docs, f)
@@ -84,6 +87,7 @@ def test_two_gloo_ranks_equal_one_process(pair, tmp_path):
     workspace = open_pair(pair)
     single = run_interpolation(workspace, OPTIONS).to_dict()
     layers = run_layerwise(workspace, OPTIONS, LayerwiseOptions()).to_dict()  # prefix cache on
+    sharp = run_sharpness(workspace, OPTIONS, SHARPNESS).to_dict()
     mp.spawn(_worker, args=(2, _free_port(), pair, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         docs = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -97,3 +101,12 @@ def test_two_gloo_ranks_equal_one_process(pair, tmp_path):
                 ours.get("path", []), theirs.get("path", []), strict=True
             ):
                 _same(mine["metrics"], single_point["metrics"])
+        points = zip(
+            docs["sharpness"]["results"]["points"], sharp["results"]["points"], strict=True
+        )
+        for ours, theirs in points:  # common random numbers: the same draws on every rank
+            for name, metrics in theirs["metrics"].items():
+                mine = ours["metrics"][name]
+                assert mine["num_examples"] == metrics["num_examples"]
+                assert mine["perturbed_error"] == pytest.approx(metrics["perturbed_error"])
+                assert mine["sharpness"] == pytest.approx(metrics["sharpness"], rel=1e-4, abs=1e-6)

@@ -50,13 +50,13 @@ class Common:
             block_images=self.block_images, **path,
         )  # fmt: skip
 
-    def open(self, roles: dict, run: opt.RunOptions):
-        """The workspace of these checkpoints and the --id / --ood datasets."""
-        from ..pipeline import open_workspace
+    def reading(self, roles: dict):
+        """The ``Inputs`` of a run on these checkpoints and the --id / --ood datasets."""
+        from ..pipeline import Inputs
 
-        return open_workspace(
-            roles, opt.dataset_specs(self.id, self.ood), data=run.data, evaluation=run.eval,
-            model=self.model, allow_nonfinite=self.allow_nonfinite,
+        return Inputs(
+            roles, tuple(opt.dataset_specs(self.id, self.ood)), model=self.model,
+            allow_nonfinite=self.allow_nonfinite,
         )  # fmt: skip
 
     def inputs(self) -> list[tuple[str, str | Path | None]]:

@@ -62,9 +62,8 @@ def command(
     journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
-        workspace = common.open(roles, run)
         report = run_interpolation(
-            workspace, run, progress=progress, journal=journal, resume=resume
+            common.reading(roles), run, progress=progress, journal=journal, resume=resume
         )
     finish(report, path_table(report.to_dict()), output, out, journal, form=form)
     gate(report, fail_on, out)

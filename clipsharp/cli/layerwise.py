@@ -108,9 +108,13 @@ def command(
     journal = check_resume(resume, report_path)
     out = console()
     with progress_bars(out) as progress:
-        workspace = common.open(roles, run)
         report = run_layerwise(
-            workspace, run, layer_options, progress=progress, journal=journal, resume=resume
+            common.reading(roles),
+            run,
+            layer_options,
+            progress=progress,
+            journal=journal,
+            resume=resume,
         )
     finish(report, layer_table(report.to_dict()), output, out, journal, form=form)
     gate(report, fail_on, out)

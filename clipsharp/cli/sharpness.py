@@ -59,9 +59,8 @@ def command(
     sharpness = measure.options()  # checked before any work
     out = console()
     with progress_bars(out) as progress:
-        workspace = common.open(roles, run)
         report = run_sharpness(
-            workspace, run, sharpness, progress=progress, journal=journal, resume=resume
+            common.reading(roles), run, sharpness, progress=progress, journal=journal, resume=resume
         )
     doc = report.to_dict()
     warn_saturated(doc, out)

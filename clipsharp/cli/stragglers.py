@@ -102,9 +102,8 @@ def command(
         doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
         run = common.run_options()
         with progress_bars(out) as progress:
-            workspace = common.open(roles, run)
             report = run_stragglers(
-                workspace, run, sharpness, rule, layerwise=doc, progress=progress,
+                common.reading(roles), run, sharpness, rule, layerwise=doc, progress=progress,
                 journal=journal, resume=resume,
             )  # fmt: skip
     finish(report, straggler_table(report.to_dict()), output, out, journal, form=form)
