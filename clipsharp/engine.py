@@ -3,10 +3,14 @@
 An analysis is a list of :class:`Point` s — how to write the working model (an alpha on
 the path, a layer group at alpha, a noise draw at alpha), the first prefix stage that
 differs from the shared background, and which text-tower weights the point has — plus a
-summary of their metrics. The engine streams each dataset once, in blocks of whole batches
-(decoded in DataLoader workers), and on each block evaluates every point before it moves
-on: write the point in place, forward (from the block's cached prefix where the point
-allows), add the sums, undo. Memory is bounded by the block, never by the dataset.
+summary of their metrics. Zero-shot heads are cached by that text identity for a whole
+run (``Workspace.restoring`` clears them at its start and end): points whose text tower
+differs from the run's shared one must say so, with an identity of their own.
+
+The engine streams each dataset once, in blocks of whole batches (decoded in DataLoader
+workers), and on each block evaluates every point before it moves on: write the point in
+place, forward (from the block's cached prefix where the point allows), add the sums,
+undo. Memory is bounded by the block, never by the dataset.
 
 Sums (correct, loss, count per point and dataset, fp64) are journalled at block
 boundaries, so ``--resume`` continues a killed run from its last finished block with the
@@ -56,7 +60,7 @@ class Point:
     write: Callable[[], None]  # write the point's weights in place
     undo: Callable[[], None] = _nothing  # back to the background (exactly, by copy or lerp)
     stage: int = 0  # prefix stage the forward starts from; 0: the images
-    text: Hashable = None  # identity of the text-tower weights; None: the background's
+    text: Hashable = None  # identity of the text-tower weights; None: the run's shared ones
 
 
 Metric = dict[str, dict[str, Metrics]]  # point key -> dataset name -> metrics
@@ -109,7 +113,6 @@ class Engine:
         ticker = _Ticker(
             self.progress, label or name or "evaluate", datasets, shards, done, len(points)
         )
-        self.heads.invalidate()  # heads of this pass are keyed by the points' text identity
         for index, data in enumerate(datasets):
             shard = self._shard(data)
             twin = _twin(datasets, index)
@@ -180,7 +183,7 @@ class Engine:
     def _blocks(self, data: EvalData, shard: range, skip: int, block: int):
         """Lists of host batches holding at most ``block`` images, and their labels."""
         key = (data.fingerprint, shard.start, shard.stop, self.batch_size)
-        if key in self.memo and not skip:
+        if key in self.memo and not skip and len(shard) <= block:
             yield self.memo[key]
             return
         device = self.classifier.device
@@ -297,24 +300,26 @@ def evaluate(
     are then that shard's alone).
     """
     engine = Engine(classifier, heads, [data], batch_size, rank=rank, world_size=world_size)
+    heads.invalidate()  # the head of the weights as they are now
     return engine.evaluate([Point("current", _nothing)])["current"][data.name]
 
 
 def loss_gradient(
-    engine: Engine, data: EvalData, keys: Sequence[str]
+    engine: Engine, data: EvalData, keys: Sequence[str], text: Hashable = None
 ) -> tuple[Metrics, dict[str, torch.Tensor]]:
     """Metrics of the current weights and the gradient of the mean cross-entropy.
 
     Streams this rank's shard once. Returns ``(metrics, {key: d loss / d tensor})`` over
     every rank's examples, the gradients in fp32 on the classifier's device. For worst-case
-    sharpness; the zero-shot head is held fixed (no gradient flows into the text tower).
+    sharpness; the zero-shot head (of text identity ``text``, see ``Point``) is held fixed:
+    no gradient flows into the text tower.
     """
     classifier = engine.classifier
     parameters = dict(classifier.model.named_parameters())
     if classifier.head is not None:
         parameters |= {"head.weight": classifier.head.weight, "head.bias": classifier.head.bias}
     inputs = [parameters[key] for key in keys]
-    head = engine.heads.get(data.classnames)
+    head = engine.heads.get(data.classnames, state=text)
     head = None if head is None else head.clone()  # a normal tensor: autograd may save it
     grads = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in inputs]
     totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)

@@ -86,7 +86,12 @@ class Workspace:
 
     @contextmanager
     def restoring(self) -> Iterator[None]:
-        """On exit, also on error or Ctrl-C, the working model holds ``at_rest`` exactly."""
+        """On exit, also on error or Ctrl-C, the working model holds ``at_rest`` exactly.
+
+        Zero-shot heads are cleared on entry and exit: inside, they are cached by the text
+        identity of the points (see ``engine.Point``).
+        """
+        self.heads.invalidate()
         try:
             yield
         finally:

@@ -297,6 +297,7 @@ def measure_sharpness(
     also when an error interrupts the measurement. Returns dataset name -> metrics.
     """
     engine = Engine(classifier, heads, datasets, batch_size)
+    heads.invalidate()  # the heads of the weights as they are now
     base = Base("current", lambda: None)
     if options.kind == "worst":
         clean = engine.evaluate([base.point()], name=None)[base.name]
@@ -374,10 +375,15 @@ def worst_sharpness(
         ascent = Ascent(perturbation, rho, options.norm, clean.loss)
         step = engine.steps("worst-case ascent", options.iterations)
         best_u, last_u = ascent.run(
-            lambda: loss_gradient(engine, data, keys), options.iterations, step
+            lambda: loss_gradient(engine, data, keys, base.text), options.iterations, step
         )
         candidates = [  # the last iterate was never evaluated
-            Point(name, lambda u=u: perturbation.write(u.items()), undo=perturbation.restore)
+            Point(
+                name,
+                lambda u=u: perturbation.write(u.items()),
+                undo=perturbation.restore,
+                text=base.text,
+            )
             for name, u in (("best", best_u), ("last", last_u))
         ]
         found = engine.evaluate(candidates, name=None, datasets=[data])

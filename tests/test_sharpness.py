@@ -306,3 +306,14 @@ def test_cli_bad_options_exit_2(pair, extra, message):
     result = invoke(*args, "--device", "cpu", "--iterations", "1", *extra)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("kind", ["average", "worst"])
+def test_the_head_is_encoded_once_per_run_when_the_text_tower_stays(pair, kind):
+    """Heads are cached by text identity for the run: not per block, draw or ascent step."""
+    run = RunOptions(DataOptions(), EvalOptions(device="cpu", batch_size=4, block_images=8),
+                     PathOptions(alphas=(0.0, 0.5, 1.0)))  # fmt: skip
+    ws = workspace(pair, {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned})
+    start = ws.heads.encodings
+    run_sharpness(ws, run, SharpnessOptions(kind=kind, rhos=(0.2,), iterations=3))
+    assert ws.heads.encodings - start == 1
