@@ -28,14 +28,24 @@ class DataOptions:
     classnames: Path | None = None  # file of class names (one per line, or a JSON list)
     limit: int | None = None  # deterministic subset of at most this many examples
     seed: int = 0  # seeds the subset chosen by `limit`
-    num_workers: int = 0  # worker processes for decoding and preprocessing images
+    num_workers: int | None = None  # processes decoding images; None: auto_workers()
     cache_dir: Path | None = None  # keep preprocessed images here, keyed by dataset fingerprint
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of examples, got {self.limit}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be 0 or more, got {self.num_workers}")
+
+
+def auto_workers(cpus: int | None = None) -> int:
+    """Decoding processes when --num-workers is not given: the cores the model's threads
+    leave over, at most 8 (none on a machine of 2 cores or fewer: there, decoding in the
+    main process costs less than workers fighting the forward pass for the cores)."""
+    import os
+
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return min(8, max(0, cpus - 2))
 
 
 @dataclass(frozen=True)

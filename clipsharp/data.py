@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .config import DataOptions
+from .config import DataOptions, auto_workers
 from .errors import DatasetError
 from .sources import (
     FILE_BUILDERS,
@@ -190,7 +190,7 @@ def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData
         base_dir=plan.base_dir,
         transform=ImageTransform.split(transform),
         fingerprint=fingerprint,
-        num_workers=options.num_workers,
+        num_workers=auto_workers() if options.num_workers is None else options.num_workers,
         cache_dir=options.cache_dir,
     )
     name = display_name(plan.spec)

@@ -27,7 +27,7 @@ class Common:
     classnames: Path | None
     limit: int | None
     seed: int
-    num_workers: int
+    num_workers: int | None
     data_cache: Path | None
     templates: str
     head_classnames: Path | None
@@ -90,7 +90,7 @@ SHARED = {
     "classnames": (opt.Classnames, None),
     "limit": (opt.Limit, None),
     "seed": (opt.Seed, 0),
-    "num_workers": (opt.NumWorkers, 0),
+    "num_workers": (opt.NumWorkers, None),
     "data_cache": (opt.DataCache, None),
     "templates": (opt.Templates, "openai"),
     "head_classnames": (opt.HeadClassnames, None),

@@ -70,7 +70,12 @@ DataCache = Annotated[
 ]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice (--limit subsets).")]
 NumWorkers = Annotated[
-    int, typer.Option(help="Processes decoding images (0: in this process).", rich_help_panel=DATA)
+    int | None,
+    typer.Option(
+        help="Processes decoding images while the model computes (0: in this process). "
+        "Default: the cores beyond 2, at most 8.",
+        rich_help_panel=DATA,
+    ),
 ]
 Model = Annotated[
     str | None,
@@ -240,7 +245,7 @@ def run_options(
     classnames: Path | None,
     limit: int | None,
     seed: int,
-    num_workers: int,
+    num_workers: int | None,
     device: str,
     batch_size: int,
     precision: str,
