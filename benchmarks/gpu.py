@@ -36,6 +36,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--alphas", type=int, default=None, help="points, 0 and 1 included")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-workers", type=int, default=8, help="decoding processes")
+    parser.add_argument("--block-images", type=int, default=None, help="engine block size")
     parser.add_argument("--quick", action="store_true", help="fewer images and points")
     args = parser.parse_args()
     cpu = args.device == "cpu"
@@ -56,11 +57,13 @@ class Result:
     setup: float  # seconds of open_workspace: read, validate, hash, build, open the data
     ours: float  # seconds of run_interpolation
     bare: float  # seconds of the bare loop, same forwards
+    decode: float  # seconds of one pass of clipsharp's image stream alone (no model)
     forwards: int  # image forwards each side ran (images x points)
 
     def line(self) -> str:
         return (f"{self.arch:<10}{self.precision:<6}{self.setup:>8.1f}"
                 f"{self.forwards / self.ours:>12.0f}{self.forwards / self.bare:>12.0f}"
+                f"{self.ours:>11.2f}{self.bare:>8.2f}{self.decode:>9.2f}"
                 f"{self.ours / self.bare:>8.2f}")  # fmt: skip
 
 
@@ -90,8 +93,8 @@ def bare_loop(args, zs: Path, ft: Path, batches, labels, classnames, precision: 
     return time.perf_counter() - start
 
 
-def clipsharp_run(args, zs: Path, ft: Path, data: Path, precision: str) -> tuple[float, float]:
-    """(set-up seconds, run_interpolation seconds) on a fresh workspace."""
+def clipsharp_run(args, zs: Path, ft: Path, data: Path, precision: str) -> tuple[float, ...]:
+    """(set-up, run_interpolation, one pass of the image stream) seconds, a fresh workspace."""
     from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
     from clipsharp.data import DatasetSpec
     from clipsharp.interpolation import run_interpolation
@@ -99,7 +102,9 @@ def clipsharp_run(args, zs: Path, ft: Path, data: Path, precision: str) -> tuple
 
     start = time.perf_counter()
     data_options = DataOptions(num_workers=args.num_workers)
-    evaluation = EvalOptions(args.device, args.batch_size, precision, "simple")
+    evaluation = EvalOptions(
+        args.device, args.batch_size, precision, "simple", block_images=args.block_images
+    )
     ws = open_workspace(
         {"zero_shot": zs, "fine_tuned": ft},
         [DatasetSpec.parse(str(data), role="ood")],
@@ -113,7 +118,12 @@ def clipsharp_run(args, zs: Path, ft: Path, data: Path, precision: str) -> tuple
     start = time.perf_counter()
     run_interpolation(ws, options)
     synchronize(args.device)
-    return setup, time.perf_counter() - start
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    images = ws.datasets[0].images
+    for _ in images.batches(range(len(images)), args.batch_size, pin=args.device != "cpu"):
+        pass
+    return setup, ours, time.perf_counter() - start
 
 
 def measure_arch(args, arch: str, root: Path, data: Path, decoded) -> list[Result | str]:
@@ -128,8 +138,10 @@ def measure_arch(args, arch: str, root: Path, data: Path, decoded) -> list[Resul
         try:
             bare = bare_loop(args, zs, ft, *decoded, precision)
             gc.collect()
-            setup, ours = clipsharp_run(args, zs, ft, data, precision)
-            out.append(Result(arch, precision, setup, ours, bare, args.images * args.alphas))
+            times = clipsharp_run(args, zs, ft, data, precision)
+            out.append(
+                Result(arch, precision, *times[:2], bare, times[2], args.images * args.alphas)
+            )
         except Exception as e:  # one configuration failing must not stop the others
             traceback.print_exc()
             out.append(f"{arch:<10}{precision:<6} failed: {type(e).__name__}: {e}"[:300])
@@ -164,10 +176,15 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; {args.images} images of 224 px, "
           f"{args.alphas} points, batch {args.batch_size}, {args.num_workers} workers; "
           f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}")  # fmt: skip
-    print(f"{'arch':<10}{'dtype':<6}{'setup s':>8}{'clipsharp':>12}{'bare':>12}{'ratio':>8}"
-          "   (image forwards per second; ratio: clipsharp time / bare time)")  # fmt: skip
+    print(f"block images: {args.block_images or 'default (about 128 MiB)'}")
+    print(f"{'':<24}{'image forwards/s':>24}{'seconds':>27}")
+    print(f"{'arch':<10}{'dtype':<6}{'setup s':>8}{'clipsharp':>12}{'bare':>12}"
+          f"{'clipsharp':>11}{'bare':>8}{'decode':>9}{'ratio':>8}")  # fmt: skip
     for result in results:
         print(result if isinstance(result, str) else result.line())
+    print("ratio: clipsharp seconds / bare seconds. decode: one pass of clipsharp's image "
+          "stream alone (DataLoader workers, no model); bare: forwards over images already "
+          "on the device")  # fmt: skip
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

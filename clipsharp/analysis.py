@@ -71,7 +71,7 @@ def run(
     """
     started = time.perf_counter()
     if isinstance(workspace, Inputs):
-        workspace = workspace.open(analysis.options.data, analysis.options.eval)
+        workspace = workspace.open(analysis.options.data, analysis.options.eval, progress)
     analysis.check(workspace)
     inputs, config = workspace.inputs(), analysis.config(workspace)
     identity = {"command": analysis.command, "inputs": inputs, "config": config}

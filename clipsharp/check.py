@@ -327,7 +327,8 @@ def _compare(
         kind = "true / false" if isinstance(threshold, bool) else "a number"
         return failed(f"{where} = {show_value(value)} is not {kind}, needs {wanted}", value)
     passed = OPS[op](value, threshold)
-    shown = f"{where} = {show_value(value)}" + (f" {wanted}" if passed else f", needs {wanted}")
+    near = f"{where} = {show_value(value, near=threshold)}"
+    shown = near + (f" {wanted}" if passed else f", needs {wanted}")
     return Check(dataset, field, op, threshold, value, passed, shown)
 
 
@@ -341,13 +342,22 @@ def _context(summary: Mapping[str, Any], path: tuple[str, ...]) -> str:
     return ""
 
 
-def show_value(value: Any) -> str:
-    """A value as JSON writes it: true / false / null, floats exactly (repr)."""
+def show_value(value: Any, near: Any = None) -> str:
+    """A value as JSON writes it: true / false / null; floats to 4 significant digits, or
+    as many more as tell them apart from ``near`` (the threshold they are compared with)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
-    return repr(value) if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    comparable = isinstance(near, int | float) and not isinstance(near, bool) and near != value
+    for digits in range(4, 17):
+        text = f"{value:.{digits}g}"
+        text += "" if any(c in text for c in ".en") else ".0"  # 0.0 stays a float, as in JSON
+        if not comparable or float(text) != float(f"{near:.{digits}g}"):
+            return text
+    return repr(value)
 
 
 def _finite_number(text: str, where: str) -> float:
@@ -418,7 +428,8 @@ def _drop_check(
     passed, allowed = max_drop.allows(Decimal(repr(old)), drop)
     verb = "<=" if passed else ">"
     message = (
-        f"{name}.{field}: {show_value(old)} in {names[1]} -> {show_value(new)}: drop {drop} {verb} "
+        f"{name}.{field}: {show_value(old)} in {names[1]} -> {show_value(new, near=old)}: "
+        f"drop {show_value(float(drop), near=float(allowed))} {verb} "
         f"{allowed} (--max-drop {max_drop.text}){note}"
     )
     return Check(name, field, "drop<=", float(allowed), float(drop), passed, message)

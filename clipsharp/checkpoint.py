@@ -1,12 +1,14 @@
 """Safetensors checkpoints: validated reads, atomic writes, pair checks, sha256.
 
 A checkpoint is one safetensors file holding an open_clip model's state_dict
-(optionally with a classification head ``head.weight`` / ``head.bias``).
+(optionally with a classification head ``head.weight`` / ``head.bias``), or a
+HuggingFace transformers ``CLIPModel`` folder, read onto open_clip's keys (``hf.py``).
 Pickled checkpoints are never unpickled here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, hf
 from .errors import CheckpointError
 from .files import file_sha256, write_atomic
 
@@ -32,9 +34,10 @@ _PICKLE_MAGIC = b"\x80"  # pickle protocol 2+
 class Checkpoint:
     """A checkpoint read into memory (CPU tensors) with its string metadata."""
 
-    path: Path
-    tensors: dict[str, torch.Tensor]
+    path: Path  # the file, or the transformers folder, as given
+    tensors: dict[str, torch.Tensor]  # open_clip keys
     metadata: dict[str, str]
+    files: tuple[Path, ...] = ()  # the safetensors files behind ``path``, when not itself
 
     @property
     def name(self) -> str:
@@ -42,8 +45,21 @@ class Checkpoint:
 
     @cached_property
     def sha256(self) -> str:
-        """The file's sha256, read once (reports of several analyses share it)."""
-        return file_sha256(self.path)
+        """The file's sha256, read once (reports of several analyses share it).
+
+        A transformers folder: that of its ``model.safetensors``; of shards, the sha256 of
+        their ``sha256sum`` listing (``HASH  NAME`` lines, in order).
+        """
+        files = self.files or (self.path,)
+        if len(files) == 1:
+            return file_sha256(files[0])
+        listing = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
+
+    @property
+    def format(self) -> str:
+        """``transformers`` for a CLIPModel checkpoint, else ``open_clip``."""
+        return self.metadata.get("clipsharp.format", "open_clip")
 
 
 HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION], an open_clip model on the HuggingFace hub
@@ -104,16 +120,31 @@ def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
     """Read a safetensors checkpoint, refusing files that are corrupt, pickled or non-finite.
 
     Args:
-        path: the ``.safetensors`` file, or a hub source (see :func:`resolve_source`).
+        path: the ``.safetensors`` file, a transformers ``CLIPModel`` folder (or its
+            ``model.safetensors`` with ``config.json`` beside it), or a hub source (see
+            :func:`resolve_source`).
         allow_nonfinite: accept NaN / Inf values instead of refusing them.
 
     Returns:
-        The :class:`Checkpoint` with every tensor on the CPU.
+        The :class:`Checkpoint` with every tensor on the CPU, under open_clip's keys.
     """
+    path = resolve_source(path)
+    layout = hf.find_layout(path)
+    if layout is not None:
+        return _load_transformers(layout, allow_nonfinite)
+    _check_readable(path)
+    metadata, tensors = _read_safetensors(path)
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors; is it a model checkpoint?")
+    if not allow_nonfinite:
+        check_finite(tensors, path)
+    return Checkpoint(path=path, tensors=tensors, metadata=metadata)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of one safetensors file, its header checked first."""
     from safetensors import SafetensorError, safe_open
 
-    path = resolve_source(path)
-    _check_readable(path)
     check_header(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -124,11 +155,29 @@ def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
             f"{path} is not a readable safetensors file ({_first_line(e)}); "
             "it may be truncated or corrupt: export or download it again"
         ) from e
-    if not tensors:
-        raise CheckpointError(f"{path} holds no tensors; is it a model checkpoint?")
+    return metadata, tensors
+
+
+def _load_transformers(layout: hf.Layout, allow_nonfinite: bool) -> Checkpoint:
+    """A transformers CLIPModel (one file or shards), its tensors under open_clip's keys."""
+    metadata: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for file in layout.weights:
+        found, part = _read_safetensors(file)
+        metadata |= found
+        tensors |= part
+    listed = hf.expected_keys(layout)
+    if listed is not None and listed != tensors.keys():
+        missing = sorted(listed ^ tensors.keys())
+        raise CheckpointError(
+            f"the shards of {layout.path} do not hold the keys their index lists "
+            f"({_few(missing)}); save the model again"
+        )
+    tensors = hf.to_open_clip(tensors, layout.path)
     if not allow_nonfinite:
-        check_finite(tensors, path)
-    return Checkpoint(path=path, tensors=tensors, metadata=metadata)
+        check_finite(tensors, layout.path)
+    metadata = {k: v for k, v in metadata.items() if k != "clipsharp.model"} | hf.describe(layout)
+    return Checkpoint(layout.path, tensors, metadata, files=layout.weights)
 
 
 def _check_readable(path: Path) -> None:
@@ -136,12 +185,13 @@ def _check_readable(path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CheckpointError(
-            f"checkpoint {path} is a folder; give the .safetensors file inside it"
+            f"checkpoint {path} is a folder without a transformers {hf.CONFIG}; give the "
+            ".safetensors file inside it"
         )
     if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise CheckpointError(
             f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
-            "save its state_dict with safetensors.torch.save_file first"
+            f"convert it first: clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
         )
 
 
@@ -294,7 +344,7 @@ def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
 
 def _same_checkpoint(a: Checkpoint, b: Checkpoint) -> bool:
     """One file under two names, or two files of the same bytes (sha256)."""
-    if not (a.path.is_file() and b.path.is_file()):
+    if not (a.path.exists() and b.path.exists()):
         return False  # in memory only
     return a.path.samefile(b.path) or a.sha256 == b.sha256
 

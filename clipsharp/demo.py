@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import __version__
 from .config import Progress
+from .files import honour_umask
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -326,6 +327,7 @@ def save_checkpoint(
     os.close(handle)
     try:
         save_file(tensors, staging, metadata=metadata)
+        honour_umask(staging)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):

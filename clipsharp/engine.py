@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .config import Progress
+from .config import Progress, point_task
 from .data import EvalData
 from .errors import ConfigError
 from .journal import Journal
@@ -83,7 +83,7 @@ class Engine:
     progress: Progress | None = None
     rank: int | None = None  # evaluate this shard alone (with world_size), not all-reduced
     world_size: int | None = None
-    memo: dict = field(default_factory=dict)  # a shard that fits one block, kept for the run
+    memo: dict = field(default_factory=dict)  # a shard that fits one block, kept (see _blocks)
 
     def evaluate(
         self,
@@ -124,7 +124,7 @@ class Engine:
                 for i in order:
                     stage = points[i].stage if prefix else 0
                     sums[i, index] += self._point(points[i], data, batches, labels, prefix, stage)
-                    ticker.tick(sum(len(b) for b in batches))
+                    ticker.tick(sum(len(b) for b in batches), points[i].key)
                 done[index] += sum(len(b) for b in batches)
                 if self.journal is not None and name is not None:
                     self.journal.save_pass(name, keys, _names(datasets), done, sums.tolist())
@@ -145,7 +145,7 @@ class Engine:
         totals = torch.zeros(3, dtype=torch.float64, device=self.classifier.device)
         point.write()
         try:
-            head = self.heads.get(data.classnames, state=point.text)
+            head = self.heads.get(data.classnames, state=point.text, progress=self.progress)
             with torch.inference_mode():
                 for b, (images, y) in enumerate(zip(batches, labels, strict=True)):
                     if stage:
@@ -181,7 +181,13 @@ class Engine:
                 yield self._finish(data, images), y
 
     def _blocks(self, data: EvalData, shard: range, skip: int, block: int):
-        """Lists of host batches holding at most ``block`` images, and their labels."""
+        """Lists of batches holding at most ``block`` images, and their labels, on the device.
+
+        A block's uint8 crops move to the device once (the points then finish them there).
+        A shard that fits in one block is kept in ``memo``: the workspace's memo lives as
+        long as the workspace, so the runs on one workspace (prune's before and after, a
+        library loop over analyses) decode a small dataset once.
+        """
         key = (data.fingerprint, shard.start, shard.stop, self.batch_size)
         if key in self.memo and not skip and len(shard) <= block:
             yield self.memo[key]
@@ -191,7 +197,7 @@ class Engine:
         pin = device.type == "cuda"
         batches, count = [], 0
         for images in data.images.batches(shard, self.batch_size, skip=skip, pin=pin):
-            batches.append(images)
+            batches.append(images.to(device, non_blocking=True).contiguous())
             count += len(images)
             if count == block:
                 yield batches, _split(labels, batches)
@@ -278,10 +284,10 @@ class _Ticker:
         if progress:
             progress(label, self.done, self.total)
 
-    def tick(self, images: int) -> None:
+    def tick(self, images: int, point: str = "") -> None:
         self.done += images
         if self.progress:
-            self.progress(self.label, self.done, self.total)
+            self.progress(point_task(self.label, point), self.done, self.total)
 
 
 def evaluate(

@@ -31,6 +31,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        honour_umask(tmp)
         os.replace(tmp, path)
     except OSError as e:  # a full disk (ENOSPC), a quota, a read-only file system
         raise ClipsharpError(
@@ -38,6 +39,17 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         ) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def honour_umask(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open`` would: ``0o666 & ~umask``.
+
+    ``tempfile.mkstemp`` creates files readable by their owner alone (0600); a report or a
+    checkpoint renamed from one would stay unreadable to the group.
+    """
+    umask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def file_sha256(path: str | Path) -> str:

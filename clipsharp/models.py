@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
+from .config import Progress
 from .errors import CheckpointError, ConfigError, DatasetError
 
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -59,7 +60,8 @@ def resolve_architecture(checkpoint: Checkpoint, model: str | None = None) -> Ar
         return _named(meta["clipsharp.model"], source="metadata")
     if meta.get("clipsharp.model_config"):
         cfg = _parse_config_json(meta["clipsharp.model_config"], f"{checkpoint.path} metadata")
-        return _custom(cfg, source="metadata")
+        transformers = meta.get("clipsharp.format") == "transformers"
+        return _custom(cfg, source="transformers config.json" if transformers else "metadata")
     beside = checkpoint.path.parent / "open_clip_config.json"
     if beside.is_file():
         cfg = _parse_config_json(beside.read_text(encoding="utf-8"), str(beside))
@@ -85,13 +87,45 @@ def _named(name: str, source: str) -> Architecture:
 
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        known = ", ".join(m for m in open_clip.list_models() if m.startswith(name[:4]))[:200]
-        hint = f" (similar: {known})" if known else ""
+        similar = similar_names(name, open_clip.list_models())
+        hint = f" (did you mean {', '.join(similar)}?)" if similar else ""
         raise ConfigError(
             f"unknown architecture {name!r}{hint}; use an open_clip model name "
             "(python -c 'import open_clip; print(open_clip.list_models())') or a config JSON"
         )
     return Architecture(name, cfg, dict(cfg.pop("preprocess_cfg", {}) or {}), source)
+
+
+def similar_names(name: str, known: Sequence[str], limit: int = 4) -> list[str]:
+    """Up to ``limit`` of ``known``, most similar first; ``/`` read as ``-`` (``ViT-B/32``
+    is ``ViT-B-32``), case ignored. Whole names only."""
+    import difflib
+
+    wanted = name.replace("/", "-").casefold()
+    folded = {model.casefold(): model for model in known}
+    exact = [folded[wanted]] if wanted in folded else []
+    close = difflib.get_close_matches(wanted, list(folded), n=limit, cutoff=0.6)
+    return list(dict.fromkeys(exact + [folded[c] for c in close]))[:limit]
+
+
+def same_architecture(a: Architecture, b: Architecture) -> bool:
+    """Whether two model configs build the same model: compared with open_clip's defaults
+    filled in, so a named model and its config written out in full agree."""
+    return _canonical(a.model_cfg) == _canonical(b.model_cfg)
+
+
+def _canonical(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    out = {"quick_gelu": False, "custom_text": False, **cfg}
+    try:
+        out["vision_cfg"] = asdict(CLIPVisionCfg(**cfg.get("vision_cfg", {})))
+        out["text_cfg"] = asdict(CLIPTextCfg(**cfg.get("text_cfg", {})))
+    except TypeError:  # keys of another tower type: compared as written
+        return dict(cfg)
+    return out
 
 
 def _custom(cfg: dict[str, Any], source: str) -> Architecture:
@@ -348,7 +382,9 @@ class ZeroShotHeads:
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
-    def get(self, classnames: Sequence[str], state: Hashable = None) -> torch.Tensor | None:
+    def get(
+        self, classnames: Sequence[str], state: Hashable = None, progress: Progress | None = None
+    ) -> torch.Tensor | None:
         """Zero-shot: the (D, C) head of these class names, encoded by the text tower as it
         is now the first time ``state`` asks. Stored head: the (C,) columns of these classes
         in the head's outputs, or None when they are its classes, in order."""
@@ -356,7 +392,7 @@ class ZeroShotHeads:
             return self.columns(classnames)
         key = (state, tuple(classnames))
         if key not in self._cache:
-            self._cache[key] = self._build(key)
+            self._cache[key] = self._build(key, progress)
         return self._cache[key]
 
     def invalidate(self) -> None:
@@ -390,16 +426,25 @@ class ZeroShotHeads:
         return torch.tensor(index, device=self.classifier.device)
 
     @torch.inference_mode()
-    def _build(self, key: tuple[Hashable, tuple[str, ...]]) -> torch.Tensor:
+    def _build(self, key: tuple[Hashable, tuple[str, ...]], progress=None) -> torch.Tensor:
+        """(D, C): the class prompts encoded ten classes at a time (open_clip's own batches),
+        reporting ``progress("zero-shot head", classes done, classes)``."""
         import open_clip
 
         classnames = key[1]
         self.encodings += 1
-        return open_clip.build_zero_shot_classifier(
-            self.classifier.model,
-            self.tokenizer,
-            classnames,
-            self.templates,
-            num_classes_per_batch=10,
-            device=self.classifier.device,
-        )
+        columns = []
+        for start in range(0, len(classnames), 10):
+            columns.append(
+                open_clip.build_zero_shot_classifier(
+                    self.classifier.model,
+                    self.tokenizer,
+                    classnames[start : start + 10],
+                    self.templates,
+                    num_classes_per_batch=10,
+                    device=self.classifier.device,
+                )
+            )
+            if progress is not None:
+                progress("zero-shot head", min(start + 10, len(classnames)), len(classnames))
+        return torch.cat(columns, dim=1)

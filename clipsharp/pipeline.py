@@ -19,7 +19,7 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, validate_pair
-from .config import DataOptions, EvalOptions
+from .config import DataOptions, EvalOptions, Progress, step
 from .data import DatasetSpec, EvalData, load_all, read_classnames
 from .engine import Engine
 from .errors import CheckpointError, ConfigError, DatasetError
@@ -35,6 +35,7 @@ from .models import (
     head_shape,
     load_templates,
     resolve_architecture,
+    same_architecture,
 )
 
 
@@ -133,10 +134,10 @@ class Inputs:
     model: str | None = None  # --model: an open_clip name or a config JSON
     allow_nonfinite: bool = False
 
-    def open(self, data: DataOptions, evaluation: EvalOptions) -> Workspace:
+    def open(self, data: DataOptions, evaluation: EvalOptions, progress=None) -> Workspace:
         return open_workspace(
             self.checkpoints, self.specs, data=data, evaluation=evaluation, model=self.model,
-            allow_nonfinite=self.allow_nonfinite,
+            allow_nonfinite=self.allow_nonfinite, progress=progress,
         )  # fmt: skip
 
 
@@ -148,28 +149,32 @@ def open_workspace(
     evaluation: EvalOptions,
     model: str | None = None,
     allow_nonfinite: bool = False,
+    progress: Progress | None = None,
 ) -> Workspace:
     """Load and validate the checkpoints and datasets; the working model holds the last one.
 
     ``checkpoints`` maps roles to files: ``{"zero_shot": zs, "fine_tuned": ft}`` for a
-    pair (validated as a pair), ``{"model": path}`` for one model.
+    pair (validated as a pair), ``{"model": path}`` for one model. ``progress`` hears of
+    each step (reading checkpoints, opening datasets) as it starts and ends.
     """
     if not specs:
         raise ConfigError("no datasets: give --id and/or --ood (or set them in clipsharp.toml)")
     device = resolve_device(evaluation.device)
     distributed.init_from_env(device)
-    loaded, arch, classifier = open_checkpoints(
-        checkpoints,
-        model=model,
-        allow_nonfinite=allow_nonfinite,
-        device=device,
-        dtype=DTYPES[evaluation.precision],
-    )
+    with step(progress, "reading checkpoints"):
+        loaded, arch, classifier = open_checkpoints(
+            checkpoints,
+            model=model,
+            allow_nonfinite=allow_nonfinite,
+            device=device,
+            dtype=DTYPES[evaluation.precision],
+        )
     templates = load_templates(evaluation.templates)
     head_names = _head_classnames(evaluation, loaded)
     heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
     transform = eval_transform(arch, classifier.model)
-    datasets = load_all(list(specs), transform, data)
+    with step(progress, "opening datasets"):
+        datasets = load_all(list(specs), transform, data)
     _check_heads(heads, datasets)
     return Workspace(
         loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images
@@ -215,7 +220,7 @@ def common_architecture(checkpoints: list[Checkpoint], model: str | None) -> Arc
             errors.append(e)
     if not found:
         raise errors[0]
-    if any(a.model_cfg != found[0].model_cfg for a in found[1:]):
+    if any(not same_architecture(a, found[0]) for a in found[1:]):
         names = " and ".join(c.name for c in checkpoints)
         raise CheckpointError(f"{names} record different architectures; pass --model to choose one")
     return found[0]

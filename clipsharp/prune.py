@@ -226,7 +226,7 @@ def prune(
     if specs and "zero_shot" in checkpoints:
         workspace = open_workspace(
             checkpoints, specs, data=run.data, evaluation=run.eval, model=model,
-            allow_nonfinite=allow_nonfinite,
+            allow_nonfinite=allow_nonfinite, progress=progress,
         )  # fmt: skip
         loaded, arch = workspace.checkpoints, workspace.arch
     else:

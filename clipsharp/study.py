@@ -87,7 +87,7 @@ def run_study(paths: Sequence[Path]) -> Report:
                   for d in r["inputs"]["datasets"] if d["role"] == "ood"})  # fmt: skip
     return Report(
         command="study",
-        inputs={"reports": [str(p) for p in paths], "checkpoints": len(rows)},
+        inputs={"reports": [str(p) for p in paths], "num_checkpoints": len(rows)},
         config={"target": TARGET, "ood": ood},
         results={"checkpoints": rows},
         summary={"correlations": {name: _correlations(rows, name) for name in ood}},

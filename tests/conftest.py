@@ -137,3 +137,55 @@ def plain_metrics(state: dict, dataset_path) -> tuple[float, float]:
             correct += int(logits.argmax(-1).item() == row["label"])
             losses.append(F.cross_entropy(logits, label).item())
     return correct / len(rows), sum(losses) / len(losses)
+
+
+# A tiny transformers CLIPModel pair, saved as save_pretrained saves it (transformers: a test extra)
+TEXT = {"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
+VISION = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+          "num_attention_heads": 2, "image_size": 32, "patch_size": 8}  # fmt: skip
+
+
+def tiny_clip(seed: int, **config):
+    """A random transformers CLIPModel of the tiny test architecture (``text``/``vision``:
+    overrides of the towers' configs)."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.CLIPConfig(
+        text_config={**TEXT, **config.pop("text", {})},
+        vision_config={**VISION, **config.pop("vision", {})},
+        projection_dim=32,
+        **config,
+    )
+    return transformers.CLIPModel(cfg).eval()
+
+
+def fine_tuned_from(model, seed: int):
+    """The model with its image tower and projection moved (text tower untouched)."""
+    tuned = type(model)(model.config).eval()
+    tuned.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in tuned.named_parameters():
+            if name.startswith(("vision_model.", "visual_projection.")):
+                tensor += torch.randn(tensor.shape, generator=gen) * (tensor.std() + 1e-3) * 0.3
+    return tuned
+
+
+@dataclass(frozen=True)
+class HfPair:
+    zero_shot: Path  # save_pretrained folders
+    fine_tuned: Path
+    sharded: Path  # the zero-shot model, saved in shards
+
+
+@pytest.fixture(scope="session")
+def hf_pair(tmp_path_factory) -> HfPair:
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("hf")
+    zero_shot = tiny_clip(0)
+    zero_shot.save_pretrained(root / "zs")
+    zero_shot.save_pretrained(root / "zs-sharded", max_shard_size="2MB")
+    fine_tuned_from(zero_shot, seed=1).save_pretrained(root / "ft")
+    return HfPair(root / "zs", root / "ft", root / "zs-sharded")

@@ -68,7 +68,7 @@ def _yaml_runs(block: str) -> list[str]:
 def test_every_document_has_examples():
     found = {doc: examples(doc)[0] for doc in DOCS}
     commands = ("interpolate", "layerwise", "sharpness", "stragglers", "prune", "plot", "study",
-                "check", "convert", "inspect", "demo")  # fmt: skip
+                "check", "convert", "inspect", "demo", "merge")  # fmt: skip
     pages = [f"docs/commands/{c}.md" for c in commands]
     assert all(found[doc] for doc in ("README.md", "docs/ci.md", *pages)), found
 

@@ -440,7 +440,7 @@ def test_demo_out_that_cannot_be_written(tmp_path):
 
 USAGE = {  # arguments -> what the one line names
     ("interpolate", "--bogus"): ["--bogus", "clipsharp interpolate --help"],
-    ("interpolate", "zs.safetensors"): ["fine_tuned", "--help"],
+    ("interpolate", "zs.safetensors"): ["FINE_TUNED", "--help"],  # the usage line's metavar
     ("interpolate", "a", "b", "--limit", "abc"): ["--limit", "--help"],
     ("check", "r.json", "--min-gain", "x"): ["--min-gain", "--help"],
     ("no-such-command",): ["no-such-command", "clipsharp --help"],

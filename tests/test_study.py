@@ -60,7 +60,7 @@ def reports(pair, tmp_path_factory):
 def test_correlations_recomputed_from_the_reports(reports):
     result = invoke("study", *reports, "-o", "-")
     doc = json.loads(result.stdout)
-    assert doc["inputs"]["checkpoints"] == 4
+    assert doc["inputs"]["num_checkpoints"] == 4
     rows = doc["results"]["checkpoints"]
     gains, sharp = [], []
     for i in range(4):

@@ -18,14 +18,26 @@ from typing import Annotated
 import typer
 from typer import Abort
 from typer._click.exceptions import ClickException, UsageError  # typer's own click
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import ClipsharpError, ConfigError
 
 
 class OneLineUsage(TyperGroup):
-    """Usage errors (an unknown flag, a missing argument, ``--limit abc``) as one line, exit 2."""
+    """Usage errors (an unknown flag, a missing argument, ``--limit abc``) as one line, exit 2.
+
+    Help shows flags bare (``--resume``, not ``--resume <bool>``).
+    """
+
+    def get_params(self, ctx):
+        return _bare_flags(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _bare_flags(command.get_params(ctx))
+        return command
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -44,6 +56,27 @@ class OneLineUsage(TyperGroup):
             typer.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _bare_flags(params: list) -> list:
+    """Flags take no value, so their help names no type."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Help names the file a default comes from when clipsharp.toml sets it."""
+
+    def format_help(self, ctx, formatter):
+        found = (ctx.find_root().obj or {}).get("config")
+        for param in self.get_params(ctx):
+            if found and ctx.default_map and param.name in ctx.default_map:
+                value = ctx.default_map[param.name]
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                param.show_default = f"{shown} from {found.name}"
+        return super().format_help(ctx, formatter)
 
 
 app = typer.Typer(
@@ -171,10 +204,11 @@ def root(
     """Load clipsharp.toml defaults for the command about to run."""
     from .config_file import default_map, find_config
 
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "config": None}
     try:
         found = find_config(Path.cwd())
         if found:
+            ctx.obj["config"] = found[0]
             commands = {
                 name: {p.name: p for p in cmd.params} for name, cmd in ctx.command.commands.items()
             }
@@ -192,24 +226,28 @@ def _register() -> None:
         inspection,
         interpolate,
         layerwise,
+        merge,
         plot,
         prune,
         sharpness,
+        show,
         stragglers,
         study,
     )
 
-    app.command("interpolate")(handle_errors(interpolate.command))
-    app.command("layerwise")(handle_errors(layerwise.command))
-    app.command("sharpness")(handle_errors(sharpness.command))
-    app.command("stragglers")(handle_errors(stragglers.command))
-    app.command("prune")(handle_errors(prune.command))
-    app.command("inspect")(handle_errors(inspection.command))
-    app.command("demo")(handle_errors(demo.command))
-    app.command("plot")(handle_errors(plot.command))
-    app.command("study")(handle_errors(study.command))
-    app.command("check")(handle_errors(check.command))
-    app.command("convert")(handle_errors(convert.command))
+    app.command("interpolate", cls=Command)(handle_errors(interpolate.command))
+    app.command("layerwise", cls=Command)(handle_errors(layerwise.command))
+    app.command("sharpness", cls=Command)(handle_errors(sharpness.command))
+    app.command("stragglers", cls=Command)(handle_errors(stragglers.command))
+    app.command("prune", cls=Command)(handle_errors(prune.command))
+    app.command("inspect", cls=Command)(handle_errors(inspection.command))
+    app.command("demo", cls=Command)(handle_errors(demo.command))
+    app.command("plot", cls=Command)(handle_errors(plot.command))
+    app.command("study", cls=Command)(handle_errors(study.command))
+    app.command("check", cls=Command)(handle_errors(check.command))
+    app.command("convert", cls=Command)(handle_errors(convert.command))
+    app.command("merge", cls=Command)(handle_errors(merge.command))
+    app.command("show", cls=Command)(handle_errors(show.command))
 
 
 _register()

@@ -149,13 +149,16 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def verdict_table(verdict: Verdict, title: str) -> Table:
-    table = Table(title=f"clipsharp check {title}")
-    for column in ("", "dataset", "field", "requirement", "value", "detail"):
-        table.add_column(column, overflow="fold")
+    from .output import summary_table
+
+    table = summary_table(
+        f"clipsharp check {title}", ["", "dataset", "field", "requirement", "value", "detail"], []
+    )
     for c in verdict.checks:
         mark = "[green]ok[/]" if c.passed else "[bold red]FAIL[/]"
         detail = "" if c.passed else escape(c.message)
-        cells = (c.dataset or "-", c.field or "-", _requirement(c), show_value(c.value))
+        value = show_value(c.value, near=c.threshold)
+        cells = (c.dataset or "-", c.field or "-", _requirement(c), value)
         table.add_row(mark, *(escape(cell) for cell in cells), detail)
     return table
 

@@ -143,13 +143,14 @@ assert list(MEASURE) == [f.name for f in fields(Measure)]
 GROUPS = {"common": (Common, SHARED), "measure": (Measure, MEASURE)}  # parameter -> its options
 
 
-def analysis(**defaults):
+def analysis(helps: dict[str, str] | None = None, **defaults):
     """Give a command the shared options of each group it asks for by parameter name.
 
     ``def command(..., *, common: Common)`` gets the dataset and evaluation options,
     ``measure: Measure`` the sharpness options: typer sees them as parameters (so
     --help lists them and clipsharp.toml can set them), the command receives one value
-    per group. ``defaults`` overrides a shared default for this command (``limit=1024``).
+    per group. ``defaults`` overrides a shared default for this command (``limit=1024``),
+    ``helps`` a shared option's help (``{"ood": "... Failure mode is judged on these."}``).
     """
 
     def decorate(command):
@@ -160,7 +161,7 @@ def analysis(**defaults):
             inspect.Parameter(
                 name,
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=kind,
+                annotation=opt.with_help(kind, helps[name]) if name in (helps or {}) else kind,
                 default=defaults.get(name, default),
             )  # fmt: skip
             for _, table in groups.values()

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
-from .output import check_output, checkpoint_inputs, console, finish, fmt, guard
+from .output import check_output, checkpoint_inputs, console, finish, fmt, guard, summary_table
 
 
 def command(
@@ -53,14 +53,9 @@ def layer_table(doc: dict) -> Table:
         f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
         f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
     )
-    table = Table(title=title)
-    table.add_column("layer")
-    table.add_column("tower")
-    table.add_column("tensors", justify="right")
-    table.add_column("parameters", justify="right")
     pair = "fine_tuned" in doc["inputs"]["checkpoints"]
-    if pair:
-        table.add_column("|ft-zs|/|zs|", justify="right")
+    change = ["|ft-zs|/|zs|"] if pair else []
+    table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
     for row in doc["results"]["layers"]:
         cells = [escape(row["layer"]), row["tower"], str(len(row["tensors"]))]
         cells.append(f"{row['parameters']:,}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -18,10 +22,16 @@ from .output import (
     guard,
     progress_bars,
     signed,
+    summary_table,
+)
+
+FailOn = opt.with_help(
+    opt.FailOn, "Exit 1 after writing the report when an OOD set fails: failure-mode."
 )
 
 
-@analysis()
+@analysis(helps={"ood": "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several. "
+                 "Failure mode is judged on these."})  # fmt: skip
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
@@ -31,7 +41,7 @@ def command(
     failure_threshold: opt.FailureThreshold = 0.0,
     output: opt.Output = None,
     resume: opt.Resume = False,
-    fail_on: opt.FailOn = None,
+    fail_on: FailOn = None,
     *,
     common: Common,
 ) -> None:
@@ -65,17 +75,19 @@ def command(
         report = run_interpolation(
             common.reading(roles), run, progress=progress, journal=journal, resume=resume
         )
-    finish(report, path_table(report.to_dict()), output, out, journal, form=form)
+    doc = report.to_dict()
+    warn_chance(doc, out)
+    finish(report, path_table(doc), output, out, journal, form=form)
     gate(report, fail_on, out)
 
 
 def path_table(doc: dict) -> Table:
-    """Per dataset: endpoints, best alpha, gain, depth, barrier, failure mode."""
-    table = Table(title=f"{doc['command']}: alpha 0 = zero-shot, 1 = fine-tuned")
-    for column in ("dataset", "role", "acc(0)", "acc(1)", "best alpha", "best acc"):
-        table.add_column(column, justify="left" if column in ("dataset", "role") else "right")
-    for column in ("gain", "depth", "barrier", "failure"):
-        table.add_column(column, justify="right")
+    """Per dataset: endpoints, best alpha, gain, depth, barrier, failure mode (80 columns)."""
+    table = summary_table(
+        f"{doc['command']}: α 0 = zero-shot, 1 = fine-tuned",
+        ["dataset", "role"],
+        ["acc(0)", "acc(1)", "best α", "best", "gain", "depth", "barrier", "failure"],
+    )
     path = doc["results"]["path"]
     first, last = _at(path, 0.0), _at(path, 1.0)
     for dataset in doc["inputs"]["datasets"]:
@@ -84,10 +96,35 @@ def path_table(doc: dict) -> Table:
         table.add_row(
             escape(name), dataset["role"], fmt(first[name]["accuracy"]),
             fmt(last[name]["accuracy"]), f"{s['best_alpha']:g}", fmt(s["best_accuracy"]),
-            signed(s["gain"]),
-            signed(s["depth"]), signed(s["barrier"]), failure,
+            signed(s["gain"]), signed(s["depth"]), signed(s["barrier"]), failure,
         )  # fmt: skip
     return table
+
+
+def at_chance(accuracy: float, num_classes: int, num_examples: int) -> bool:
+    """Accuracy no more than two binomial standard errors above 1/C on N examples."""
+    chance = 1.0 / num_classes
+    return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / max(num_examples, 1))
+
+
+def warn_chance(doc: dict, out: Console) -> None:
+    """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    path = doc["results"]["path"]
+    for dataset in doc["inputs"]["datasets"]:
+        name, classes = dataset["name"], dataset.get("num_classes")
+        ends = [_at(path, 0.0)[name], _at(path, 1.0)[name]]
+        if not classes or not all(
+            at_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
+        ):
+            continue
+        out.print(
+            f"[yellow]warning:[/] {escape(name)}: the zero-shot and the fine-tuned model are both "
+            f"at chance (accuracy {fmt(ends[0]['accuracy'])} and {fmt(ends[1]['accuracy'])}, "
+            f"chance {fmt(1 / classes)}): the path says nothing here; check the labels, "
+            "--classnames and --templates, or the checkpoints"
+        )
 
 
 def _at(path: list[dict], alpha: float) -> dict:

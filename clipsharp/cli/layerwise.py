@@ -21,9 +21,15 @@ from .output import (
     guard,
     progress_bars,
     signed,
+    summary_table,
 )
 
 LAYERS = "Layers"
+
+
+FailOn = opt.with_help(
+    opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."
+)
 
 
 @analysis()
@@ -75,7 +81,7 @@ def command(
     exclude: opt.Exclude = None,
     output: opt.Output = None,
     resume: opt.Resume = False,
-    fail_on: opt.FailOn = None,
+    fail_on: FailOn = None,
     *,
     common: Common,
 ) -> None:
@@ -125,9 +131,11 @@ def layer_table(doc: dict) -> Table:
     datasets = doc["inputs"]["datasets"]
     focus = next((d for d in datasets if d["role"] == "ood"), datasets[0])["name"]
     background = doc["config"]["background"]
-    table = Table(title=f"layerwise on {focus}: background {background}, alpha 0 = zero-shot layer")
-    for column in ("layer", "tower", "gain", "depth", "barrier", "min acc", "collapse"):
-        table.add_column(column, justify="left" if column in ("layer", "tower") else "right")
+    table = summary_table(
+        f"layerwise on {focus}: background {background}, α 0 = zero-shot layer",
+        ["layer"],
+        ["tower", "gain", "depth", "barrier", "min acc", "collapse"],
+    )
     rows = doc["summary"]["layers"]
     changed = sorted((r for r in rows if not r["unchanged"]), key=lambda r: -r[focus]["depth"])
     towers = {r["layer"]: r["tower"] for r in doc["results"]["layers"]}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .output import check_output, console, guard
+from .output import check_output, console, guard, uninterrupted
 
 
 def command(
@@ -17,27 +17,45 @@ def command(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Figure file: .png, .svg, or .pdf (one page each)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Figure file: .png, .svg, or .pdf. Several figures: FILE-1.png, FILE-2.png, "
+            "... (a .pdf keeps one page each).",
+        ),
     ],
 ) -> None:
     """Draw the paper's figure for each report (PNG, SVG or PDF by the suffix of -o).
 
-    interpolate: accuracy and loss along the path (Fig. 1); layerwise: layer x
-    alpha heatmap (Fig. 2); sharpness: sharpness along the path with error bars
-    (Fig. 3); stragglers: per-layer sharpness, stragglers marked (Fig. 4);
-    prune: the path before and after pruning (Fig. 5). Several reports of the
-    same kind are overlaid; several kinds need a .pdf.
+    interpolate: accuracy and loss along the path, best alpha and zero-shot marked
+    (Fig. 1); layerwise: layer x alpha heatmap (Fig. 2); sharpness: sharpness
+    along the path with error bars, saturated points hollow (Fig. 3); stragglers:
+    per-layer sharpness, stragglers and the z threshold marked (Fig. 4); prune:
+    the path before and after pruning (Fig. 5). Several reports of the same kind
+    are overlaid; several figures go to numbered files, or pages of a .pdf.
 
     Example:
 
         clipsharp plot before.json after.json -o prune.png
     """
-    from ..plots import figures, save_figures
+    from ..plots import figure_groups, figure_paths, figures, save_figures
     from ..report import read_report
 
     check_output(str(output))
-    guard([("-o", output)], [("the report", path) for path in reports])
+    inputs = [("the report", path) for path in reports]
+    guard([("-o", output)], inputs)
     docs = [read_report(path, complete=True) for path in reports]
-    figs = figures(docs, [str(p) for p in reports])
-    save_figures(figs, output)
-    console().print(f"{len(figs)} figure(s) written to {output}")
+    names = [str(path) for path in reports]
+    groups = figure_groups(docs, names)
+    paths = figure_paths(output, len(groups))
+    guard([("-o", path) for path in paths], inputs)  # each numbered name too
+    figs = figures(docs, names)
+    with uninterrupted():  # all the numbered files, or none
+        written = save_figures(figs, output)
+    kinds = [group[0]["command"] for group in groups]
+    out = console()
+    if len(written) < len(figs):
+        out.print(f"{len(figs)} figures written to {output}, a page each: {', '.join(kinds)}")
+    else:
+        for path, kind in zip(written, kinds, strict=True):
+            out.print(f"{kind} figure written to {path}")

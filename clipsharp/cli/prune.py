@@ -21,6 +21,7 @@ from .output import (
     fmt,
     guard,
     progress_bars,
+    summary_table,
     uninterrupted,
 )
 
@@ -147,12 +148,12 @@ def commit(staged: Path, output: Path, report: str | None) -> None:
 def prune_tables(doc: dict) -> Table:
     """What was pruned, per layer; the before/after comparison when measured."""
     s = doc["summary"]
-    table = Table(
-        title=f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): "
-        f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors"
+    table = summary_table(
+        f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): "
+        f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors",
+        ["layer"],
+        ["tensors", "pruned", "sparsity"],
     )
-    for column in ("layer", "tensors", "pruned", "sparsity"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in s["layers"]:
         rows = [r for r in doc["results"]["tensors"] if r["layer"] == layer]
         pruned, numel = sum(r["pruned"] for r in rows), sum(r["numel"] for r in rows)

@@ -19,6 +19,7 @@ from .output import (
     guard,
     progress_bars,
     signed,
+    summary_table,
 )
 
 
@@ -81,11 +82,12 @@ def sharpness_table(doc: dict) -> Table:
     """Per dataset and rho: sharpness at the endpoints and its maximum on the path, or, for
     one model, sharpness with its standard error and the losses behind it."""
     path = doc["results"]["convention"] is not None
-    table = Table(title=f"sharpness ({doc['results']['kind']}): alpha 0 = zero-shot, 1 = fine-tuned"
-                  if path else f"sharpness ({doc['results']['kind']})")  # fmt: skip
-    columns = ["S(0)", "S(1)", "max S", "at alpha"] if path else ["S", "stderr", "L", "L+delta"]
-    for column in ["dataset", "rho", *columns, "saturated"]:
-        table.add_column(column, justify="left" if column == "dataset" else "right")
+    kind = doc["results"]["kind"]
+    title = (
+        f"sharpness ({kind}): α 0 = zero-shot, 1 = fine-tuned" if path else f"sharpness ({kind})"
+    )
+    columns = ["S(0)", "S(1)", "max S", "at α"] if path else ["S", "stderr", "L", "L+δ"]
+    table = summary_table(title, ["dataset"], ["ρ", *columns, "saturated"])
     points = doc["results"]["points"]
     for dataset in doc["inputs"]["datasets"]:
         name = dataset["name"]

@@ -21,6 +21,7 @@ from .output import (
     guard,
     progress_bars,
     signed,
+    summary_table,
 )
 from .sharpness import _roles
 
@@ -113,9 +114,11 @@ def straggler_table(doc: dict) -> Table:
     s = doc["summary"]
     stragglers = set(s["stragglers"])
     value = "sharpness" if s["by"] == "sharpness" else "depth"
-    table = Table(title=f"stragglers on {s['rank_on']}: {s['rule']}")
-    for column in ("layer", "tower", value, "stderr", "zero-shot", "z", ""):
-        table.add_column(column, justify="left" if column in ("layer", "tower") else "right")
+    table = summary_table(
+        f"stragglers on {s['rank_on']}: {s['rule']}",
+        ["layer"],
+        ["tower", value, "stderr", "zero-shot", "z", ""],
+    )
     for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
         mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
         table.add_row(

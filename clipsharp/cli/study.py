@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import options as opt
-from .output import check_output, console, finish, fmt, guard
+from .output import check_output, console, finish, fmt, guard, summary_table
 
 
 def command(
@@ -46,13 +46,14 @@ def command(
 
 def study_table(doc: dict) -> Table:
     correlations = doc["summary"]["correlations"]
-    table = Table(
-        title=f"Spearman correlation with the OOD gain over {doc['inputs']['checkpoints']} "
-        "fine-tuned checkpoints"
+    table = summary_table(
+        f"Spearman correlation with the OOD gain over {doc['inputs']['num_checkpoints']} "
+        "fine-tuned checkpoints",
+        ["measure"],
+        [],
     )
-    table.add_column("measure")
-    for name in correlations:
-        table.add_column(escape(f"gain[{name}]"), justify="right")
+    for name in correlations:  # headers of long names wrap; the values are 5 characters
+        table.add_column(escape(f"gain[{name}]"), justify="right", min_width=5)
     measures = sorted({m for c in correlations.values() for m in c})
     for measure in measures:
         cells = [correlations[name].get(measure, {}).get("spearman") for name in correlations]

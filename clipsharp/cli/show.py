@@ -1,0 +1,83 @@
+"""``clipsharp show``: a saved report's summary table again, without re-running anything."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, RenderableType
+
+from ..errors import ReportError
+from .output import console, markdown
+
+
+def command(
+    report: Annotated[
+        Path,
+        typer.Argument(
+            metavar="REPORT",
+            help="A report (JSON) written by a clipsharp command.",
+            show_default=False,
+        ),
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="table|md",
+            help="table: the summary on stderr, as the command showed it; md: a GitHub "
+            "markdown table on stdout.",
+        ),
+    ] = "table",
+) -> None:
+    """Show a saved report's summary table (and its warnings) as the command printed it.
+
+    Works on the report of every analysis command: interpolate, layerwise,
+    sharpness, stragglers, prune, inspect and study.
+
+    Example:
+
+        clipsharp show path.json --format md >> "$GITHUB_STEP_SUMMARY"
+    """  # fmt: skip
+    from ..report import read_report
+
+    if format not in ("table", "md"):
+        raise ReportError(f"--format {format!r} is unknown; choose table or md")
+    doc = read_report(report, complete=True)
+    table, warn = renderer(doc, report)
+    out = console()
+    if warn is not None:
+        warn(doc, out)
+    if format == "md":
+        sys.stdout.write(markdown(table(doc)))
+    else:
+        out.print(table(doc))
+
+
+Render = Callable[[dict], RenderableType]
+Warn = Callable[[dict, Console], None]
+
+
+def renderer(doc: dict, path: Path) -> tuple[Render, Warn | None]:
+    """The table function of the report's command, and its warnings (None: it has none)."""
+    from . import inspection, interpolate, layerwise, prune, sharpness, stragglers, study
+
+    tables: dict[str, tuple[Render, Warn | None]] = {
+        "interpolate": (interpolate.path_table, interpolate.warn_chance),
+        "layerwise": (layerwise.layer_table, None),
+        "sharpness": (sharpness.sharpness_table, sharpness.warn_saturated),
+        "stragglers": (stragglers.straggler_table, None),
+        "prune": (prune.prune_tables, None),
+        "inspect": (inspection.layer_table, None),
+        "study": (study.study_table, None),
+    }
+    found = tables.get(doc["command"])
+    if found is None:
+        raise ReportError(
+            f"{path} is a {doc['command']!r} report, which has no summary table; "
+            f"show renders {', '.join(tables)} reports"
+        )
+    return found
