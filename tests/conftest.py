@@ -93,6 +93,20 @@ def save_dataset(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+class Counting:
+    """A transform step that counts the images it is given (the decoded ones)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return image
+
+    def __repr__(self) -> str:  # stable: the data fingerprint covers the transform's repr
+        return "Counting()"
+
+
 @dataclass(frozen=True)
 class Pair:
     zero_shot: Path

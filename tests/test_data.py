@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import Counting
 from PIL import Image
 from torchvision import transforms
 
@@ -480,20 +481,6 @@ def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatc
     assert [d.split for d in loaded] == ["test", "test", "train"]
     with pytest.raises(DatasetError, match="nope does not exist"):
         load_all([specs[0], spec(tmp_path / "nope")], TO_TENSOR, DataOptions())
-
-
-class Counting:
-    """A transform step that counts the images it sees (decoded ones)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, image):
-        self.calls += 1
-        return image
-
-    def __repr__(self) -> str:
-        return "Counting()"
 
 
 def test_data_cache_skips_decoding_and_gives_the_same_tensors(saved, tmp_path):

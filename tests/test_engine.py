@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import save_dataset
+from conftest import Counting, save_dataset
 
 from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
 from clipsharp.data import DatasetSpec, load_eval_data
@@ -18,20 +18,6 @@ from clipsharp.pipeline import open_workspace
 from clipsharp.sharpness import run_sharpness
 
 ALPHAS = PathOptions(alphas=tuple(i / 10 for i in range(11)))
-
-
-class Counting:
-    """A transform step that counts the images it is given (the decoded ones)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, image):
-        self.calls += 1
-        return image
-
-    def __repr__(self) -> str:
-        return "Counting()"
 
 
 @pytest.fixture(scope="module")

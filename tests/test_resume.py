@@ -70,15 +70,28 @@ def uninterrupted(pair, tmp_path_factory):
     return run_whole(pair, tmp_path_factory, "interpolate")
 
 
-def kill_then_resume(pair, tmp_path, command, *extra):
-    """SIGKILL a run once it finished some blocks, resume it; the resumed report, and the
-    images done before the kill."""
-    output, journal = tmp_path / "report.json", tmp_path / "report.json.partial"
+def kill_after_a_block(pair, output, command="interpolate", *extra):
+    """Start a run writing ``output`` and SIGKILL it once its journal holds a block."""
+    journal = output.with_name(output.name + ".partial")
     process = start(pair, output, command, *extra)
     wait_for_images(journal, 4, process)
     process.kill()
     process.wait()
     assert not output.exists() and journal.exists()
+    return journal
+
+
+@pytest.fixture(scope="module")
+def killed_journal(pair, tmp_path_factory):
+    """The journal text of an interpolate run killed after a block."""
+    return kill_after_a_block(pair, tmp_path_factory.mktemp("killed") / "path.json").read_text()
+
+
+def kill_then_resume(pair, tmp_path, command, *extra):
+    """SIGKILL a run once it finished some blocks, resume it; the resumed report, and the
+    images done before the kill."""
+    output = tmp_path / "report.json"
+    journal = kill_after_a_block(pair, output, command, *extra)
     done = images_done(journal)
     result = runner.invoke(app, args(pair, output, *extra, "--resume", command=command))
     assert result.exit_code == 0, result.output
@@ -177,13 +190,11 @@ def test_resume_refuses_a_journal_of_another_run(pair, tmp_path):
         (lambda doc: doc.__setitem__("sha256", None), "damaged"),
     ],
 )
-def test_resume_refuses_a_damaged_or_impossible_journal(pair, tmp_path, change, message):
+def test_resume_refuses_a_damaged_or_impossible_journal(
+    pair, tmp_path, killed_journal, change, message
+):
     output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
-    process = start(pair, output)
-    wait_for_images(journal, 4, process)
-    process.kill()
-    process.wait()
-    doc = json.loads(journal.read_text())
+    doc = json.loads(killed_journal)
     change(doc)
     journal.write_text(json.dumps(doc))
     result = runner.invoke(app, args(pair, output, "--resume"))
@@ -191,13 +202,11 @@ def test_resume_refuses_a_damaged_or_impossible_journal(pair, tmp_path, change, 
     assert not output.exists()
 
 
-def test_resume_refuses_impossible_sums_even_with_a_matching_checksum(pair, tmp_path):
+def test_resume_refuses_impossible_sums_even_with_a_matching_checksum(
+    pair, tmp_path, killed_journal
+):
     output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
-    process = start(pair, output)
-    wait_for_images(journal, 4, process)
-    process.kill()
-    process.wait()
-    doc = json.loads(journal.read_text())
+    doc = json.loads(killed_journal)
     doc["body"]["passes"]["points"]["sums"][0][0] = [5, 1.0, 2]  # 5 correct of 2
     doc["sha256"] = hashlib.sha256(json.dumps(doc["body"], sort_keys=True).encode()).hexdigest()
     journal.write_text(json.dumps(doc))
