@@ -170,12 +170,13 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
         split = _choose_split(spec, sorted(splits))
         if len(splits[split]) == 0:
             raise dataset_error(spec, f"split {split!r} has no examples")
-        image_column, label_column = _columns(spec, splits[split].features, options)
-        rows = _subset(len(splits[split]), options)
-        dataset = splits[split].select(rows)
+        whole = _images_from_structs(splits[split])
+        image_column, label_column = _columns(spec, whole, options)
+        rows = _subset(len(whole), options)
+        dataset = whole.select(rows)
         labels, classnames = _labels(spec, dataset, label_column, options.classnames)
     subset = [] if options.limit is None else [str(options.limit), str(options.seed)]
-    identity = [splits[split]._fingerprint, split, image_column, label_column]
+    identity = [whole._fingerprint, split, image_column, label_column]
     identity += [json.dumps(classnames), *subset]
     return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classnames, identity)
 
@@ -270,13 +271,33 @@ def _choose_split(spec: DatasetSpec, splits: list[str]) -> str:
     )
 
 
-def _columns(spec: DatasetSpec, features: Any, options: DataOptions) -> tuple[str, str]:
+def _images_from_structs(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Columns of ``{"bytes", "path"}`` structs, as pandas and HF write images to parquet
+    without their Image feature, read as images."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, dict) and set(feature) == {"bytes", "path"}:
+            dataset = dataset.cast_column(name, datasets.Image())
+    return dataset
+
+
+def _columns(
+    spec: DatasetSpec, dataset: datasets.Dataset, options: DataOptions
+) -> tuple[str, str]:
     """The image column and the label column: as given, or the one of their kind."""
     import datasets
 
+    features = dataset.features
     images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
     labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
     labels = labels or [n for n in LABEL_NAMES if n in features and _is_label_value(features[n])]
+    if not labels and not options.label_column and dataset.info.builder_name == "imagefolder":
+        raise dataset_error(
+            spec,
+            "is an image folder with a single class folder, so it has no labels; an image "
+            "folder needs one sub-folder per class (SOURCE/class_name/*.png)",
+        )
     image = _column(spec, features, options.image_column, images, "--image-column", "Image")
     label = _column(spec, features, options.label_column, labels, "--label-column", "ClassLabel")
     if not isinstance(features[image], datasets.Image) and not _is_string(features[image]):

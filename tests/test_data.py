@@ -514,3 +514,31 @@ def test_a_damaged_data_cache_row_is_refused_then_rebuilt(saved, tmp_path):
     assert not entry.exists()  # removed, never used
     assert torch.equal(load(saved.path, limit=5, cache_dir=cache).load_images(), images)
     assert entry.exists()
+
+
+def test_an_image_folder_of_one_class_says_what_an_image_folder_needs(tmp_path):
+    for i, pixels in enumerate(arrays(3, 70)):
+        (tmp_path / "one" / "cat").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "one" / "cat" / f"{i}.png")
+    with pytest.raises(DatasetError, match="single class folder.*one sub-folder per class"):
+        load(tmp_path / "one")
+
+
+def test_parquet_image_structs_are_read_as_images(tmp_path):
+    """pandas and HF write images to parquet as {"bytes", "path"} structs, without features."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pixels = arrays(4, 80)
+    structs = []
+    for i, array in enumerate(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        structs.append({"bytes": buffer.getvalue(), "path": f"{i}.png"})
+    table = pa.table({"image": structs, "label": ["ant", "bee", "cat", "ant"]})
+    pq.write_table(table, tmp_path / "structs.parquet")
+    loaded = load(tmp_path / "structs.parquet")
+    assert loaded.classnames == ["ant", "bee", "cat"] and loaded.labels.tolist() == [0, 1, 2, 0]
+    assert_images(loaded.load_images(), pixels)
