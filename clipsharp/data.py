@@ -282,9 +282,7 @@ def _images_from_structs(dataset: datasets.Dataset) -> datasets.Dataset:
     return dataset
 
 
-def _columns(
-    spec: DatasetSpec, dataset: datasets.Dataset, options: DataOptions
-) -> tuple[str, str]:
+def _columns(spec: DatasetSpec, dataset: datasets.Dataset, options: DataOptions) -> tuple[str, str]:
     """The image column and the label column: as given, or the one of their kind."""
     import datasets
 

@@ -2,9 +2,10 @@
 
 One figure function per report kind, chosen from the report's ``command``:
 interpolate (Fig. 1), layerwise (Fig. 2), sharpness (Fig. 3), stragglers
-(Fig. 4), prune (Fig. 5). Reports of the same kind that can share axes are
-overlaid. Legends name datasets by their report name; overlaid reports are told
-apart by line style, each named by its fine-tuned checkpoint.
+(Fig. 4), prune (Fig. 5), study (a scatter per measure against the OOD gain).
+Reports of the same kind that can share axes are overlaid. Legends name datasets
+by their report name; overlaid reports are told apart by line style, each named
+by its fine-tuned checkpoint.
 """
 
 from __future__ import annotations
@@ -374,6 +375,46 @@ def _straggler_names(doc: dict) -> list[str]:
     return [s["layer"] if isinstance(s, dict) else s for s in doc["summary"].get("stragglers", [])]
 
 
+def _study_title(measure: str, found: dict) -> str:
+    if found["spearman"] is None:
+        return f"{measure}\nρ: none ({found.get('reason') or 'no value'})"
+    interval = found.get("interval")
+    shown = f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else ""
+    return f"{measure}\nρ = {found['spearman']:+.2f}{shown}"
+
+
+def study_figure(doc: dict):
+    """A grid of scatters: each measure against the OOD gain, a point per fine-tuned model
+    (labelled by name), ρ and its bootstrap interval in the title; per OOD set, the
+    measures ranked by |ρ| as in the study's table."""
+    plt = _pyplot()
+    rows = doc["results"]["checkpoints"]
+    panels = [(ood, m, found[m]) for ood, found in doc["summary"]["correlations"].items()
+              for m in doc["summary"].get("ranking", {}).get(ood, sorted(found))]  # fmt: skip
+    columns = max(1, min(4, len(panels)))
+    lines = max(1, math.ceil(len(panels) / columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(3.4 * columns, 3.0 * lines), squeeze=False)
+    for ax, (ood, measure, found) in zip(axes.flat, panels, strict=False):
+        target = f"gain[{ood}]"
+        shown = [r for r in rows if measure in r["measures"] and target in r["measures"]]
+        x = [_number(r["measures"][measure]) for r in shown]
+        y = [_number(r["measures"][target]) for r in shown]
+        ax.scatter(x, y, gid=f"scatter:{ood}:{measure}")
+        for r, xi, yi in zip(shown, x, y, strict=True):
+            name = r.get("name") or Path(r["fine_tuned"]).stem
+            ax.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        gid=f"model:{name}")  # fmt: skip
+        ax.set_title(_study_title(measure, found), fontsize=8)
+        ax.set_xlabel(measure, fontsize=7)
+        ax.set_ylabel(f"OOD gain ({ood})", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"study: {doc['inputs']['num_checkpoints']} fine-tuned checkpoints")
+    fig.tight_layout()
+    return fig
+
+
 # --- several reports, several figures, files ------------------------------------------
 
 # command -> (figure function, whether several reports share one figure)
@@ -383,6 +424,7 @@ FIGURES: dict[str, tuple[Callable, bool]] = {
     "sharpness": (sharpness_figure, True),
     "layerwise": (layerwise_figure, False),
     "stragglers": (stragglers_figure, False),
+    "study": (study_figure, False),
 }
 
 

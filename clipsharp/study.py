@@ -1,23 +1,26 @@
-"""``study``: many fine-tuned checkpoints of one zero-shot model, read from their reports.
+"""``study``: many fine-tuned checkpoints of one zero-shot model, and how well each measure
+ranks their OOD gain.
 
-The paper's central claim, as a table: across fine-tuned checkpoints, how well
-does each measure (sharpness, depth, barrier, ...) rank the OOD gain of robust
-fine-tuning? Reports are grouped by the fine-tuned checkpoint's sha256; each
-needs an ``interpolate`` report (the gain); ``sharpness``, ``layerwise`` and
-``stragglers`` reports add measures. The result is Spearman's rank correlation
-of every measure with the gain, per OOD set.
+The paper's central claim, as a table: across fine-tuned checkpoints, how well does each
+measure (sharpness, depth, barrier, stragglers, the size of the change, ...) rank the OOD
+gain of robust fine-tuning? The measures of a checkpoint come from its reports
+(``interpolate`` for the gain; ``sharpness``, ``layerwise`` and ``stragglers`` add
+measures), either read from files (:func:`run_study`) or made by ``sweep.run_sweep``. Per
+OOD set and measure: Spearman, Kendall tau-b, a bootstrap interval and a p-value
+(``statistics.correlate``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .errors import ReportError
 from .report import Report, read_report
-from .summary import spearman
+from .statistics import StatisticsOptions, correlate
 
 TARGET = "gain"  # the OOD gain of the interpolate summary: max_a acc(a) - acc(0)
 USED = ("interpolate", "sharpness", "layerwise", "stragglers")
@@ -72,8 +75,25 @@ def measures(reports: dict[str, dict]) -> dict[str, float]:
     return {name: value for name, value in found.items() if value is not None}  # null: unknown
 
 
-def run_study(paths: Sequence[Path]) -> Report:
-    """Spearman correlation of every measure with the OOD gain, across fine-tuned checkpoints."""
+def checkpoint_row(
+    reports: dict[str, dict],
+    files: Mapping[str, str],
+    extra: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """One fine-tuned checkpoint: its file, the reports behind it and its measures."""
+    checkpoint = reports["interpolate"]["inputs"]["checkpoints"]["fine_tuned"]
+    return {
+        "name": Path(checkpoint["path"]).stem,
+        "fine_tuned": checkpoint["path"],
+        "sha256": checkpoint["sha256"],
+        "reports": sorted(reports),
+        "files": dict(files),
+        "measures": measures(reports) | dict(extra or {}),
+    }
+
+
+def run_study(paths: Sequence[Path], statistics: StatisticsOptions | None = None) -> Report:
+    """The study of reports already written: grouped by fine-tuned checkpoint (sha256)."""
     started = time.perf_counter()
     docs = [read_report(p, complete=True) for p in paths]
     groups = group(docs, [str(p) for p in paths])
@@ -82,34 +102,61 @@ def run_study(paths: Sequence[Path]) -> Report:
         raise ReportError(
             f"checkpoint {missing[0][:12]} has no interpolate report: the OOD gain comes from it"
         )
-    rows = [_row(reports) for reports in groups.values()]
-    ood = sorted({d["name"] for r in docs if r["command"] == "interpolate"
-                  for d in r["inputs"]["datasets"] if d["role"] == "ood"})  # fmt: skip
+    files = {id(doc): str(p) for doc, p in zip(docs, paths, strict=True)}
+    rows = [
+        checkpoint_row(reports, {kind: files[id(doc)] for kind, doc in reports.items()})
+        for reports in groups.values()
+    ]
+    interpolate = [r["interpolate"] for r in groups.values()]
+    return study_report(
+        rows, interpolate, statistics or StatisticsOptions(),
+        inputs={"reports": [str(p) for p in paths]}, started=started,
+    )  # fmt: skip
+
+
+def study_report(
+    rows: list[dict],
+    interpolate: Sequence[dict],
+    statistics: StatisticsOptions,
+    *,
+    inputs: dict[str, Any],
+    started: float,
+) -> Report:
+    """The study's report: the rows, and per OOD set every measure's statistics."""
+    datasets = interpolate[0]["inputs"]["datasets"] if interpolate else []
+    ood = sorted({d["name"] for r in interpolate for d in r["inputs"]["datasets"]
+                  if d["role"] == "ood"})  # fmt: skip
+    correlations = {name: _correlations(rows, name, statistics) for name in ood}
     return Report(
         command="study",
-        inputs={"reports": [str(p) for p in paths], "num_checkpoints": len(rows)},
-        config={"target": TARGET, "ood": ood},
+        inputs=inputs | {"num_checkpoints": len(rows), "datasets": datasets},
+        config={"target": TARGET, "ood": ood, "statistics": asdict(statistics)},
         results={"checkpoints": rows},
-        summary={"correlations": {name: _correlations(rows, name) for name in ood}},
+        summary={
+            "correlations": correlations,
+            "ranking": {name: ranking(c) for name, c in correlations.items()},
+        },
         seconds=time.perf_counter() - started,
     )
 
 
-def _row(reports: dict[str, dict]) -> dict[str, Any]:
-    interpolate = reports["interpolate"]
-    checkpoint = interpolate["inputs"]["checkpoints"]["fine_tuned"]
-    return {"fine_tuned": checkpoint["path"], "sha256": checkpoint["sha256"],
-            "reports": sorted(reports), "measures": measures(reports)}  # fmt: skip
+def ranking(correlations: dict[str, dict]) -> list[str]:
+    """The measures by |Spearman|, largest first; those without one last, by name."""
+    return sorted(
+        correlations,
+        key=lambda m: (correlations[m]["spearman"] is None, -abs(correlations[m]["spearman"] or 0)),
+    )
 
 
-def _correlations(rows: list[dict], ood: str) -> dict[str, dict]:
-    """Per measure: Spearman with the gain on ``ood``, over the checkpoints having both."""
+def _correlations(rows: list[dict], ood: str, statistics: StatisticsOptions) -> dict[str, dict]:
+    """Per measure: its statistics against the gain on ``ood``, over the checkpoints having
+    both."""
     target = f"{TARGET}[{ood}]"
     names = sorted({m for r in rows for m in r["measures"]} - {target})
     result = {}
     for measure in names:
         pairs = [(r["measures"][measure], r["measures"][target]) for r in rows
                  if measure in r["measures"] and target in r["measures"]]  # fmt: skip
-        value = spearman([p[0] for p in pairs], [p[1] for p in pairs])
-        result[measure] = {"spearman": value, "checkpoints": len(pairs)}
+        found = correlate([p[0] for p in pairs], [p[1] for p in pairs], statistics)
+        result[measure] = {"checkpoints": len(pairs)} | found
     return result
