@@ -95,7 +95,12 @@ def checkpoint_row(
 def run_study(paths: Sequence[Path], statistics: StatisticsOptions | None = None) -> Report:
     """The study of reports already written: grouped by fine-tuned checkpoint (sha256)."""
     started = time.perf_counter()
-    docs = [read_report(p, complete=True) for p in paths]
+    read = [(read_report(p, complete=True), p) for p in paths]
+    skipped = [str(p) for doc, p in read if doc["command"] not in USED]  # prune, inspect...
+    if len(skipped) == len(read):
+        raise ReportError(f"none of the reports is one a study reads ({', '.join(USED)})")
+    docs = [doc for doc, _ in read if doc["command"] in USED]
+    paths = [p for doc, p in read if doc["command"] in USED]
     groups = group(docs, [str(p) for p in paths])
     missing = [sha for sha, reports in groups.items() if "interpolate" not in reports]
     if missing:
@@ -110,7 +115,7 @@ def run_study(paths: Sequence[Path], statistics: StatisticsOptions | None = None
     interpolate = [r["interpolate"] for r in groups.values()]
     return study_report(
         rows, interpolate, statistics or StatisticsOptions(),
-        inputs={"reports": [str(p) for p in paths]}, started=started,
+        inputs={"reports": [str(p) for p in paths], "skipped": skipped}, started=started,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ class TourOptions:
 
     alphas: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(11))
     layer_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # layer-wise and sharpness
-    rho: float = 0.1  # sharpness radius, relative to |w|: small enough not to saturate here
+    rho: float = 0.1  # sharpness radius, relative to |w|: measured not to saturate here (0.5 does)
     iterations: int = 8  # noise draws per sharpness point
     limit: int = 512  # examples per dataset for sharpness and stragglers
     top_k: int = 2  # stragglers pruned: the two sharpest layers (five layers make z weak)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,10 +181,12 @@ def test_another_seed_is_not_cached_and_global_state_is_kept(built, tmp_path):
     shutil.copytree(found.root, root)
     rng, threads = torch.random.get_rng_state(), torch.get_num_threads()
     bars = datasets.is_progress_bar_enabled()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     again = build_demo(root, recipe=DemoRecipe.tiny(), seed=SEED + 1)
     assert again.built
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert torch.get_num_threads() == threads and datasets.is_progress_bar_enabled() == bars
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
     first, second = load_file(found.zero_shot), load_file(again.zero_shot)
     assert not torch.equal(first["visual.proj"], second["visual.proj"])
 
@@ -198,6 +201,51 @@ def test_force_rebuilds_bit_identical_checkpoints(built, tmp_path):
         first, second = load_file(path), load_file(checkpoints(again)[name])
         assert first.keys() == second.keys()
         assert all(torch.equal(first[key], second[key]) for key in first), name
+
+
+BUILD = """
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(int(sys.argv[2]))
+from clipsharp.demo import DemoRecipe, build_demo
+
+build_demo(Path(sys.argv[1]), recipe=DemoRecipe.tiny(), seed=3)
+"""
+
+
+def test_builds_are_byte_identical_across_processes_and_thread_counts(tmp_path):
+    """One and two threads outside, in separate processes: the same sha256 for every file."""
+    import hashlib
+    import subprocess
+    import sys
+
+    digests = []
+    for threads in (1, 2):
+        root = tmp_path / f"threads-{threads}"
+        subprocess.run([sys.executable, "-c", BUILD, str(root), str(threads)], check=True)
+        names = ["zero_shot", "fine_tuned_gentle", "fine_tuned_aggressive"]
+        files = [root / f"{name}.safetensors" for name in names]
+        digests.append([hashlib.sha256(path.read_bytes()).hexdigest() for path in files])
+    assert digests[0] == digests[1]
+
+
+def test_sorted_metadata_keeps_the_file_readable():
+    from safetensors.torch import load, save
+
+    from clipsharp.demo import sorted_metadata
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
+    metadata = {f"key.{c}": f'{{"value": "{c}"}}' for c in "dacbe"}
+    data = sorted_metadata(save(tensors, metadata=metadata))
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(metadata)
+    assert header["__metadata__"] == metadata
+    loaded = load(data)
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[key], tensors[key]) for key in tensors)
 
 
 def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
@@ -222,3 +270,92 @@ def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
     assert {"before", "after"} <= prune["summary"].keys()
     again = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
     assert again.exit_code == 0 and "reused from the cache" in again.stderr
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "demo.md"
+
+
+def documented(section: str, column: str) -> dict[str, list[str]]:
+    """The table under ``section`` of docs/demo.md that has ``column``: column -> cells.
+
+    Cells lose their bold marks.
+    """
+    text = DOC.read_text(encoding="utf-8").split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    lines = text.splitlines()
+    first = next(
+        i for i, line in enumerate(lines) if line.startswith("| ") and f" {column} " in line
+    )
+    rows = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
+            rows.append([cell.strip().strip("*") for cell in line.strip("|").split("|")])
+    return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
+
+
+@pytest.mark.slow
+def test_a_fresh_build_gives_the_numbers_docs_demo_md_shows(tmp_path):
+    """The real recipe, seed 0, built from nothing: every number of the doc's tables, exactly.
+
+    Accuracies are counts out of 597, so three decimals identify them exactly.
+    """
+    from clipsharp.tour import TourOptions, run_tour
+
+    found = build_demo(tmp_path / "demo", seed=0)
+    reports = {
+        stem: report.to_dict()
+        for stem, report in run_tour(found, TourOptions(device="cpu")).items()
+    }
+    path = documented("What the pair shows (seed 0)", "α")
+    for name in ("gentle", "aggressive"):
+        points = reports[f"interpolate-{name}"]["results"]["path"]
+        assert [f"{p['alpha']:.1f}" for p in points] == path["α"]
+        for column, dataset in ((f"{name} ID", "in_dist"), (f"{name} OOD", "shifted")):
+            measured = [f"{p['metrics'][dataset]['accuracy']:.3f}" for p in points]
+            assert measured == path[column], column
+    facts = documented("What `clipsharp demo` runs", "quantity")
+    for stem, key, value in zip(facts["report"], facts["quantity"], facts["value"], strict=True):
+        assert f"{lookup(reports[stem], key):.3f}" == value, (stem, key)
+    stragglers = reports["stragglers-aggressive"]["summary"]["stragglers"]
+    assert stragglers == ["visual.embed", "visual.block.0"]  # as the doc's prose says
+
+
+def lookup(report: dict, key: str) -> float:
+    """A number in a report by a dotted key (list items by index)."""
+    value = report
+    for part in key.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def _sweep(saturated: dict[float, tuple[bool, bool]]) -> dict:
+    """A sharpness report of one dataset: rho -> (saturated by the noise, at chance clean)."""
+    points = [
+        {"alpha": 1.0, "rho": rho, "metrics": {"ood": {"saturated": s or c, "clean_at_chance": c}}}
+        for rho, (s, c) in saturated.items()
+    ]
+    rows = [
+        {"rho": rho, "saturated": s or c, "saturated_alphas": [1.0] if s or c else []}
+        for rho, (s, c) in saturated.items()
+    ]
+    return {"summary": {"ood": rows}, "results": {"points": points}}
+
+
+def test_saturation_warning_names_a_rho_that_did_not_saturate():
+    from rich.console import Console
+
+    from clipsharp.cli.sharpness import warn_saturated
+
+    def warnings(doc: dict) -> str:
+        out = Console(record=True, width=400)
+        warn_saturated(doc, out)
+        return out.export_text()
+
+    sweep = warnings(_sweep({0.1: (False, False), 0.3: (False, False), 1.0: (True, False)}))
+    assert "at rho=1 " in sweep and "at --rho 0.3 the noise brought no point" in sweep
+    alone = warnings(_sweep({1.0: (True, False)}))
+    assert "try --rho 0.1," in alone
+    clean = warnings(_sweep({0.1: (False, True), 1.0: (True, False)}))  # 0.1: at chance clean
+    assert "at --rho 0.1 the noise brought no point" in clean
+    assert "even without noise" in clean

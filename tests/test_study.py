@@ -329,3 +329,22 @@ def test_plot_draws_a_scatter_per_measure_labelled_by_model(study):
     )
     assert names == ["model:ft0", "model:ft1", "model:ft2"]
     assert any("none (the measure is the same for every model)" in t for t in panels)
+
+
+def test_reports_of_other_commands_are_skipped_with_a_note(pair, tmp_path):
+    """A folder of reports (the demo's) holds prune and inspect reports too: left out."""
+    inspect = tmp_path / "inspect.json"
+    result = runner.invoke(app, ["inspect", str(pair.zero_shot), "-o", str(inspect)])
+    assert result.exit_code == 0, result.output
+    alone = runner.invoke(app, ["study", str(inspect), "-o", "-"])
+    assert alone.exit_code == 2 and "none of the reports is one a study reads" in alone.stderr
+    path = tmp_path / "path.json"
+    made = runner.invoke(app, ["interpolate", str(pair.zero_shot), str(pair.fine_tuned),
+                               "--ood", str(pair.shifted), "--device", "cpu", "--alphas", "0,1",
+                               "-o", str(path)])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(app, ["study", str(path), str(inspect), "-o", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert f"{inspect} is not a report a study reads; skipped" in result.output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["inputs"]["skipped"] == [str(inspect)] and doc["inputs"]["reports"] == [str(path)]

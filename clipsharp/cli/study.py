@@ -107,6 +107,8 @@ def command(
     out = console()
     if len(reports) == len(inputs):
         report = _from_reports(inputs, output, common, statistics)
+        for skipped in report.inputs["skipped"]:
+            out.print(f"note: {skipped} is not a report a study reads; skipped", markup=False)
     elif reports:
         raise ConfigError(
             f"{reports[0]} is a report among checkpoints; give checkpoints (zero-shot first) "
