@@ -8,7 +8,8 @@ A tiny open_clip ViT CLIP is pretrained from scratch on the training digits
 against caption prototypes from its text tower, under broad variation (rotation,
 inversion, contrast, noise): the "zero-shot" model. Two copies are fine-tuned,
 image tower only, with cross-entropy against the frozen zero-shot head on the
-clean training digits: one at a gentle learning rate, one at an aggressive one.
+clean training digits: one at a gentle learning rate, one at an aggressive one, and
+four more at learning rates between them (the demo's study: gains from success to failure).
 Bit-identical for a given seed on any number of threads (one thread and deterministic
 kernels while building, seeded generators, sorted metadata); cached under one folder
 (see ``docs/demo.md``).
@@ -67,7 +68,14 @@ class DemoRecipe:
     contrast_range: float = 0.5  # pretraining augmentation: contrast in [1 - r, 1]
     noise_std: float = 0.1  # pretraining augmentation: Gaussian pixel noise
     finetune_steps: int = 200  # steps of each fine-tuning run (clean digits, no augmentation)
-    finetune_lrs: tuple[tuple[str, float], ...] = (("gentle", 5e-5), ("aggressive", 1e-2))
+    finetune_lrs: tuple[tuple[str, float], ...] = (  # (name, lr): one fine-tune each
+        ("gentle", 5e-5),
+        ("lr2e-4", 2e-4),
+        ("lr5e-4", 5e-4),
+        ("lr1e-3", 1e-3),
+        ("lr3e-3", 3e-3),
+        ("aggressive", 1e-2),
+    )
     weight_decay: float = 0.1  # AdamW weight decay, pretraining and fine-tuning
 
     @classmethod
@@ -109,7 +117,7 @@ class DemoArtifacts:
 
     root: Path
     zero_shot: Path
-    fine_tuned: dict[str, Path]  # {"gentle": ..., "aggressive": ...}
+    fine_tuned: dict[str, Path]  # {"gentle": ..., "lr2e-4": ..., ..., "aggressive": ...}
     in_dist: Path  # save_to_disk folder of the held-out digits as they are
     shifted: Path  # save_to_disk folder of the held-out digits, shifted
     built: bool  # False when everything came from the cache
@@ -398,7 +406,7 @@ def write_data(found: DemoArtifacts, recipe: DemoRecipe) -> tuple[Tensor, Tensor
 
 
 def build_models(found: DemoArtifacts, pixels: Tensor, labels: Tensor, run: Run) -> None:
-    """Pretrain the zero-shot model, fine-tune one copy per learning rate, save all three."""
+    """Pretrain the zero-shot model, fine-tune one copy per learning rate, save them all."""
     import copy
 
     import open_clip

@@ -44,7 +44,8 @@ def test_bundled_digits_are_the_uci_digits():
 def test_build_writes_every_file(built):
     found, _ = built
     assert found.built
-    assert set(found.fine_tuned) == {"gentle", "aggressive"}
+    assert list(found.fine_tuned) == [name for name, _ in DemoRecipe.tiny().finetune_lrs]
+    assert {"gentle", "aggressive"} <= set(found.fine_tuned) and len(found.fine_tuned) == 6
     for path in [*checkpoints(found).values(), found.in_dist, found.shifted]:
         assert path.parent == found.root or path.parent == found.root / "data"
         assert path.exists()
@@ -52,7 +53,7 @@ def test_build_writes_every_file(built):
     assert record["recipe_hash"] == DemoRecipe.tiny().fingerprint(SEED)
 
 
-@pytest.mark.parametrize("name", ["zero_shot", "gentle", "aggressive"])
+@pytest.mark.parametrize("name", ["zero_shot", "gentle", "lr1e-3", "aggressive"])
 def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
     import open_clip
 
@@ -66,6 +67,7 @@ def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
     assert parameters["seed"] == SEED
     if name != "zero_shot":
         assert parameters["name"] == name
+        assert parameters["lr"] == dict(DemoRecipe.tiny().finetune_lrs)[name]
     config = json.loads(metadata["clipsharp.model_config"])
     assert config == DemoRecipe.tiny().model_config()
     model = open_clip.model.CLIP(**config)
@@ -74,7 +76,7 @@ def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
     model.load_state_dict(state, strict=True)
 
 
-@pytest.mark.parametrize("name", ["gentle", "aggressive"])
+@pytest.mark.parametrize("name", ["gentle", "lr2e-4", "aggressive"])
 def test_fine_tuning_moves_the_image_tower_only(built, name):
     found, _ = built
     zero_shot = load_file(found.zero_shot)
@@ -153,11 +155,9 @@ def test_progress_reports_every_stage(built):
     _, calls = built
     recipe = DemoRecipe.tiny()
     finals = [(stage, done) for stage, done, total in calls if done == total]
-    assert finals == [
-        ("pretrain", recipe.pretrain_steps),
-        ("fine-tune gentle", recipe.finetune_steps),
-        ("fine-tune aggressive", recipe.finetune_steps),
-    ]
+    fine_tunes = [(f"fine-tune {name}", recipe.finetune_steps) for name, _ in recipe.finetune_lrs]
+    assert finals == [("pretrain", recipe.pretrain_steps), *fine_tunes]
+    assert fine_tunes[0][0] == "fine-tune gentle" and fine_tunes[-1][0] == "fine-tune aggressive"
 
 
 def test_second_call_comes_from_the_cache(built):
@@ -226,7 +226,7 @@ def test_builds_are_byte_identical_across_processes_and_thread_counts(tmp_path):
     for threads in (1, 2):
         root = tmp_path / f"threads-{threads}"
         subprocess.run([sys.executable, "-c", BUILD, str(root), str(threads)], check=True)
-        names = ["zero_shot", "fine_tuned_gentle", "fine_tuned_aggressive"]
+        names = ["zero_shot"] + [f"fine_tuned_{n}" for n, _ in DemoRecipe.tiny().finetune_lrs]
         files = [root / f"{name}.safetensors" for name in names]
         digests.append([hashlib.sha256(path.read_bytes()).hexdigest() for path in files])
     assert digests[0] == digests[1]
@@ -263,7 +263,19 @@ def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
              "layerwise-aggressive", "sharpness-gentle", "sharpness-aggressive",
              "stragglers-aggressive", "prune-aggressive"}  # fmt: skip
     assert {p.stem for p in (out / "reports").glob("*.json")} == stems
-    assert {p.stem for p in (out / "figures").glob("*.png")} == stems
+    assert {p.stem for p in (out / "figures").glob("*.png")} == stems | {"study"}
+    study = json.loads((out / "study.json").read_text())
+    names = [f"fine_tuned_{name}" for name, _ in DemoRecipe.tiny().finetune_lrs]
+    assert [row["name"] for row in study["results"]["checkpoints"]] == names
+    assert study["inputs"]["num_checkpoints"] == 6
+    for row in study["results"]["checkpoints"]:
+        assert set(row["files"]) == {"interpolate", "sharpness", "stragglers"}
+        assert all(Path(path).parent == out / "study.reports" for path in row["files"].values())
+        assert "gain[shifted]" in row["measures"]
+    interpolate = json.loads((out / "reports" / "interpolate-gentle.json").read_text())
+    gentle = study["results"]["checkpoints"][0]["measures"]["gain[shifted]"]
+    assert gentle == interpolate["summary"]["shifted"]["gain"]  # the tour's own path
+    assert "correlation with the OOD gain over 6" in " ".join(result.stderr.split())
     prune = json.loads((out / "reports" / "prune-aggressive.json").read_text())
     stragglers = json.loads((out / "reports" / "stragglers-aggressive.json").read_text())
     assert prune["summary"]["layers"] == stragglers["summary"]["stragglers"]
@@ -319,6 +331,17 @@ def test_a_fresh_build_gives_the_numbers_docs_demo_md_shows(tmp_path):
         assert f"{lookup(reports[stem], key):.3f}" == value, (stem, key)
     stragglers = reports["stragglers-aggressive"]["summary"]["stragglers"]
     assert stragglers == ["visual.embed", "visual.block.0"]  # as the doc's prose says
+    gains = documented("What the pair shows (seed 0)", "OOD gain")
+    rows = {row["name"]: row for row in reports["study"]["results"]["checkpoints"]}
+    assert list(rows) == [f"fine_tuned_{name}" for name in gains["fine-tune"]]
+    for i, name in enumerate(gains["fine-tune"]):
+        path = json.loads(Path(rows[f"fine_tuned_{name}"]["files"]["interpolate"]).read_text())
+        end, summary = path["results"]["path"][-1]["metrics"], path["summary"]["shifted"]
+        assert f"{end['in_dist']['accuracy']:.3f}" == gains["ID at α = 1"][i], name
+        assert f"{end['shifted']['accuracy']:.3f}" == gains["OOD at α = 1"][i], name
+        assert f"{summary['gain']:.3f}" == gains["OOD gain"][i], name
+        assert f"{summary['best_alpha']:.1f}" == gains["best α"][i], name
+        assert rows[f"fine_tuned_{name}"]["measures"]["gain[shifted]"] == summary["gain"]
 
 
 def lookup(report: dict, key: str) -> float:

@@ -32,13 +32,15 @@ def command(
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.
 
     A zero-shot CLIP is trained on captioned handwritten digits under broad
-    variation; two fine-tunes (gentle and aggressive learning rate) train its
-    image tower on the clean digits. The OOD set is the same digits
-    colour-inverted. Then: interpolate, layerwise and sharpness on both pairs;
-    stragglers on the aggressive pair, pruned, and its path before and after.
-    Reports go to OUT/reports, figures to OUT/figures. Needs no download.
+    variation; six fine-tunes (learning rates from gentle to aggressive) train
+    its image tower on the clean digits. The OOD set is the same digits
+    colour-inverted. Then: interpolate, layerwise and sharpness on the gentle
+    and aggressive pairs; stragglers on the aggressive pair, pruned, and its
+    path before and after; a study of all six fine-tunes. Reports go to
+    OUT/reports, figures to OUT/figures, the study to OUT/study.json (its
+    models' reports to OUT/study.reports). Needs no download.
 
-    The first run trains the models (about a minute on 2 CPU cores) and
+    The first run trains the models (one to two minutes on 2 CPU cores) and
     caches them in --out.
 
     Example:
@@ -60,17 +62,21 @@ def command(
         reports = run_tour(artifacts, tour, progress)
     say.print(f"demo models {'built' if artifacts.built else 'reused from the cache'} in {out}")
     show(reports, say)
-    say.print(f"reports: {out / 'reports'}   figures: {out / 'figures'}")
+    say.print(
+        f"reports: {out / 'reports'}   figures: {out / 'figures'}   study: {out / 'study.json'}"
+    )
 
 
 def show(reports: dict, say) -> None:
-    """The summary tables of the path, the stragglers and the repair."""
+    """The summary tables of the path, the stragglers, the repair and the study."""
     from .interpolate import path_table
     from .prune import prune_tables
     from .stragglers import straggler_table
+    from .study import study_table
 
     for name in ("gentle", "aggressive"):
         say.print(path_table(reports[f"interpolate-{name}"].to_dict()))
         say.print(f"[dim]zero-shot vs the {name} fine-tune[/dim]\n")
     say.print(straggler_table(reports["stragglers-aggressive"].to_dict()))
     say.print(prune_tables(reports["prune-aggressive"].to_dict()))
+    say.print(study_table(reports["study"].to_dict()))
