@@ -1,18 +1,17 @@
 """`--device cuda` gives the CPU's numbers: every analysis on a tiny pair, on both devices.
 
-Builds a tiny random open_clip pair and two small datasets in a temporary folder, runs
-interpolate, layerwise (prefix cache on and off), sharpness (average and worst) and
-stragglers through the library on the CPU and on the GPU, and compares: accuracies and
-counts equal, losses and sharpness within float tolerance (GPU kernels round differently).
-Also runs a bf16 working model on the GPU. Prints one line per check and exits 1 if any
-differs. Nothing is downloaded.
+Builds a tiny random open_clip pair (``synthetic.write_pair``) and two small datasets in a
+temporary folder, runs interpolate, layerwise (prefix cache on and off), sharpness
+(average and worst) and stragglers through the library on the CPU and on the GPU, and
+compares: accuracies and counts equal, losses and sharpness within float tolerance (GPU
+kernels round differently). Also runs a bf16 working model on the GPU. Prints one line
+per check and exits 1 if any differs. Nothing is downloaded.
 
     python benchmarks/cuda_check.py            # about a minute on a GPU machine
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from synthetic import write_pair
 
 CONFIG = {
     "embed_dim": 32,
@@ -27,26 +27,6 @@ CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 CLASSES = ["red", "green", "blue", "yellow"]
-
-
-def make_pair(root: Path) -> tuple[Path, Path]:
-    from open_clip.model import CLIP
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    state = CLIP(**json.loads(json.dumps(CONFIG))).state_dict()
-    generator = torch.Generator().manual_seed(1)
-    moved = {
-        key: t + 0.3 * (t.std() + 1e-3) * torch.randn(t.shape, generator=generator)
-        if key.startswith("visual.") and t.is_floating_point()
-        else t.clone()
-        for key, t in state.items()
-    }
-    metadata = {"clipsharp.model_config": json.dumps(CONFIG)}
-    paths = root / "zs.safetensors", root / "ft.safetensors"
-    for path, tensors in zip(paths, (state, moved), strict=True):
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-    return paths
 
 
 def make_dataset(path: Path, n: int, seed: int) -> Path:
@@ -136,7 +116,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        zs, ft = make_pair(root)
+        zs, ft = write_pair(CONFIG, root)
         data = [make_dataset(root / "in_dist", 40, 2), make_dataset(root / "shifted", 36, 3)]
         started = time.perf_counter()
         cpu = reports(zs, ft, data, "cpu")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from . import distributed
 from .config import Progress, RunOptions
-from .engine import Engine, Metric, Point
+from .engine import Engine, Point
 from .journal import Journal
 from .pipeline import Inputs, Workspace
 from .report import Report
@@ -91,8 +91,3 @@ def run(
         summary=summary,
         seconds=time.perf_counter() - started,
     )
-
-
-def metrics_of(measured: Metric, key: str) -> dict:
-    """``{dataset: metrics dict}`` of one point, as reports write it."""
-    return {name: m.to_dict() for name, m in measured[key].items()}

@@ -153,7 +153,8 @@ class Engine:
                     else:
                         features = self.classifier.features(self._finish(data, images))
                     logits = self.classifier.classify(features, head)  # (B, C) fp32
-                    totals += _sums(logits, y)
+                    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+                    _add(totals, logits, y, loss_sum)
         finally:
             point.undo()
         return totals
@@ -237,15 +238,12 @@ class Engine:
         return list(stored["done"])
 
 
-def _sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(3,) fp64: correct predictions, summed cross-entropy, count."""
-    return torch.stack(
-        [
-            (logits.argmax(dim=-1) == labels).sum().double(),
-            F.cross_entropy(logits, labels, reduction="sum").double(),
-            torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device),
-        ]
-    )
+def _add(totals: torch.Tensor, logits, labels: torch.Tensor, loss_sum) -> None:
+    """Add a batch into (3,) fp64 ``totals``: correct predictions, summed loss, count
+    (in place, on the device: no copy to or from the host per batch)."""
+    totals[0] += (logits.argmax(dim=-1) == labels).sum()
+    totals[1] += loss_sum.detach().double()
+    totals[2] += labels.numel()
 
 
 def _split(labels: torch.Tensor, batches: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -339,7 +337,7 @@ def loss_gradient(
                 loss_sum = F.cross_entropy(logits, labels, reduction="sum")
                 for total, grad in zip(grads, torch.autograd.grad(loss_sum, inputs), strict=True):
                     total += grad.float()
-                totals += _sums(logits.detach(), labels)
+                _add(totals, logits.detach(), labels, loss_sum)
     finally:
         for p in frozen:
             p.requires_grad_(False)

@@ -61,6 +61,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def journal_path(output: Path) -> Path:
+    """The ``--resume`` journal of a run writing ``output`` (under torchrun, the journal
+    adds the rank)."""
+    return output.with_name(output.name + ".partial")
+
+
 def check_outputs(
     outputs: Iterable[tuple[str, str | Path | None]],
     inputs: Iterable[tuple[str, str | Path | None]],

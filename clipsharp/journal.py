@@ -25,12 +25,9 @@ from typing import Any
 
 from . import distributed
 from .errors import ConfigError
-from .files import write_atomic
+from .files import journal_path, write_atomic
 
-
-def journal_path(output: Path) -> Path:
-    """The journal of a run writing ``output`` (under torchrun, ``Journal`` adds the rank)."""
-    return output.with_name(output.name + ".partial")
+__all__ = ["Journal", "journal_path"]
 
 
 class Journal:

@@ -156,9 +156,9 @@ def _without_random_init() -> Iterator[None]:
     """While open, ``torch.nn.init``'s in-place initialisers do nothing.
 
     Every weight is loaded from a checkpoint right after the build (``check_architecture``
-    makes sure each key is there), so drawing random weights first is wasted work: 0.75 s
-    against 0.13 s for ViT-B-32 on a CPU. Buffers that modules compute (attention masks)
-    are built as usual.
+    makes sure each key is there), so drawing random weights first is wasted work: 0.76 s
+    against 0.08 s for ViT-B-32 on a CPU (benchmarks/startup.py). Buffers that modules
+    compute (attention masks) are built as usual.
     """
     names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
     saved = {name: getattr(torch.nn.init, name) for name in names}

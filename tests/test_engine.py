@@ -40,14 +40,16 @@ def options(block_images=None, path=ALPHAS):
 
 
 def counted(ws):
-    """The workspace with its dataset reopened through a counting transform."""
+    """The workspace with its datasets reopened through one counting transform."""
     from torchvision import transforms
 
     counting = Counting()
     transform = eval_transform(ws.arch, ws.classifier.model)
     steps = transforms.Compose([counting, *transform.transforms])
-    data = load_eval_data(ws.datasets[0].spec, steps, DataOptions())
-    return replace(ws, datasets=[replace(data, name=ws.datasets[0].name)]), counting
+    datasets = [
+        replace(load_eval_data(d.spec, steps, DataOptions()), name=d.name) for d in ws.datasets
+    ]
+    return replace(ws, datasets=datasets), counting
 
 
 def test_each_image_is_decoded_once_and_held_a_block_at_a_time(pair, larger):
@@ -75,18 +77,22 @@ def test_each_image_is_decoded_once_and_held_a_block_at_a_time(pair, larger):
         assert streamed == point["metrics"]["larger"]  # the same sums, bit for bit
 
 
-def test_a_dataset_given_twice_gets_the_same_metrics_twice(pair, larger):
+def test_a_dataset_given_twice_is_streamed_once_with_the_same_metrics_twice(pair, larger):
     twice = [DatasetSpec.parse(str(larger), role="id"), DatasetSpec.parse(str(larger), "ood")]
-    ws = open_workspace(
-        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
-        twice,
-        data=DataOptions(),
-        evaluation=EvalOptions(device="cpu", batch_size=4, block_images=8),
+    ws, counting = counted(
+        open_workspace(
+            {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
+            twice,
+            data=DataOptions(),
+            evaluation=EvalOptions(device="cpu", batch_size=4, block_images=8),
+        )
     )
     doc = run_interpolation(ws, options(8)).to_dict()
+    assert counting.calls == 50  # not 100: the second is the first's twin
     first, second = (d["name"] for d in doc["inputs"]["datasets"])
     for point in doc["results"]["path"]:
         assert point["metrics"][first] == point["metrics"][second]
+        assert point["metrics"][first]["num_examples"] == 50
 
 
 def test_layerwise_prefix_on_blocks_equals_full_forwards(pair, larger):

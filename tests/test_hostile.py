@@ -500,3 +500,17 @@ def test_ctrl_c_in_prune_leaves_checkpoint_and_report_both_or_neither(given, tmp
     assert "interrupted" in done.stderr
     assert list(out.iterdir()) == []  # neither the checkpoint nor the report, nor a temporary
     assert snapshot(given) == before
+
+
+def test_the_resume_journal_beside_o_is_not_an_input_either(given, tmp_path, monkeypatch):
+    """-o R writes R.partial as it goes: that file is an output too."""
+    monkeypatch.chdir(tmp_path)
+    templates = tmp_path / "path.json.partial"
+    templates.write_text("a photo of a {}.\n")
+    watched = {**given, "templates": templates}
+    before = snapshot(watched)
+    result = invoke("interpolate", str(given["zs"]), str(given["ft"]), "--ood",
+                    str(given["shifted"]), "--templates", str(templates), "--device", "cpu",
+                    "-o", str(tmp_path / "path.json"))  # fmt: skip
+    refused(result, str(templates), "choose a path")
+    assert snapshot(watched) == before and not (tmp_path / "path.json").exists()

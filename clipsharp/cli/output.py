@@ -72,12 +72,17 @@ def guard(outputs: Paths, inputs: Paths) -> None:
 
     Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
     """
-    from ..files import check_outputs
+    from ..files import check_outputs, journal_path
     from .config_file import find_config
 
     found = find_config(Path.cwd())
     config = [("the config file", found[0])] if found else []
-    check_outputs(outputs, [*inputs, *config])
+    journals = [  # a report's --resume journal is written beside it
+        (f"the journal of {flag}", journal_path(Path(path)))
+        for flag, path in outputs
+        if flag == "-o" and path not in (None, "-")
+    ]
+    check_outputs([*outputs, *journals], [*inputs, *config])
 
 
 def checkpoint_inputs(checkpoints: Mapping[str, str | Path | None]) -> list:
@@ -142,7 +147,7 @@ def check_resume(resume: bool, output: Path | None) -> Path | None:
     """The journal file of a run written to ``output`` (None when the report goes to stdout)."""
     if resume and output is None:
         raise ClipsharpError("--resume needs -o FILE: the journal of the run sits beside it")
-    from ..journal import journal_path
+    from ..files import journal_path
 
     return journal_path(output) if output else None
 
