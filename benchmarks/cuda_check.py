@@ -51,13 +51,21 @@ def make_dataset(path: Path, n: int, seed: int) -> Path:
 
 
 def reports(zs: Path, ft: Path, data: list[Path], device: str, precision: str = "fp32") -> dict:
-    from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
-    from clipsharp.data import DatasetSpec
-    from clipsharp.interpolation import run_interpolation
-    from clipsharp.layerwise import LayerwiseOptions, run_layerwise
-    from clipsharp.pipeline import Inputs
-    from clipsharp.sharpness import run_sharpness
-    from clipsharp.stragglers import StragglerOptions, run_stragglers
+    from clipsharp.analyses.interpolate import run_interpolation
+    from clipsharp.analyses.layerwise import run_layerwise
+    from clipsharp.analyses.sharpness import run_sharpness
+    from clipsharp.analyses.stragglers import run_stragglers
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.data.specs import DatasetSpec
+    from clipsharp.options import (
+        DataOptions,
+        EvalOptions,
+        LayerwiseOptions,
+        PathOptions,
+        RunOptions,
+        SharpnessOptions,
+        StragglerOptions,
+    )
 
     specs = (DatasetSpec.parse(str(data[0]), "id"), DatasetSpec.parse(str(data[1]), "ood"))
     inputs = Inputs({"zero_shot": zs, "fine_tuned": ft}, specs)

@@ -95,10 +95,10 @@ def bare_loop(args, zs: Path, ft: Path, batches, labels, classnames, precision: 
 
 def clipsharp_run(args, zs: Path, ft: Path, data: Path, precision: str) -> tuple[float, ...]:
     """(set-up, run_interpolation, one pass of the image stream) seconds, a fresh workspace."""
-    from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
-    from clipsharp.data import DatasetSpec
-    from clipsharp.interpolation import run_interpolation
-    from clipsharp.pipeline import open_workspace
+    from clipsharp.analyses.interpolate import run_interpolation
+    from clipsharp.core.workspace import open_workspace
+    from clipsharp.data.specs import DatasetSpec
+    from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions
 
     start = time.perf_counter()
     data_options = DataOptions(num_workers=args.num_workers)

@@ -118,9 +118,9 @@ def part_a(args, zs: Path, ft: Path, data: Path, out: Path) -> list[Row]:
 
 
 def workspace(args, zs: Path, ft: Path, data: Path, templates: str = "simple"):
-    from clipsharp.config import DataOptions, EvalOptions
-    from clipsharp.data import DatasetSpec
-    from clipsharp.pipeline import open_workspace
+    from clipsharp.core.workspace import open_workspace
+    from clipsharp.data.specs import DatasetSpec
+    from clipsharp.options import DataOptions, EvalOptions
 
     evaluation = EvalOptions(args.device, args.batch_size, "fp32", templates)
     ws = open_workspace(
@@ -133,7 +133,7 @@ def workspace(args, zs: Path, ft: Path, data: Path, templates: str = "simple"):
 
 
 def run_options(evaluation, alphas):
-    from clipsharp.config import DataOptions, PathOptions, RunOptions
+    from clipsharp.options import DataOptions, PathOptions, RunOptions
 
     return RunOptions(DataOptions(), evaluation, PathOptions(alphas=tuple(alphas)))
 
@@ -142,7 +142,7 @@ def part_b(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     """11 alphas, openai templates: clipsharp (set-up included) against the naive loop."""
     import baseline
 
-    from clipsharp.interpolation import run_interpolation
+    from clipsharp.analyses.interpolate import run_interpolation
 
     alphas = [i / 10 for i in range(11)]
 
@@ -167,7 +167,8 @@ def part_b(args, zs: Path, ft: Path, data: Path) -> list[Row]:
 
 def part_c(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     """Layer-wise, with and without the prefix cache; each run on a fresh workspace."""
-    from clipsharp.layerwise import LayerwiseOptions, run_layerwise
+    from clipsharp.analyses.layerwise import run_layerwise
+    from clipsharp.options import LayerwiseOptions
 
     times = {}
     for cached in (False, True):
@@ -198,8 +199,8 @@ def part_d(args, zs: Path, ft: Path, data: Path) -> list[Row]:
     import baseline
     import torch
 
-    from clipsharp.config import SharpnessOptions
-    from clipsharp.sharpness import run_sharpness
+    from clipsharp.analyses.sharpness import run_sharpness
+    from clipsharp.options import SharpnessOptions
 
     sharpness = SharpnessOptions(rhos=(0.1,), iterations=args.iterations)
     ours_time, _ = best_fresh(

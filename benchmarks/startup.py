@@ -34,8 +34,8 @@ def main() -> None:
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
-    from clipsharp.models import _without_random_init
-    from clipsharp.stream import ImageSource
+    from clipsharp.core.models import _without_random_init
+    from clipsharp.data.stream import ImageSource
 
     config = open_clip.get_model_config("ViT-B-32")
 

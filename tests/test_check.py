@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from clipsharp.check import Gates, MaxDrop, Requirement, run_checks
 from clipsharp.cli import app
 from clipsharp.errors import ConfigError
-from clipsharp.report import SCHEMA
+from clipsharp.reports.gates import Gates, MaxDrop, Requirement, run_checks
+from clipsharp.reports.report import SCHEMA
 
 runner = CliRunner()
 

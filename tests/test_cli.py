@@ -274,12 +274,12 @@ def test_inspect_one_and_two_checkpoints(pair):
 
 
 def test_internal_errors_exit_3_without_traceback(pair, monkeypatch):
-    import clipsharp.inspection
+    import clipsharp.analyses.inspect
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(clipsharp.inspection, "run_inspect", broken)
+    monkeypatch.setattr(clipsharp.analyses.inspect, "run_inspect", broken)
     result = invoke("inspect", pair.fine_tuned)
     assert result.exit_code == 3
     assert (

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from clipsharp.cli import app
-from clipsharp.models import Architecture
+from clipsharp.core.models import Architecture
 
 runner = CliRunner()
 

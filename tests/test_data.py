@@ -19,10 +19,11 @@ from conftest import Counting
 from PIL import Image
 from torchvision import transforms
 
-from clipsharp import data
-from clipsharp.config import DataOptions
-from clipsharp.data import DatasetSpec, load_all, load_eval_data, read_classnames, unique_names
+from clipsharp.data import load as data
+from clipsharp.data.load import load_all, load_eval_data, read_classnames
+from clipsharp.data.specs import DatasetSpec, unique_names
 from clipsharp.errors import ConfigError, DatasetError
+from clipsharp.options import DataOptions
 
 NAMES = ["ant", "bee", "cat"]
 TO_TENSOR = transforms.ToTensor()  # exact: pixels / 255

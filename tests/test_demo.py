@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import clipsharp
-from clipsharp.demo import CLASSNAMES, DemoRecipe, build_demo, load_digits
+from clipsharp.demo.build import CLASSNAMES, DemoRecipe, build_demo, load_digits
 
 SEED = 3
 
@@ -137,7 +137,7 @@ def test_training_images_are_preprocessed_like_evaluation(built):
     import datasets
     import open_clip
 
-    from clipsharp.demo import normalize, pixel_tensors, render_digit, split_digits
+    from clipsharp.demo.build import normalize, pixel_tensors, render_digit, split_digits
 
     found, _ = built
     recipe = DemoRecipe.tiny()
@@ -210,7 +210,7 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(int(sys.argv[2]))
-from clipsharp.demo import DemoRecipe, build_demo
+from clipsharp.demo.build import DemoRecipe, build_demo
 
 build_demo(Path(sys.argv[1]), recipe=DemoRecipe.tiny(), seed=3)
 """
@@ -235,7 +235,7 @@ def test_builds_are_byte_identical_across_processes_and_thread_counts(tmp_path):
 def test_sorted_metadata_keeps_the_file_readable():
     from safetensors.torch import load, save
 
-    from clipsharp.demo import sorted_metadata
+    from clipsharp.demo.build import sorted_metadata
 
     tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
     metadata = {f"key.{c}": f'{{"value": "{c}"}}' for c in "dacbe"}
@@ -312,7 +312,7 @@ def test_a_fresh_build_gives_the_numbers_docs_demo_md_shows(tmp_path):
 
     Accuracies are counts out of 597, so three decimals identify them exactly.
     """
-    from clipsharp.tour import TourOptions, run_tour
+    from clipsharp.demo.run import TourOptions, run_tour
 
     found = build_demo(tmp_path / "demo", seed=0)
     reports = {

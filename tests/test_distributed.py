@@ -10,14 +10,21 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
-from clipsharp.data import DatasetSpec
-from clipsharp.distributed import shard
-from clipsharp.engine import evaluate
-from clipsharp.interpolation import run_interpolation
-from clipsharp.layerwise import LayerwiseOptions, run_layerwise
-from clipsharp.pipeline import open_workspace
-from clipsharp.sharpness import run_sharpness
+from clipsharp.analyses.interpolate import run_interpolation
+from clipsharp.analyses.layerwise import run_layerwise
+from clipsharp.analyses.sharpness import run_sharpness
+from clipsharp.core.distributed import shard
+from clipsharp.core.engine import evaluate
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.specs import DatasetSpec
+from clipsharp.options import (
+    DataOptions,
+    EvalOptions,
+    LayerwiseOptions,
+    PathOptions,
+    RunOptions,
+    SharpnessOptions,
+)
 
 SHARPNESS = SharpnessOptions(rhos=(0.3,), iterations=2)
 OPTIONS = RunOptions(

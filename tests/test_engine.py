@@ -9,13 +9,21 @@ import pytest
 import torch
 from conftest import Counting, save_dataset
 
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
-from clipsharp.data import DatasetSpec, load_eval_data
-from clipsharp.interpolation import Interpolation, run_interpolation
-from clipsharp.layerwise import LayerwiseOptions, run_layerwise
-from clipsharp.models import eval_transform
-from clipsharp.pipeline import open_workspace
-from clipsharp.sharpness import run_sharpness
+from clipsharp.analyses.interpolate import Interpolation, run_interpolation
+from clipsharp.analyses.layerwise import run_layerwise
+from clipsharp.analyses.sharpness import run_sharpness
+from clipsharp.core.models import eval_transform
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.load import load_eval_data
+from clipsharp.data.specs import DatasetSpec
+from clipsharp.options import (
+    DataOptions,
+    EvalOptions,
+    LayerwiseOptions,
+    PathOptions,
+    RunOptions,
+    SharpnessOptions,
+)
 
 ALPHAS = PathOptions(alphas=tuple(i / 10 for i in range(11)))
 

@@ -17,11 +17,11 @@ from conftest import CLASSNAMES, tiny_clip
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from clipsharp.checkpoint import load_checkpoint
 from clipsharp.cli import app
+from clipsharp.core.checkpoint import load_checkpoint
+from clipsharp.core.models import ZeroShotHeads, build_tokenizer, load_templates
+from clipsharp.core.workspace import open_checkpoints
 from clipsharp.errors import CheckpointError
-from clipsharp.models import ZeroShotHeads, build_tokenizer, load_templates
-from clipsharp.pipeline import open_checkpoints
 
 transformers = pytest.importorskip("transformers")
 
@@ -144,7 +144,7 @@ def test_sharded_folder_loads_as_the_single_file(hf_pair):
 
 
 def test_open_clip_keys_and_layer_groups(hf_pair):
-    from clipsharp.layers import layer_groups
+    from clipsharp.core.layers import layer_groups
 
     tensors = load_checkpoint(hf_pair.fine_tuned).tensors
     model = transformers.CLIPModel.from_pretrained(hf_pair.fine_tuned)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from clipsharp.cli import app
 from clipsharp.files import file_sha256
-from clipsharp.report import SCHEMA
+from clipsharp.reports.report import SCHEMA
 
 runner = CliRunner()
 
@@ -469,7 +469,7 @@ def test_convert_of_a_malicious_pickle_is_one_line(tmp_path):
 
 INTERRUPT = """
 import os, signal, sys
-import clipsharp.prune as prune
+import clipsharp.analyses.prune as prune
 original = prune.run_prune
 
 def interrupted(*args, **kwargs):  # Ctrl-C once the pruned weights are on disk

@@ -10,8 +10,8 @@ from conftest import TINY_CONFIG, save_checkpoint
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from clipsharp.checkpoint import resolve_source
 from clipsharp.cli import app
+from clipsharp.core.checkpoint import resolve_source
 
 runner = CliRunner()
 

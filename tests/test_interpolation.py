@@ -9,17 +9,12 @@ import torch
 from conftest import plain_metrics
 from safetensors.torch import load_file
 
-from clipsharp.checkpoint import load_checkpoint
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
-from clipsharp.data import DatasetSpec
-from clipsharp.interpolation import (
-    WeightPath,
-    endpoints,
-    interpolate_weights,
-    moving_keys,
-    run_interpolation,
-)
-from clipsharp.pipeline import open_workspace
+from clipsharp.analyses.interpolate import run_interpolation
+from clipsharp.core.checkpoint import load_checkpoint
+from clipsharp.core.weights import WeightPath, endpoints, interpolate_weights, moving_keys
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.specs import DatasetSpec
+from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
 
 OPTIONS = RunOptions(
     data=DataOptions(),

@@ -10,13 +10,14 @@ from conftest import TINY_CONFIG, plain_metrics, save_checkpoint, tiny_model
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clipsharp.analyses.layerwise import Layerwise, run_layerwise
 from clipsharp.cli import app
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
-from clipsharp.data import DatasetSpec
+from clipsharp.core.layers import layer_groups, select_layers
+from clipsharp.core.prefix import vit_depth
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import ConfigError
-from clipsharp.layers import layer_groups, select_layers
-from clipsharp.layerwise import Layerwise, LayerwiseOptions, run_layerwise
-from clipsharp.pipeline import open_workspace
+from clipsharp.options import DataOptions, EvalOptions, LayerwiseOptions, PathOptions, RunOptions
 
 OPTIONS = RunOptions(
     DataOptions(), EvalOptions(device="cpu", batch_size=8), PathOptions(alphas=(0.0, 0.5, 1.0))
@@ -187,7 +188,6 @@ def test_prefix_cache_gives_bit_identical_metrics(pair, tmp_path, granularity, b
 
 def test_prefix_cache_skips_the_layers_below(pair):
     """With the cache, a point of visual.head runs no transformer block."""
-    import clipsharp.prefix
 
     ws = workspace(pair)
     calls = []
@@ -195,14 +195,13 @@ def test_prefix_cache_skips_the_layers_below(pair):
         block.register_forward_hook(lambda module, args, output: calls.append(module))
     run_layerwise(ws, OPTIONS, LayerwiseOptions(layers="visual.head"))
     n_batches = -(-20 // OPTIONS.eval.batch_size)  # the shifted set, batches of 8
-    depth = clipsharp.prefix.vit_depth(ws.classifier)
+    depth = vit_depth(ws.classifier)
     # background (every block) + building the cache (every block) + 2 points (no block)
     assert len(calls) == 2 * depth * n_batches
 
 
 def test_resnet_clip_end_to_end(pair, tmp_path):
     """A ResNet image tower: generic layer groups, no prefix cache, metrics as a plain loop."""
-    import clipsharp.prefix
 
     cfg = json.loads(json.dumps(TINY_CONFIG))
     cfg["vision_cfg"] = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}
@@ -217,7 +216,7 @@ def test_resnet_clip_end_to_end(pair, tmp_path):
     ws = open_workspace({"zero_shot": zs_path, "fine_tuned": ft_path},
                         [DatasetSpec.parse(str(pair.shifted), role="ood")],
                         data=OPTIONS.data, evaluation=OPTIONS.eval)  # fmt: skip
-    assert clipsharp.prefix.vit_depth(ws.classifier) is None
+    assert vit_depth(ws.classifier) is None
     doc = run_layerwise(ws, OPTIONS, LayerwiseOptions(layers="visual.layer*")).to_dict()
     rows = doc["results"]["layers"]
     assert [r["layer"] for r in rows] == [f"visual.layer{i}.0" for i in range(1, 5)]

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from conftest import TINY_CONFIG, fine_tune_like, save_checkpoint, tiny_model
 from safetensors.torch import load_file
 
-from clipsharp.checkpoint import Checkpoint, load_checkpoint, validate_pair
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions
-from clipsharp.data import DatasetSpec
+from clipsharp.analyses.interpolate import run_interpolation
+from clipsharp.core.checkpoint import Checkpoint, load_checkpoint, validate_pair
+from clipsharp.core.models import load_templates, resolve_architecture
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import CheckpointError, ConfigError, DatasetError
-from clipsharp.interpolation import run_interpolation
-from clipsharp.models import load_templates, resolve_architecture
-from clipsharp.pipeline import open_workspace
+from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions
 
 
 def run(pair, zero_shot, fine_tuned, *, alphas=(0.0, 1.0), templates="openai", model=None):
@@ -203,7 +203,7 @@ def test_stored_head_maps_a_subset_dataset_by_class_name(pair, headed, tmp_path)
 def test_a_tokenizer_that_cannot_be_had_is_a_clear_error(monkeypatch):
     import open_clip
 
-    from clipsharp.models import Architecture, build_tokenizer
+    from clipsharp.core.models import Architecture, build_tokenizer
 
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipsharp.cli import app
-from clipsharp.plots import alpha_ticks, figures, z_thresholds
-from clipsharp.report import SCHEMA
+from clipsharp.reports.plot import alpha_ticks, figures, z_thresholds
+from clipsharp.reports.report import SCHEMA
 
 runner = CliRunner()
 

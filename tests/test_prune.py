@@ -12,9 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clipsharp.analyses.prune import prune_mask
 from clipsharp.cli import app
-from clipsharp.layers import layer_groups
-from clipsharp.prune import prune_mask
+from clipsharp.core.layers import layer_groups
 
 runner = CliRunner()
 
@@ -175,7 +175,7 @@ def test_datasets_without_zero_shot_prune_with_a_warning(pair, tmp_path):
 
 
 def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
-    from clipsharp.report import SCHEMA
+    from clipsharp.reports.report import SCHEMA
 
     report = tmp_path / "stragglers.json"
     report.write_text(

@@ -110,9 +110,9 @@ def test_killed_sweep_leaves_no_report_and_resumes_to_the_same_report(
 def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
     """Through the library: a resumed run's first progress call starts at the images done."""
     from clipsharp import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
-    from clipsharp.data import DatasetSpec
-    from clipsharp.interpolation import run_interpolation
-    from clipsharp.pipeline import open_workspace
+    from clipsharp.analyses.interpolate import run_interpolation
+    from clipsharp.core.workspace import open_workspace
+    from clipsharp.data.specs import DatasetSpec
 
     options = RunOptions(
         DataOptions(),
@@ -248,9 +248,9 @@ def test_fail_on_failure_mode(pair, tmp_path):
     ],
 )
 def test_bad_output_path_is_refused_before_any_work(pair, tmp_path, monkeypatch, output, message):
-    import clipsharp.pipeline
+    import clipsharp.core.workspace
 
-    monkeypatch.setattr(clipsharp.pipeline, "open_workspace", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(clipsharp.core.workspace, "open_workspace", lambda *a, **k: 1 / 0)
     output = output.format(zs=pair.zero_shot, tmp=tmp_path)
     before = pair.zero_shot.read_bytes()
     result = runner.invoke(app, args(pair, output))

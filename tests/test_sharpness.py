@@ -14,18 +14,13 @@ from conftest import CLASSNAMES, TINY_CONFIG
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clipsharp.analyses.sharpness import at_chance, measure_sharpness, run_sharpness
 from clipsharp.cli import app
-from clipsharp.config import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
-from clipsharp.data import DatasetSpec
+from clipsharp.core.perturb import noise_generator, perturbed_keys
+from clipsharp.core.workspace import open_workspace
+from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import ConfigError
-from clipsharp.pipeline import open_workspace
-from clipsharp.sharpness import (
-    at_chance,
-    measure_sharpness,
-    noise_generator,
-    perturbed_keys,
-    run_sharpness,
-)
+from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from clipsharp.cli import app
-from clipsharp.statistics import (
-    StatisticsOptions,
+from clipsharp.options import StatisticsOptions
+from clipsharp.reports.statistics import (
     bootstrap_interval,
     correlate,
     kendall_tau_b,
@@ -311,7 +311,7 @@ def test_study_of_two_models_has_no_correlation(reports):
 
 
 def test_plot_draws_a_scatter_per_measure_labelled_by_model(study):
-    from clipsharp.plots import figures
+    from clipsharp.reports.plot import figures
 
     _, _, doc, _ = study
     (fig,) = figures([doc], ["study.json"])

@@ -103,9 +103,9 @@ def test_points_are_named_in_the_papers_words(key, shown):
 
 def test_library_reports_points_and_steps(pair):
     from clipsharp import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
-    from clipsharp.data import DatasetSpec
-    from clipsharp.interpolation import run_interpolation
-    from clipsharp.pipeline import Inputs
+    from clipsharp.analyses.interpolate import run_interpolation
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.data.specs import DatasetSpec
 
     calls = []
     options = RunOptions(DataOptions(), EvalOptions(device="cpu", batch_size=4),
@@ -235,7 +235,7 @@ def test_interpolate_warns_when_both_ends_are_at_chance(made, tmp_path):
 
 
 def test_check_rounds_what_it_prints():
-    from clipsharp.check import show_value
+    from clipsharp.reports.gates import show_value
 
     assert show_value(3.9541124922146946) == "3.954"
     assert show_value(0.01 - 1e-9, near=0.01) == repr(0.01 - 1e-9)  # told apart from 0.01

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import json
 import math
 import os
 import sys
+from inspect import Parameter, Signature
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import ClipsharpError, ConfigError
+from .params import grouped, parameters
 
 
 class OneLineUsage(TyperGroup):
@@ -99,9 +100,9 @@ INTERRUPTED = 130
 
 
 def handle_errors(command):
-    """Expected errors: one line on stderr and exit 2. Ctrl-C: exit 130. Bugs: exit 3.
-
-    Also serves ``--show-config`` for every command that has it.
+    """The typer command of ``command``: its options dataclasses offered as flags (see
+    ``params.py``). Expected errors: one line on stderr and exit 2. Ctrl-C: exit 130.
+    Bugs: exit 3. Also serves ``--show-config`` for every command that has it.
     """
 
     @functools.wraps(command)
@@ -111,7 +112,7 @@ def handle_errors(command):
             return None
         try:
             check_finite(ctx, kwargs)
-            return command(**kwargs)
+            return command(**grouped(command, kwargs))
         except ClipsharpError as e:
             typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
@@ -138,13 +139,8 @@ def handle_errors(command):
             )
             raise typer.Exit(INTERNAL_ERROR) from None
 
-    signature = inspect.signature(command, eval_str=True)
-    ctx_param = inspect.Parameter(
-        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
-    )
-    wrapper.__signature__ = signature.replace(
-        parameters=[ctx_param, *signature.parameters.values()]
-    )
+    ctx_param = Parameter("ctx", Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    wrapper.__signature__ = Signature([ctx_param, *parameters(command)])
     return wrapper
 
 
@@ -223,7 +219,6 @@ def _register() -> None:
         check,
         convert,
         demo,
-        inspection,
         interpolate,
         layerwise,
         merge,
@@ -234,6 +229,7 @@ def _register() -> None:
         stragglers,
         study,
     )
+    from . import inspect as inspection
 
     app.command("interpolate", cls=Command)(handle_errors(interpolate.command))
     app.command("layerwise", cls=Command)(handle_errors(layerwise.command))

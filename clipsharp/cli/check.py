@@ -11,15 +11,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..check import Check, Verdict, show_value
-from . import options as opt
+from ..reports.gates import Check, Verdict, show_value
 from .output import console
+from .params import Rendering, offer
 
 GATES = "Gates"
 BASELINE = "Baseline"
 GATE_FAILED = 1
 
 
+@offer(
+    helps={"format": "table (stderr), json (the verdict, stdout) or md (GitHub markdown, stdout)."}
+)
 def command(
     report: Annotated[Path, typer.Argument(help="A clipsharp report (JSON).", show_default=False)],
     min_gain: Annotated[
@@ -82,13 +85,8 @@ def command(
             rich_help_panel=BASELINE,
         ),
     ] = None,
-    format: Annotated[
-        str,
-        typer.Option(
-            help="table (stderr), json (verdict on stdout) or md (GitHub markdown on stdout)."
-        ),
-    ] = "table",
-    show_config: opt.ShowConfig = False,
+    *,
+    rendering: Rendering,
 ) -> None:
     """Exit 1 when a report fails a threshold: a CI gate.
 
@@ -101,10 +99,9 @@ def command(
 
         clipsharp check path.json --no-failure-mode --min-gain 0.01 --format md
     """
-    from ..check import Gates, Requirement, baseline_max_drop, run_checks
-    from ..report import read_report
+    from ..reports.gates import Gates, Requirement, baseline_max_drop, run_checks
+    from ..reports.report import read_report
 
-    opt.check_format(format)
     gates = Gates(
         min_gain=min_gain, max_depth=max_depth, max_barrier=max_barrier,
         max_sharpness=max_sharpness, no_failure_mode=no_failure_mode,
@@ -121,9 +118,9 @@ def command(
         baseline_name=baseline.name if baseline else "the baseline",
     )
     out = console()
-    if format == "json":
+    if rendering.format == "json":
         sys.stdout.write(json.dumps(verdict.to_dict(), indent=2) + "\n")
-    elif format == "md":
+    elif rendering.format == "md":
         sys.stdout.write(to_markdown(verdict, report.name))
     else:
         out.print(verdict_table(verdict, report.name))

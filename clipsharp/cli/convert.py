@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
-from . import options as opt
+from ..options import InputOptions
 from .output import check_output, console, guard
+from .params import offer
 
 
+@offer("inputs.id", "inputs.ood")
 def command(
     checkpoint: Annotated[
         Path,
@@ -29,11 +31,11 @@ def command(
             show_default=False,
         ),
     ],
-    model: opt.Model = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the output if it exists.")
     ] = False,
-    allow_nonfinite: opt.AllowNonfinite = False,
+    *,
+    inputs: InputOptions,
 ) -> None:
     """Convert a pickled checkpoint to safetensors, executing nothing it holds.
 
@@ -47,12 +49,19 @@ def command(
 
         clipsharp convert finetuned.pt -o finetuned.safetensors --model ViT-B-32
     """
-    from ..convert import convert_checkpoint
+    from ..analyses.convert import convert_checkpoint
 
     check_output(str(output))
-    guard([("-o", output)], [("the input checkpoint", checkpoint), ("the --model config", model)])
+    guard(
+        [("-o", output)],
+        [("the input checkpoint", checkpoint), ("the --model config", inputs.model)],
+    )
     done = convert_checkpoint(
-        checkpoint, output, model=model, force=force, allow_nonfinite=allow_nonfinite
+        checkpoint,
+        output,
+        model=inputs.model,
+        force=force,
+        allow_nonfinite=inputs.allow_nonfinite,
     )
     how = [
         f"from {done.wrapper!r}" if done.wrapper else "",

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from . import options as opt
+from ..options import EvalOptions
 from .output import check_folder, console, guard, progress_bars
+from .params import offer
 
 
+@offer(
+    *(
+        f"evaluation.{name}"
+        for name in ("precision", "templates", "head_classnames", "block_images")
+    )
+)
 def command(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the data, models, reports and figures.")
@@ -25,9 +33,12 @@ def command(
             help="A toy recipe that builds in seconds: the commands and files, not the science.",
         ),
     ] = False,
-    device: opt.Device = "auto",
-    batch_size: opt.BatchSize = 128,
-    seed: opt.Seed = 0,
+    seed: Annotated[
+        int,
+        typer.Option(metavar="N", help="Seed of the demo's training and of its analyses."),
+    ] = 0,
+    *,
+    evaluation: EvalOptions,
 ) -> None:
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.
 
@@ -47,15 +58,15 @@ def command(
 
         clipsharp demo --out clipsharp-demo
     """
-    from ..demo import DemoRecipe, build_demo
-    from ..tour import TourOptions, run_tour
+    from ..demo.build import DemoRecipe, build_demo
+    from ..demo.run import TourOptions, run_tour
 
     guard([("--out", out)], [])
     check_folder(out, "--out")
     recipe = DemoRecipe.tiny() if quick else DemoRecipe()
-    tour = TourOptions(device=device, batch_size=batch_size, seed=seed)
+    tour = TourOptions(device=evaluation.device, batch_size=evaluation.batch_size, seed=seed)
     if quick:
-        tour = TourOptions(device=device, batch_size=batch_size, seed=seed, iterations=2, limit=64)
+        tour = replace(tour, iterations=2, limit=64)
     say = console()
     with progress_bars(say) as progress:
         artifacts = build_demo(out, force=force, progress=progress, seed=seed, recipe=recipe)

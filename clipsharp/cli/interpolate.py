@@ -9,41 +9,38 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import InputOptions, RunOptions
 from . import options as opt
-from .common import Common, analysis
 from .output import (
-    check_output,
-    check_resume,
-    checkpoint_inputs,
     console,
     finish,
     fmt,
     gate,
-    guard,
+    guard_run,
     progress_bars,
+    reading,
     signed,
     summary_table,
 )
+from .params import Rendering, offer
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when an OOD set fails: failure-mode."
 )
 
 
-@analysis(helps={"ood": "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several. "
-                 "Failure mode is judged on these."})  # fmt: skip
+@offer(helps={"ood": "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several. "
+              "Failure mode is judged on these."})  # fmt: skip
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    alphas: opt.Alphas = "0:1:0.1",
-    extrapolate: opt.Extrapolate = False,
-    exclude: opt.Exclude = None,
-    failure_threshold: opt.FailureThreshold = 0.0,
     output: opt.Output = None,
     resume: opt.Resume = False,
     fail_on: FailOn = None,
     *,
-    common: Common,
+    inputs: InputOptions,
+    run: RunOptions,
+    rendering: Rendering,
 ) -> None:
     """Accuracy and loss along theta(alpha) = (1 - alpha) zero_shot + alpha fine_tuned.
 
@@ -56,28 +53,19 @@ def command(
         clipsharp interpolate zs.safetensors ft.safetensors \\
             --id data/in_dist --ood data/shifted -o path.json
     """
-    from ..interpolation import run_interpolation
+    from ..analyses.interpolate import run_interpolation
 
-    run = common.run_options(
-        alphas=alphas, extrapolate=extrapolate, exclude=exclude, failure_threshold=failure_threshold
-    )
-    form = common.form
     opt.check_fail_on(fail_on, "failure-mode")
-    report_path = check_output(output)
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    guard(
-        [("-o", output), ("--data-cache", common.data_cache)],
-        [*checkpoint_inputs(roles), *common.inputs()],
-    )
-    journal = check_resume(resume, report_path)
+    journal = guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_interpolation(
-            common.reading(roles), run, progress=progress, journal=journal, resume=resume
+            reading(roles, inputs), run, progress=progress, journal=journal, resume=resume
         )
     doc = report.to_dict()
     warn_chance(doc, out)
-    finish(report, path_table(doc), output, out, journal, form=form)
+    finish(report, path_table(doc), output, out, journal, form=rendering.format)
     gate(report, fail_on, out)
 
 

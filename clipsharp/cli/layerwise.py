@@ -2,88 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import InputOptions, LayerwiseOptions, RunOptions
 from . import options as opt
-from .common import Common, analysis
 from .output import (
-    check_output,
-    check_resume,
-    checkpoint_inputs,
     console,
     finish,
     fmt,
     gate,
-    guard,
+    guard_run,
     progress_bars,
+    reading,
     signed,
     summary_table,
 )
-
-LAYERS = "Layers"
-
+from .params import Rendering, offer
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."
 )
 
 
-@analysis()
+@offer("run.path.failure_threshold")
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    granularity: Annotated[
-        str,
-        typer.Option(
-            help="Layer groups: block (transformer blocks, embeddings, heads), module "
-            "(a weight with its bias) or tensor.",
-            rich_help_panel=LAYERS,
-        ),
-    ] = "block",
-    background: Annotated[
-        str,
-        typer.Option(
-            help="ft: every other layer fine-tuned, one layer moves toward zero-shot; "
-            "zs: every other layer zero-shot, one moves toward fine-tuned.",
-            rich_help_panel=LAYERS,
-        ),
-    ] = "ft",
-    layers: Annotated[
-        str | None,
-        typer.Option(
-            help="Only these layers: a comma list of names or globs ('visual.block.*'); "
-            "clipsharp inspect lists the names.",
-            rich_help_panel=LAYERS,
-        ),
-    ] = None,
-    collapse_threshold: Annotated[
-        float,
-        typer.Option(
-            help="A layer collapses when the accuracy on its path falls this far below "
-            "both endpoints.",
-            rich_help_panel=LAYERS,
-        ),
-    ] = 0.05,
-    prefix_cache: Annotated[
-        bool,
-        typer.Option(
-            "--prefix-cache/--no-prefix-cache",
-            help="Reuse the activations below the moving layer (ViT image towers; exact).",
-            rich_help_panel=LAYERS,
-        ),
-    ] = True,
-    alphas: opt.Alphas = "0:1:0.1",
-    extrapolate: opt.Extrapolate = False,
-    exclude: opt.Exclude = None,
     output: opt.Output = None,
     resume: opt.Resume = False,
     fail_on: FailOn = None,
     *,
-    common: Common,
+    inputs: InputOptions,
+    run: RunOptions,
+    layerwise: LayerwiseOptions,
+    rendering: Rendering,
 ) -> None:
     """Move one layer at a time between zero-shot and fine-tuned weights (the paper's Fig. 2).
 
@@ -97,32 +50,18 @@ def command(
         clipsharp layerwise zs.safetensors ft.safetensors \\
             --ood data/shifted --alphas 0,0.5,1
     """
-    from ..layerwise import LayerwiseOptions, run_layerwise
+    from ..analyses.layerwise import run_layerwise
 
-    run = common.run_options(alphas=alphas, extrapolate=extrapolate, exclude=exclude)
-    layer_options = LayerwiseOptions(
-        granularity, background, layers, collapse_threshold, prefix_cache
-    )
-    form = common.form
     opt.check_fail_on(fail_on, "collapse")
-    report_path = check_output(output)
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    guard(
-        [("-o", output), ("--data-cache", common.data_cache)],
-        [*checkpoint_inputs(roles), *common.inputs()],
-    )
-    journal = check_resume(resume, report_path)
+    journal = guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_layerwise(
-            common.reading(roles),
-            run,
-            layer_options,
-            progress=progress,
-            journal=journal,
+            reading(roles, inputs), run, layerwise, progress=progress, journal=journal,
             resume=resume,
-        )
-    finish(report, layer_table(report.to_dict()), output, out, journal, form=form)
+        )  # fmt: skip
+    finish(report, layer_table(report.to_dict()), output, out, journal, form=rendering.format)
     gate(report, fail_on, out)
 
 

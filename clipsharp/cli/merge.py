@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
+from ..options import InputOptions
 from . import options as opt
 from .output import checkpoint_inputs, console, guard
+from .params import offer
 
 MERGE = "Merge"
 
 
+@offer("inputs.id", "inputs.ood")
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
@@ -55,8 +58,8 @@ def command(
             rich_help_panel=MERGE,
         ),
     ] = None,
-    model: opt.Model = None,
-    allow_nonfinite: opt.AllowNonfinite = False,
+    *,
+    inputs: InputOptions,
 ) -> None:
     """Write the merged (WiSE-FT) model (1 - A) * zero-shot + A * fine-tuned.
 
@@ -70,19 +73,19 @@ def command(
         clipsharp merge zs.safetensors ft.safetensors --alpha best \\
             --from path.json -o wise-ft.safetensors
     """
-    from ..merge import merge
+    from ..analyses.merge import merge
 
     guard(
         [("-o", output)],
         [
             *checkpoint_inputs({"zero_shot": zero_shot, "fine_tuned": fine_tuned}),
             ("the --from report", from_report),
-            ("the --model config", model),
+            ("the --model config", inputs.model),
         ],
     )
     done = merge(
         zero_shot, fine_tuned, output, alpha, from_report=from_report, select_on=select_on,
-        model=model, allow_nonfinite=allow_nonfinite,
+        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
     )  # fmt: skip
     out = console()
     choice = done.choice

@@ -16,8 +16,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import ClipsharpError
-from ..report import Report
-from ..summary import tripped
+from ..options import InputOptions, RunOptions
+from ..reports.gates import tripped
+from ..reports.report import Report
 
 HUB_CONFIG = "open_clip_config.json"  # the architecture open_clip keeps beside its weights
 
@@ -102,7 +103,7 @@ def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
     A spec is ``SOURCE[:SPLIT]``: both readings are taken, as either may be the path;
     a glob stands for the folder before its first wildcard.
     """
-    from ..sources import GLOB_CHARS, local_path
+    from ..data.specs import GLOB_CHARS, local_path
 
     found = []
     for text in specs:
@@ -116,7 +117,7 @@ def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
 
 
 def _until_glob(parts: Sequence[str]) -> Iterator[str]:
-    from ..sources import GLOB_CHARS
+    from ..data.specs import GLOB_CHARS
 
     for part in parts:
         if GLOB_CHARS.search(part):
@@ -141,6 +142,52 @@ def uninterrupted() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if caught and previous is not signal.SIG_IGN:
         raise KeyboardInterrupt
+
+
+def run_files(inputs: InputOptions, run: RunOptions) -> list:
+    """``(what, path)`` of every file and folder the shared options make a run read."""
+    from ..options import TEMPLATE_SETS
+
+    templates = None if run.eval.templates in TEMPLATE_SETS else run.eval.templates
+    return [
+        *dataset_inputs("--id", [inputs.id] if inputs.id else []),
+        *dataset_inputs("--ood", inputs.ood),
+        ("the --classnames file", run.data.classnames),
+        ("the --templates file", templates),
+        ("the --head-classnames file", run.eval.head_classnames),
+        ("the --model config", inputs.model),
+    ]
+
+
+def guard_run(
+    output: str | None,
+    resume: bool,
+    checkpoints: Mapping[str, str | Path | None],
+    inputs: InputOptions,
+    run: RunOptions,
+    *,
+    outputs: Paths = (),
+    read: Paths = (),
+) -> Path | None:
+    """Before any work: the report path can be written and no output is an input (the
+    checkpoints, the datasets, the files the options name, ``read``). Returns the journal
+    of ``--resume`` (None when the report goes to stdout)."""
+    journal = check_resume(resume, check_output(output))
+    guard(
+        [("-o", output), *outputs, ("--data-cache", run.data.cache_dir)],
+        [*checkpoint_inputs(checkpoints), *read, *run_files(inputs, run)],
+    )
+    return journal
+
+
+def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
+    """The ``Inputs`` of a run on these checkpoints and the --id / --ood datasets."""
+    from ..core.workspace import Inputs
+
+    return Inputs(
+        {role: Path(path) for role, path in checkpoints.items()}, inputs.specs(),
+        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
+    )  # fmt: skip
 
 
 def check_resume(resume: bool, output: Path | None) -> Path | None:
@@ -179,7 +226,7 @@ def finish(
     ``--format``: ``table`` (rich, on stderr), ``json`` (the report on stdout) or
     ``md`` (the summary as a GitHub markdown table on stdout).
     """
-    from ..distributed import is_main
+    from ..core.distributed import is_main
 
     if not is_main():
         return
@@ -332,7 +379,7 @@ class LiveProgress:
     def __call__(self, task: str, done: int, total: int) -> None:
         from rich.markup import escape
 
-        from ..config import split_task
+        from ..progress import split_task
 
         label, point = split_task(task)
         now = time.monotonic()
@@ -369,7 +416,7 @@ class PlainProgress:
         self.runs: dict[str, _Run] = {}
 
     def __call__(self, task: str, done: int, total: int) -> None:
-        from ..config import split_task
+        from ..progress import split_task
 
         label, point = split_task(task)
         now = time.monotonic()

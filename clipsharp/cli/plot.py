@@ -38,8 +38,8 @@ def command(
 
         clipsharp plot before.json after.json -o prune.png
     """
-    from ..plots import figure_groups, figure_paths, figures, save_figures
-    from ..report import read_report
+    from ..reports.plot import figure_groups, figure_paths, figures, save_figures
+    from ..reports.report import read_report
 
     check_output(str(output))
     inputs = [("the report", path) for path in reports]

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
 from . import options as opt
-from .common import Common, analysis
 from .interpolate import path_table
 from .output import (
     check_output,
@@ -21,14 +21,14 @@ from .output import (
     fmt,
     guard,
     progress_bars,
+    run_files,
     summary_table,
     uninterrupted,
 )
+from .params import Rendering, offer
 
-PRUNE = "Pruning"
 
-
-@analysis()
+@offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
 def command(
     fine_tuned: opt.FineTuned,
     output: Annotated[
@@ -49,34 +49,19 @@ def command(
             "--from", help="Prune the stragglers of this stragglers report.", rich_help_panel=PRUNE
         ),
     ] = None,
-    sparsity: Annotated[
-        float, typer.Option(help="Fraction of entries pruned per tensor.", rich_help_panel=PRUNE)
-    ] = 0.5,
-    target: Annotated[
-        str,
-        typer.Option(
-            help="weights: zero the smallest |w|; task-vector: return the smallest "
-            "|ft - zs| to zero-shot (needs --zero-shot).",
-            rich_help_panel=PRUNE,
-        ),
-    ] = "weights",
-    include_vectors: Annotated[
-        bool,
-        typer.Option(
-            "--include-vectors", help="Also prune biases and norms.", rich_help_panel=PRUNE
-        ),
-    ] = False,
     zero_shot: Annotated[
         Path | None,
         typer.Option(help="The zero-shot checkpoint: for --target task-vector and --id/--ood."),
     ] = None,
-    alphas: opt.Alphas = "0:1:0.1",
     report: Annotated[
         str | None,
         typer.Option(help="Write the JSON report to FILE, or '-' for stdout (default when piped)."),
     ] = None,
     *,
-    common: Common,
+    inputs: InputOptions,
+    run: RunOptions,
+    pruning: PruneOptions,
+    rendering: Rendering,
 ) -> None:
     """Prune the chosen layers of a fine-tuned checkpoint into a new one (the paper's Fig. 5).
 
@@ -90,31 +75,28 @@ def command(
         clipsharp prune ft.safetensors --from stragglers.json \\
             -o ft-pruned.safetensors
     """
-    from ..prune import PruneOptions, prune
+    from ..analyses.prune import prune
 
-    form = common.form
-    options = PruneOptions(sparsity, target, include_vectors)
     check_output(str(output))
     check_output(report, "--report")
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
     guard(
-        [("-o", output), ("--report", report), ("--data-cache", common.data_cache)],
-        [*checkpoint_inputs(roles), ("the --from report", from_report), *common.inputs()],
+        [("-o", output), ("--report", report), ("--data-cache", run.data.cache_dir)],
+        [*checkpoint_inputs(roles), ("the --from report", from_report), *run_files(inputs, run)],
     )
-    specs = opt.dataset_specs(common.id, common.ood)
+    specs = inputs.specs()
     out = console()
     if specs and zero_shot is None:
         out.print(
             "[yellow]warning:[/] datasets given without --zero-shot: the path before and "
             "after pruning is not measured (add --zero-shot ZS to measure it)"
         )
-    run = common.run_options(alphas=alphas)
     staged = output.with_name(f".{output.name}.pending")  # renamed to -o with the report
     try:
         with progress_bars(out) as progress:
             result = prune(
-                roles, output, options, layers=layers, from_report=from_report, specs=specs,
-                run=run, model=common.model, allow_nonfinite=common.allow_nonfinite,
+                roles, output, pruning, layers=layers, from_report=from_report, specs=specs,
+                run=run, model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
                 write_to=staged, progress=progress,
             )  # fmt: skip
         if not result.summary["layers"]:
@@ -123,7 +105,14 @@ def command(
                 f"pruned, {output} holds the fine-tuned weights unchanged"
             )
         with uninterrupted():
-            finish(result, prune_tables(result.to_dict()), report, out, flag="--report", form=form)
+            finish(
+                result,
+                prune_tables(result.to_dict()),
+                report,
+                out,
+                flag="--report",
+                form=rendering.format,
+            )
             commit(staged, output, report)
         out.print(f"pruned checkpoint written to {output}")
     finally:

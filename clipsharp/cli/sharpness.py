@@ -7,32 +7,33 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..options import InputOptions, RunOptions, SharpnessOptions
 from . import options as opt
-from .common import Common, Measure, analysis
 from .output import (
-    check_output,
-    check_resume,
-    checkpoint_inputs,
     console,
     finish,
     fmt,
-    guard,
+    guard_run,
     progress_bars,
+    reading,
     signed,
     summary_table,
 )
+from .params import Rendering, offer
 
 
-@analysis(limit=1024)
+@offer("run.path.exclude", "run.path.failure_threshold", defaults={"limit": 1024},
+       helps={"alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
+              "start:stop:step (inclusive), measured exactly as given."})  # fmt: skip
 def command(
     checkpoints: opt.Checkpoints,
-    alphas: opt.MeasuredAlphas = "0:1:0.1",
-    extrapolate: opt.Extrapolate = False,
     output: opt.Output = None,
     resume: opt.Resume = False,
     *,
-    common: Common,
-    measure: Measure,
+    inputs: InputOptions,
+    run: RunOptions,
+    sharpness: SharpnessOptions,
+    rendering: Rendering,
 ) -> None:
     """Adaptive sharpness along the path, or of one model (the paper's Fig. 3).
 
@@ -47,25 +48,19 @@ def command(
         clipsharp sharpness zs.safetensors ft.safetensors \\
             --ood data/shifted -o sharp.json
     """
-    from ..sharpness import run_sharpness
+    from ..analyses.sharpness import run_sharpness
 
     roles = _roles(checkpoints)
-    form = common.form
-    journal = check_resume(resume, check_output(output))
-    guard(
-        [("-o", output), ("--data-cache", common.data_cache)],
-        [*checkpoint_inputs(roles), *common.inputs()],
-    )
-    run = common.run_options(alphas=alphas, extrapolate=extrapolate)
-    sharpness = measure.options()  # checked before any work
+    journal = guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_sharpness(
-            common.reading(roles), run, sharpness, progress=progress, journal=journal, resume=resume
-        )
+            reading(roles, inputs), run, sharpness, progress=progress, journal=journal,
+            resume=resume,
+        )  # fmt: skip
     doc = report.to_dict()
     warn_saturated(doc, out)
-    finish(report, sharpness_table(doc), output, out, journal, form=form)
+    finish(report, sharpness_table(doc), output, out, journal, form=rendering.format)
 
 
 def _roles(checkpoints: list) -> dict:
@@ -107,7 +102,7 @@ def sharpness_table(doc: dict) -> Table:
 
 def warn_saturated(doc: dict, out: Console) -> None:
     """One warning per dataset and rho whose perturbed model is at chance somewhere."""
-    from ..distributed import is_main
+    from ..core.distributed import is_main
 
     if not is_main():
         return

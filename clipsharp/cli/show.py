@@ -42,7 +42,7 @@ def command(
 
         clipsharp show path.json --format md >> "$GITHUB_STEP_SUMMARY"
     """  # fmt: skip
-    from ..report import read_report
+    from ..reports.report import read_report
 
     if format not in ("table", "md"):
         raise ReportError(f"--format {format!r} is unknown; choose table or md")
@@ -63,7 +63,8 @@ Warn = Callable[[dict, Console], None]
 
 def renderer(doc: dict, path: Path) -> tuple[Render, Warn | None]:
     """The table function of the report's command, and its warnings (None: it has none)."""
-    from . import inspection, interpolate, layerwise, prune, sharpness, stragglers, study
+    from . import inspect as inspection
+    from . import interpolate, layerwise, prune, sharpness, stragglers, study
 
     tables: dict[str, tuple[Render, Warn | None]] = {
         "interpolate": (interpolate.path_table, interpolate.warn_chance),

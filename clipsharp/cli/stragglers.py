@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -9,68 +10,44 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import RULE as RULE_PANEL
+from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
 from . import options as opt
-from .common import Common, Measure, analysis
 from .output import (
-    check_output,
-    check_resume,
-    checkpoint_inputs,
     console,
     finish,
     fmt,
-    guard,
+    guard_run,
     progress_bars,
+    reading,
     signed,
     summary_table,
 )
+from .params import Rendering, offer
 from .sharpness import _roles
 
-RULE = "Straggler rule"
+PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
 
 
-@analysis(limit=1024)
+@offer(*(f"run.path.{name}" for name in PATH_FIELDS), defaults={"limit": 1024})
 def command(
     checkpoints: opt.Checkpoints,
-    by: Annotated[
-        str,
-        typer.Option(
-            help="Rank layers by layer-wise sharpness, or by their depth in a layerwise "
-            "report (barrier; needs --layerwise).",
-            rich_help_panel=RULE,
-        ),
-    ] = "sharpness",
-    z: Annotated[
-        float,
-        typer.Option(
-            "--z", help="Robust z-score above which a layer is a straggler.", rich_help_panel=RULE
-        ),
-    ] = 3.5,
-    top_k: Annotated[
-        int | None,
-        typer.Option(
-            help="Instead of --z: the K highest layers of each tower.", rich_help_panel=RULE
-        ),
-    ] = None,
     layerwise: Annotated[
         Path | None,
         typer.Option(
             help="A layerwise report of the same pair: --by barrier ranks by its depths; "
             "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
-            rich_help_panel=RULE,
-        ),
-    ] = None,
-    rank_on: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset whose values rank the layers (default: the ID set, else the first).",
-            rich_help_panel=RULE,
+            rich_help_panel=RULE_PANEL,
         ),
     ] = None,
     output: opt.Output = None,
     resume: opt.Resume = False,
     *,
-    common: Common,
-    measure: Measure,
+    inputs: InputOptions,
+    run: RunOptions,
+    sharpness: SharpnessOptions,
+    rule: StragglerOptions,
+    rendering: Rendering,
 ) -> None:
     """Layer-wise sharpness and its outliers, the straggler layers (the paper's Fig. 4).
 
@@ -84,30 +61,23 @@ def command(
         clipsharp stragglers zs.safetensors ft.safetensors \\
             --ood data/shifted -o stragglers.json
     """
-    from ..report import read_report
-    from ..stragglers import StragglerOptions, barrier_stragglers_of, run_stragglers
+    from ..analyses.stragglers import barrier_stragglers_of, run_stragglers
+    from ..reports.report import read_report
 
-    form = common.form
     roles = _roles(checkpoints)
-    rule = StragglerOptions(by, z, top_k, rank_on)
-    sharpness = measure.options()  # checked before any work
-    journal = check_resume(resume, check_output(output))
-    guard(
-        [("-o", output), ("--data-cache", common.data_cache)],
-        [*checkpoint_inputs(roles), ("the --layerwise report", layerwise), *common.inputs()],
-    )
+    read = [("the --layerwise report", layerwise)]
+    journal = guard_run(output, resume, roles, inputs, run, read=read)
     out = console()
-    if by == "barrier":
+    if rule.by == "barrier":
         report = barrier_stragglers_of(roles, layerwise, rule)
     else:
         doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
-        run = common.run_options()
         with progress_bars(out) as progress:
             report = run_stragglers(
-                common.reading(roles), run, sharpness, rule, layerwise=doc, progress=progress,
+                reading(roles, inputs), run, sharpness, rule, layerwise=doc, progress=progress,
                 journal=journal, resume=resume,
             )  # fmt: skip
-    finish(report, straggler_table(report.to_dict()), output, out, journal, form=form)
+    finish(report, straggler_table(report.to_dict()), output, out, journal, form=rendering.format)
 
 
 def straggler_table(doc: dict) -> Table:

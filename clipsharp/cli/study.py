@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +11,8 @@ from rich.console import Group
 from rich.markup import escape
 
 from ..errors import ConfigError
+from ..options import InputOptions, LayerwiseOptions, SweepOptions
 from . import options as opt
-from .common import Common, Measure, analysis
 from .output import (
     check_folder,
     check_output,
@@ -21,11 +22,13 @@ from .output import (
     fmt,
     guard,
     progress_bars,
+    reading,
+    run_files,
     summary_table,
 )
+from .params import Rendering, offer
 
 STUDY = "Study"
-STATISTICS = "Statistics"
 Resume = opt.with_help(
     opt.Resume,
     "Continue an analysis cut short from its journal in --reports-dir (same inputs and "
@@ -33,14 +36,14 @@ Resume = opt.with_help(
 )
 
 
-def _option(kind, help: str, panel: str = STUDY, **kwargs):
-    return Annotated[kind, typer.Option(help=help, rich_help_panel=panel, **kwargs)]
-
-
-@analysis(helps={"seed": "Seed of every random choice: --limit subsets, noise draws, the "
-                 "bootstrap and the permutations."})  # fmt: skip
+@offer(
+    "study.run.path.exclude", "study.run.path.extrapolate", "study.run.path.failure_threshold",
+    "study.stragglers.by", "study.stragglers.rank_on",
+    helps={"seed": "Seed of every random choice: --limit subsets, noise draws, the bootstrap "
+           "and the permutations."},
+)  # fmt: skip
 def command(
-    inputs: Annotated[
+    paths: Annotated[
         list[Path],
         typer.Argument(
             metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
@@ -50,15 +53,6 @@ def command(
             show_default=False,
         ),
     ],
-    alphas: opt.Alphas = "0:1:0.1",
-    sharpness_alphas: _option(
-        str,
-        "Sharpness along the path at these alphas (1 is always added).",
-        opt.PATH,
-        metavar="A,B,C|START:STOP:STEP",
-    ) = "0,0.5,1",  # fmt: skip
-    z: _option(float, "Robust z-score above which a layer is a straggler.") = 3.5,
-    top_k: _option(int | None, "Instead of --z: the K highest layers of each tower.") = None,
     layerwise: Annotated[
         bool,
         typer.Option(
@@ -67,22 +61,21 @@ def command(
             rich_help_panel=STUDY,
         ),
     ] = False,
-    reports_dir: _option(
+    reports_dir: Annotated[
         Path | None,
-        "Folder of each model's reports (NAME.COMMAND.json). "
-        "Default: STUDY.reports beside -o STUDY.json.",
-        metavar="DIR",
-    ) = None,  # fmt: skip
-    bootstrap: _option(int, "Bootstrap resamples of the models.", STATISTICS) = 2000,
-    confidence: _option(float, "Coverage of the bootstrap interval.", STATISTICS) = 0.95,
-    permutations: _option(
-        int, "Random pairings for the p-value above 8 models (8 or fewer: exact).", STATISTICS
-    ) = 10000,
+        typer.Option(
+            help="Folder of each model's reports (NAME.COMMAND.json). "
+            "Default: STUDY.reports beside -o STUDY.json.",
+            metavar="DIR",
+            rich_help_panel=STUDY,
+        ),
+    ] = None,
     output: opt.Output = None,
     resume: Resume = False,
     *,
-    common: Common,
-    measure: Measure,
+    inputs: InputOptions,
+    study: SweepOptions,
+    rendering: Rendering,
 ) -> None:
     """Which measure ranks the OOD gain across fine-tuned checkpoints, and how sure that is.
 
@@ -98,15 +91,17 @@ def command(
 
         clipsharp study zs.safetensors sweep/*.safetensors --ood data/shifted -o study.json
     """
-    from ..statistics import StatisticsOptions
-
-    form = common.form
-    statistics = StatisticsOptions(bootstrap, confidence, permutations, common.seed)
+    seed = study.run.data.seed
+    study = replace(
+        study,
+        layerwise=LayerwiseOptions() if layerwise else None,
+        statistics=replace(study.statistics, seed=seed),
+    )
     report_path = check_output(output)
-    reports = [p for p in inputs if p.suffix.lower() == ".json"]
+    reports = [p for p in paths if p.suffix.lower() == ".json"]
     out = console()
-    if len(reports) == len(inputs):
-        report = _from_reports(inputs, output, common, statistics)
+    if len(reports) == len(paths):
+        report = _from_reports(paths, output, inputs, study.statistics)
         for skipped in report.inputs["skipped"]:
             out.print(f"note: {skipped} is not a report a study reads; skipped", markup=False)
     elif reports:
@@ -115,25 +110,9 @@ def command(
             "or reports, not both"
         )
     else:
-        from ..config import parse_alphas
-        from ..stragglers import StragglerOptions
-        from ..sweep import SweepOptions
-
-        options = SweepOptions(
-            run=common.run_options(alphas=alphas), sharpness=measure.options(),
-            sharpness_alphas=parse_alphas(sharpness_alphas),
-            stragglers=StragglerOptions(z=z, top_k=top_k),
-            layerwise=_layerwise() if layerwise else None, statistics=statistics,
-        )  # fmt: skip
         folder = _reports_dir(reports_dir, report_path)
-        report = _from_checkpoints(inputs, folder, options, output, resume, common, out)
-    finish(report, study_table(report.to_dict()), output, out, form=form)
-
-
-def _layerwise():
-    from ..layerwise import LayerwiseOptions
-
-    return LayerwiseOptions()
+        report = _from_checkpoints(paths, folder, study, output, resume, inputs, out)
+    finish(report, study_table(report.to_dict()), output, out, form=rendering.format)
 
 
 def _reports_dir(given: Path | None, output: Path | None) -> Path:
@@ -147,18 +126,20 @@ def _reports_dir(given: Path | None, output: Path | None) -> Path:
     return output.with_name(output.name.removesuffix(".json") + ".reports")
 
 
-def _from_reports(paths: list[Path], output, common: Common, statistics):
-    from ..study import run_study
+def _from_reports(paths: list[Path], output, inputs: InputOptions, statistics):
+    from ..reports.correlations import run_study
 
-    if common.id or common.ood:
+    if inputs.id or inputs.ood:
         raise ConfigError("--id and --ood are for a study of checkpoints; reports name theirs")
     guard([("-o", output)], [("the report", path) for path in paths])
     return run_study(paths, statistics)
 
 
-def _from_checkpoints(paths, folder: Path, options, output, resume: bool, common, out):
-    from ..distributed import is_main
-    from ..sweep import run_sweep
+def _from_checkpoints(
+    paths, folder: Path, options: SweepOptions, output, resume: bool, inputs, out
+):
+    from ..analyses.study import run_sweep
+    from ..core.distributed import is_main
 
     if len(paths) < 2:
         raise ConfigError("give the zero-shot checkpoint, then one or more fine-tuned ones")
@@ -166,14 +147,14 @@ def _from_checkpoints(paths, folder: Path, options, output, resume: bool, common
     roles = [{"zero_shot": paths[0], "fine_tuned": ft} for ft in paths[1:]]
     read = [item for r in roles for item in checkpoint_inputs(r)]
     guard(
-        [("-o", output), ("--reports-dir", folder), ("--data-cache", common.data_cache)],
-        [*read, *common.inputs()],
+        [("-o", output), ("--reports-dir", folder), ("--data-cache", options.run.data.cache_dir)],
+        [*read, *run_files(inputs, options.run)],
     )
     if is_main():
         folder.mkdir(parents=True, exist_ok=True)
     with progress_bars(out) as progress:
         return run_sweep(
-            [common.reading(r) for r in roles], options, folder, resume=resume,
+            [reading(r, inputs) for r in roles], options, folder, resume=resume,
             progress=progress, say=lambda text: out.print(escape(text)),
         )  # fmt: skip
 

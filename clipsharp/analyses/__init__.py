@@ -1,0 +1,1 @@
+"""One module per command that computes something (same names as ``clipsharp/cli/``)."""

@@ -1,0 +1,253 @@
+"""The merged model: theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned, written out.
+
+The WiSE-FT model, in the inputs' own format: an open_clip safetensors file with its
+architecture in the metadata, or, for transformers ``CLIPModel`` inputs, a folder that
+``CLIPModel.from_pretrained`` loads (``config.json`` of the fine-tuned input,
+``model.safetensors``). Alpha is given, or taken from an ``interpolate`` report: the best
+alpha on its in-distribution set (choosing on an OOD set is choosing on the test set,
+allowed only when asked for by name, and recorded as such).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..core import hf
+from ..core.checkpoint import Checkpoint, save_checkpoint
+from ..core.models import Architecture
+from ..core.weights import interpolate_weights
+from ..core.workspace import open_checkpoints
+from ..errors import CheckpointError, ConfigError, ReportError
+from ..files import file_sha256, write_atomic
+from ..reports.report import read_report
+
+BEST = "best"  # --alpha best: from the --from report
+
+
+@dataclass(frozen=True)
+class AlphaChoice:
+    """The alpha merged at, and where it came from."""
+
+    alpha: float
+    dataset: str | None = None  # the report's dataset it is the best alpha of; None: given
+    role: str | None = None  # that dataset's role: "id", or "ood" (test-set selection)
+    report: str | None = None  # the interpolate report it was read from
+    report_sha256: str | None = None
+
+    @property
+    def on_test_set(self) -> bool:
+        """Chosen on an out-of-distribution set: its accuracy there is no longer unbiased."""
+        return self.role == "ood"
+
+    def describe(self) -> str:
+        if self.dataset is None:
+            return "given"
+        where = "OOD set (test-set selection)" if self.on_test_set else "in-distribution set"
+        return f"best alpha on the {where} {self.dataset} of {self.report}"
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What ``merge`` wrote."""
+
+    output: Path  # the file (open_clip) or folder (transformers)
+    format: str  # "open_clip" or "transformers"
+    choice: AlphaChoice
+    files: tuple[Path, ...]  # every file written
+    tensors: int  # tensors merged
+    architecture: Architecture
+
+
+def parse_alpha(text: str | float) -> float | str:
+    """``best``, or a number in [0, 1]."""
+    if str(text).strip().lower() == BEST:
+        return BEST
+    try:
+        alpha = float(text)
+    except ValueError as e:
+        raise ConfigError(f"--alpha {text!r} is not a number; give 0.5, say, or best") from e
+    if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+        raise ConfigError(
+            f"--alpha {text} is outside [0, 1] (0: zero-shot, 1: fine-tuned); give a number "
+            "in between"
+        )
+    return alpha
+
+
+def choose_alpha(
+    report_path: Path, checkpoints: dict[str, Checkpoint], select_on: str | None = None
+) -> AlphaChoice:
+    """The best alpha of an ``interpolate`` report made on these checkpoints.
+
+    Args:
+        report_path: the report (``summary[dataset].best_alpha``).
+        checkpoints: ``zero_shot`` and ``fine_tuned``; the sha256 the report records for
+            each must be theirs.
+        select_on: the dataset to choose on; default: the report's in-distribution set.
+            An OOD set is allowed by name only, and the choice says so.
+    """
+    doc = read_report(report_path, "interpolate")
+    _check_same_checkpoints(doc, checkpoints, report_path)
+    roles = {d["name"]: d["role"] for d in doc["inputs"].get("datasets", [])}
+    if select_on is None:
+        ids = [name for name, role in roles.items() if role == "id"]
+        if not ids:
+            raise ReportError(
+                f"--from {report_path} has no in-distribution (--id) set to choose alpha on; "
+                "re-run interpolate with --id, or name a dataset with --select-on NAME "
+                "(an OOD set means choosing on the test set)"
+            )
+        select_on = ids[0]
+    summary = doc.get("summary", {}).get(select_on)
+    if select_on not in roles or not isinstance(summary, dict) or "best_alpha" not in summary:
+        raise ReportError(
+            f"--select-on {select_on}: {report_path} has no summary of that dataset; "
+            f"its datasets: {', '.join(roles) or 'none'}"
+        )
+    return AlphaChoice(
+        alpha=float(summary["best_alpha"]), dataset=select_on, role=roles[select_on],
+        report=str(report_path), report_sha256=file_sha256(report_path),
+    )  # fmt: skip
+
+
+def _check_same_checkpoints(doc: dict, checkpoints: dict[str, Checkpoint], path: Path) -> None:
+    recorded = doc.get("inputs", {}).get("checkpoints", {})
+    for role, checkpoint in checkpoints.items():
+        sha = (recorded.get(role) or {}).get("sha256")
+        if sha != checkpoint.sha256:
+            raise ReportError(
+                f"--from {path} was made on another {role.replace('_', '-')} checkpoint than "
+                f"{checkpoint.path} (sha256 {str(sha)[:12]}... there, {checkpoint.sha256[:12]}... "
+                "here); give the report of this pair, or --alpha A"
+            )
+
+
+def merge(
+    zero_shot: str | Path,
+    fine_tuned: str | Path,
+    output: str | Path,
+    alpha: float | str,
+    *,
+    from_report: str | Path | None = None,
+    select_on: str | None = None,
+    model: str | None = None,
+    allow_nonfinite: bool = False,
+) -> Merged:
+    """Write theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned in the fine-tuned
+    checkpoint's format, with the provenance in its metadata.
+
+    Args:
+        zero_shot, fine_tuned: checkpoints (open_clip safetensors or transformers folders).
+        output: the safetensors file (open_clip) or the folder (transformers) to write.
+        alpha: in [0, 1], or ``"best"`` to take it from ``from_report``.
+        from_report: an ``interpolate`` report of this pair (for ``alpha="best"``).
+        select_on: the report's dataset to choose on (default: its in-distribution set).
+
+    Example:
+        >>> merge("zs.safetensors", "ft.safetensors", "wise-ft.safetensors", 0.5)
+    """
+    alpha = parse_alpha(alpha)
+    _check_alpha_source(alpha, from_report, select_on)
+    roles = {"zero_shot": Path(zero_shot), "fine_tuned": Path(fine_tuned)}
+    loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
+    if alpha == BEST:
+        choice = choose_alpha(Path(from_report), loaded, select_on)
+    else:
+        choice = AlphaChoice(alpha)
+    source = loaded["fine_tuned"]
+    output = Path(output)
+    check_target(output, source.format)
+    merged = interpolate_weights(loaded["zero_shot"].tensors, source.tensors, choice.alpha)
+    metadata = provenance(loaded, choice)
+    if source.format == hf.FORMAT:
+        files = write_transformers(output, merged, source, metadata)
+    else:
+        save_checkpoint(output, merged, arch.metadata() | _head_classnames(source) | metadata)
+        files = (output,)
+    return Merged(output, source.format, choice, files, len(merged), arch)
+
+
+def _check_alpha_source(alpha, from_report, select_on) -> None:
+    if alpha == BEST and from_report is None:
+        raise ConfigError("--alpha best needs --from REPORT, an interpolate report of this pair")
+    if alpha != BEST and (from_report is not None or select_on is not None):
+        flag = "--from" if from_report is not None else "--select-on"
+        raise ConfigError(f"{flag} is for --alpha best; with --alpha {alpha:g} leave it out")
+
+
+def _head_classnames(checkpoint: Checkpoint) -> dict[str, str]:
+    key = "clipsharp.head_classnames"
+    return {key: checkpoint.metadata[key]} if key in checkpoint.metadata else {}
+
+
+def provenance(checkpoints: dict[str, Checkpoint], choice: AlphaChoice) -> dict[str, str]:
+    """The metadata that says how the merged model was made (values are strings)."""
+    zero_shot, fine_tuned = checkpoints["zero_shot"], checkpoints["fine_tuned"]
+    parameters: dict[str, Any] = asdict(choice) | {"clipsharp_version": __version__}
+    return {
+        "clipsharp.operation": "merge",
+        "clipsharp.alpha": repr(choice.alpha),
+        "clipsharp.alpha_selection": choice.describe(),
+        "clipsharp.zero_shot": zero_shot.path.name,
+        "clipsharp.zero_shot_sha256": zero_shot.sha256,
+        "clipsharp.source": fine_tuned.path.name,
+        "clipsharp.source_sha256": fine_tuned.sha256,
+        "clipsharp.parameters": json.dumps(parameters, sort_keys=True),
+    }
+
+
+def merged_files(source: Checkpoint) -> tuple[str, ...]:
+    """The names ``merge`` writes into a transformers folder."""
+    folder = source.path if source.path.is_dir() else source.path.parent
+    companions = tuple(name for name in hf.COMPANIONS if (folder / name).is_file())
+    return (hf.WEIGHTS, *companions, hf.CONFIG)
+
+
+def check_target(output: Path, form: str) -> None:
+    """Refuse, before merging, an output that cannot take this format."""
+    if not output.parent.is_dir():
+        raise ConfigError(f"-o {output}: folder {output.parent} does not exist; create it first")
+    if form != hf.FORMAT:
+        if output.is_dir():
+            raise ConfigError(f"-o {output} is a folder; give a .safetensors file name")
+        return
+    if output.suffix == ".safetensors" or (output.exists() and not output.is_dir()):
+        raise ConfigError(
+            f"-o {output}: transformers checkpoints are merged into a folder (config.json + "
+            "model.safetensors, as save_pretrained writes); give a folder name"
+        )
+    allowed = {*hf.COMPANIONS, hf.WEIGHTS, hf.CONFIG}
+    found = output.iterdir() if output.is_dir() else []
+    other = sorted(p.name for p in found if p.name not in allowed)
+    if other:
+        raise ConfigError(
+            f"-o {output} holds {other[0]}, which a merged model would not replace; choose a new "
+            "or empty folder"
+        )
+
+
+def write_transformers(
+    output: Path, merged: dict, source: Checkpoint, metadata: dict[str, str]
+) -> tuple[Path, ...]:
+    """A folder ``CLIPModel.from_pretrained`` loads: the weights under transformers' names in
+    ``model.safetensors``, the processor and tokenizer files of ``source``, and its
+    ``config.json`` last (a folder without it is recognisably unfinished)."""
+    names = merged_files(source)
+    output.mkdir(exist_ok=True)
+    tensors = hf.to_transformers(merged)
+    # "format": "pt" is what transformers requires of a safetensors file's metadata
+    save_checkpoint(output / hf.WEIGHTS, tensors, {"format": "pt", **metadata})
+    folder = source.path if source.path.is_dir() else source.path.parent
+    for name in names[1:-1]:
+        write_atomic(output / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+    config = source.metadata.get("clipsharp.transformers_config")
+    if config is None:
+        raise CheckpointError(f"{source.path} has no transformers config; is it a CLIPModel?")
+    write_atomic(output / hf.CONFIG, lambda tmp: tmp.write_text(config, encoding="utf-8"))
+    return tuple(output / name for name in names)

@@ -1,0 +1,229 @@
+"""Magnitude pruning of chosen layers of a fine-tuned checkpoint (the paper's Figure 5).
+
+Within each chosen layer group, per tensor, the fraction ``sparsity`` of entries
+with the smallest magnitude is pruned: set to zero (``target="weights"``), or
+returned to the zero-shot value (``target="task-vector"``, which ranks the
+entries of tau = ft - zs). Matrices only, unless ``include_vectors``. The
+count of pruned entries is round(sparsity * numel), chosen as
+``torch.nn.utils.prune.l1_unstructured`` chooses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..core import distributed
+from ..core.checkpoint import Checkpoint, save_checkpoint
+from ..core.layers import layer_groups, select_layers
+from ..core.models import Architecture
+from ..core.workspace import Workspace, describe_checkpoints, open_checkpoints, open_workspace
+from ..data.specs import DatasetSpec
+from ..errors import ConfigError, ReportError
+from ..options import PruneOptions, RunOptions
+from ..progress import Progress
+from ..reports.report import Report, read_report
+from .interpolate import run_interpolation
+
+
+def prune_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Boolean mask of the round(sparsity * n) entries of smallest |score| (True = pruned)."""
+    count = round(sparsity * scores.numel())
+    mask = torch.zeros(scores.numel(), dtype=torch.bool)
+    if count:
+        smallest = torch.topk(scores.detach().abs().flatten().float(), count, largest=False)
+        mask[smallest.indices] = True
+    return mask.view_as(scores)
+
+
+def prune_tensors(
+    fine_tuned: Checkpoint,
+    layers: Sequence[str],
+    options: PruneOptions,
+    zero_shot: Checkpoint | None = None,
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """The pruned state_dict (other tensors shared, unchanged) and a row per pruned tensor."""
+    if options.target == "task-vector" and zero_shot is None:
+        raise ConfigError("--target task-vector needs the zero-shot checkpoint: --zero-shot FILE")
+    groups = layer_groups(fine_tuned.tensors)
+    tensors = dict(fine_tuned.tensors)
+    rows = []
+    for layer in layers:
+        for key in groups[layer]:
+            weight = tensors[key]
+            if not weight.is_floating_point() or (weight.ndim < 2 and not options.include_vectors):
+                continue
+            tensors[key], row = _prune_one(key, weight, options, zero_shot)
+            rows.append({"layer": layer, **row})
+    return tensors, rows
+
+
+def _prune_one(key, weight, options, zero_shot) -> tuple[torch.Tensor, dict]:
+    if options.target == "weights":
+        mask = prune_mask(weight, options.sparsity)
+        pruned = weight.masked_fill(mask, 0)
+    else:
+        base = zero_shot.tensors[key]
+        mask = prune_mask(weight.float() - base.float(), options.sparsity)
+        pruned = torch.where(mask, base, weight)
+    row = {"key": key, "numel": weight.numel(), "pruned": int(mask.sum())}
+    row["sparsity"] = row["pruned"] / row["numel"]
+    return pruned, row
+
+
+def layers_from_report(path: Path) -> list[str]:
+    """The straggler layers of a ``stragglers`` report (``summary.stragglers``)."""
+    doc = read_report(path)
+    if doc.get("command") != "stragglers":
+        raise ReportError(
+            f"--from {path} is a {doc.get('command')!r} report; give a stragglers report"
+        )
+    stragglers = doc.get("summary", {}).get("stragglers")
+    if not isinstance(stragglers, list):
+        raise ReportError(f"--from {path} has no summary.stragglers list; is it complete?")
+    return [s["layer"] if isinstance(s, dict) else str(s) for s in stragglers]
+
+
+def choose_layers(fine_tuned: Checkpoint, spec: str | None, from_report: Path | None) -> list[str]:
+    """Layers from ``--layers`` (names or globs) or ``--from`` a stragglers report."""
+    if (spec is None) == (from_report is None):
+        raise ConfigError("give the layers to prune with exactly one of --layers and --from")
+    names = list(layer_groups(fine_tuned.tensors))
+    if spec is not None:
+        return select_layers(names, spec)
+    chosen = layers_from_report(from_report)
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"--from {from_report} names layer {unknown[0]!r}, which {fine_tuned.path} lacks; "
+            "was the report made for this checkpoint?"
+        )
+    return chosen  # may be empty: a model without stragglers is written back unpruned
+
+
+def write_pruned(
+    output: Path,
+    tensors: dict[str, torch.Tensor],
+    arch: Architecture,
+    fine_tuned: Checkpoint,
+    layers: Sequence[str],
+    options: PruneOptions,
+    zero_shot: Checkpoint | None,
+) -> None:
+    """Save atomically with the architecture and the provenance in the metadata."""
+    metadata = arch.metadata()
+    metadata["clipsharp.operation"] = "prune"
+    metadata["clipsharp.source"] = fine_tuned.path.name
+    metadata["clipsharp.source_sha256"] = fine_tuned.sha256
+    if zero_shot is not None and options.target == "task-vector":
+        metadata["clipsharp.zero_shot_sha256"] = zero_shot.sha256
+    parameters = {"layers": list(layers), **asdict(options), "clipsharp_version": __version__}
+    metadata["clipsharp.parameters"] = json.dumps(parameters)
+    save_checkpoint(output, tensors, metadata)
+
+
+def run_prune(
+    checkpoints: dict[str, Checkpoint],
+    arch: Architecture,
+    output: Path,
+    options: PruneOptions,
+    *,
+    layers: str | None = None,
+    from_report: Path | None = None,
+) -> tuple[Report, Checkpoint]:
+    """Prune the chosen layers of ``checkpoints["fine_tuned"]`` and write ``output``.
+
+    ``checkpoints`` may hold the ``zero_shot`` one too (needed by ``task-vector``). Returns
+    the report (``results.tensors``, ``summary`` of what changed) and the pruned checkpoint,
+    in memory, for a before/after evaluation.
+    """
+    started = time.perf_counter()
+    source, base = checkpoints["fine_tuned"], checkpoints.get("zero_shot")
+    chosen = choose_layers(source, layers, from_report)
+    tensors, rows = prune_tensors(source, chosen, options, base)
+    if distributed.is_main():  # under torchrun, one writer
+        write_pruned(output, tensors, arch, source, chosen, options, base)
+    pruned = Checkpoint(path=output, tensors=tensors, metadata={})
+    report = Report(
+        command="prune",
+        inputs=describe_checkpoints(checkpoints, arch),
+        config={**asdict(options), "layers": chosen, "output": str(output)},
+        results={"tensors": rows},
+        summary={
+            "layers": chosen,
+            "tensors": len(rows),
+            "pruned": sum(r["pruned"] for r in rows),
+            "numel": sum(r["numel"] for r in rows),
+        },
+        seconds=time.perf_counter() - started,
+    )
+    return report, pruned
+
+
+def add_before_and_after(
+    report: Report, workspace: Workspace, pruned: Checkpoint, options: RunOptions, progress=None
+) -> None:
+    """Measure the path zero-shot -> fine-tuned and zero-shot -> pruned into ``report``:
+    ``results.before/after`` (the paths), ``summary.before/after``, ``inputs.datasets``."""
+    after_pair = {"zero_shot": workspace.checkpoints["zero_shot"], "fine_tuned": pruned}
+    after_workspace = replace(workspace, checkpoints=after_pair)
+    with workspace.restoring():  # the "after" run leaves the pruned weights in the model
+        before = run_interpolation(workspace, options, progress=progress)
+        after = run_interpolation(after_workspace, options, progress=progress)
+    report.results |= {"before": before.results["path"], "after": after.results["path"]}
+    report.summary |= {"before": before.summary, "after": after.summary}
+    report.inputs["datasets"] = before.inputs["datasets"]
+    report.config["alphas"] = before.config["alphas"]
+
+
+def prune(
+    checkpoints: dict[str, Path],
+    output: Path,
+    options: PruneOptions,
+    *,
+    layers: str | None = None,
+    from_report: Path | None = None,
+    specs: Sequence[DatasetSpec] = (),
+    run: RunOptions | None = None,
+    model: str | None = None,
+    allow_nonfinite: bool = False,
+    write_to: Path | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """The ``prune`` command: prune, write the checkpoint and, with datasets and a zero-shot
+    checkpoint, measure the path before and after pruning.
+
+    Args:
+        checkpoints: ``{"fine_tuned": path}``, with ``"zero_shot"`` for ``task-vector`` and
+            for the before/after measurement.
+        output: the pruned checkpoint's path, as the report records it.
+        specs: ``--id`` / ``--ood`` datasets; measured only with a zero-shot checkpoint.
+        run: data, evaluation and path options of the measurement.
+        write_to: where the checkpoint is written, when not ``output`` (the CLI writes a
+            hidden file and renames it once the report is written too).
+    """
+    run = run or RunOptions()
+    workspace = None
+    if specs and "zero_shot" in checkpoints:
+        workspace = open_workspace(
+            checkpoints, specs, data=run.data, evaluation=run.eval, model=model,
+            allow_nonfinite=allow_nonfinite, progress=progress,
+        )  # fmt: skip
+        loaded, arch = workspace.checkpoints, workspace.arch
+    else:
+        loaded, arch, _ = open_checkpoints(
+            checkpoints, model=model, allow_nonfinite=allow_nonfinite
+        )
+    report, pruned = run_prune(
+        loaded, arch, write_to or output, options, layers=layers, from_report=from_report
+    )
+    report.config["output"] = str(output)
+    if workspace is not None:
+        add_before_and_after(report, workspace, pruned, run, progress)
+    return report

@@ -1,0 +1,70 @@
+"""``clipsharp inspect``: architecture, parameters and layer groups of one or two checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..options import InputOptions
+from . import options as opt
+from .output import check_output, checkpoint_inputs, console, finish, fmt, guard, summary_table
+from .params import Rendering, offer
+
+
+@offer("inputs.id", "inputs.ood")
+def command(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One checkpoint, or a zero-shot and a fine-tuned one.", show_default=False
+        ),
+    ],
+    granularity: Annotated[
+        str, typer.Option(help="Layer groups to list: block, module or tensor.")
+    ] = "block",
+    output: opt.Output = None,
+    *,
+    inputs: InputOptions,
+    rendering: Rendering,
+) -> None:
+    """Architecture, parameter count and layer groups (the names --layers accepts).
+
+    With two checkpoints, also the relative change ||ft - zs|| / ||zs|| of
+    every layer.
+
+    Example: clipsharp inspect zs.safetensors ft.safetensors
+    """
+    from ..analyses.inspect import inspect_roles, run_inspect
+
+    roles = inspect_roles(checkpoints, granularity)  # checked before any work
+    check_output(output)
+    guard([("-o", output)], [*checkpoint_inputs(roles), ("the --model config", inputs.model)])
+    report = run_inspect(
+        checkpoints,
+        model=inputs.model,
+        granularity=granularity,
+        allow_nonfinite=inputs.allow_nonfinite,
+    )
+    finish(report, layer_table(report.to_dict()), output, console(), form=rendering.format)
+
+
+def layer_table(doc: dict) -> Table:
+    s = doc["summary"]
+    title = (
+        f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
+        f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
+    )
+    pair = "fine_tuned" in doc["inputs"]["checkpoints"]
+    change = ["|ft-zs|/|zs|"] if pair else []
+    table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
+    for row in doc["results"]["layers"]:
+        cells = [escape(row["layer"]), row["tower"], str(len(row["tensors"]))]
+        cells.append(f"{row['parameters']:,}")
+        if pair:
+            cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,182 @@
+"""Typer parameters made from the options dataclasses, so that each option is declared once.
+
+A command takes options dataclasses as keyword-only parameters
+(``*, inputs: InputOptions, run: RunOptions``). :func:`parameters` replaces each by
+one typer option per field declared with :func:`clipsharp.options.option` (nested
+dataclasses such as ``RunOptions.path`` included), so --help lists them, clipsharp.toml
+can set them and ``--show-config`` shows them; :func:`grouped` builds the dataclasses
+back from the values typer parsed. ``@offer(...)`` tunes what one command offers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import ConfigError
+from ..options import flag_of, option
+
+
+@dataclass(frozen=True)
+class Offer:
+    """How one command offers the shared options (keys: the command's parameter, then the
+    field path: ``"run.path.exclude"``; ``defaults`` and ``helps`` key by flag name)."""
+
+    omit: tuple[str, ...] = ()  # fields left at their default, not offered
+    defaults: dict[str, Any] = field(default_factory=dict)  # a default of this command only
+    helps: dict[str, str] = field(default_factory=dict)  # help worded for this command
+
+
+def offer(*omit: str, defaults: dict | None = None, helps: dict | None = None):
+    """Record how the decorated command offers its options dataclasses (see :class:`Offer`)."""
+
+    def record(command):
+        command.offer = Offer(tuple(omit), defaults or {}, helps or {})
+        return command
+
+    return record
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One offered field: where it sits, and the typer parameter made for it."""
+
+    path: tuple[str, ...]  # ("run", "path", "alphas")
+    param: str  # the typer parameter's name: the flag without dashes ("alphas", "rho")
+    parameter: inspect.Parameter
+
+
+def is_options(annotation: Any) -> bool:
+    """True for an options dataclass: one with a field the CLI offers, here or nested."""
+    if not (isinstance(annotation, type) and is_dataclass(annotation)):
+        return False
+    hints = typing.get_type_hints(annotation)
+    return any(flag_of(f) or is_options(hints[f.name]) for f in fields(annotation))
+
+
+def leaves(command) -> list[Leaf]:
+    """Every field the command offers, in the order --help lists them; a clash of two flags
+    of the same name is a bug of the command (omit one of them)."""
+    found: list[Leaf] = []
+    chosen = getattr(command, "offer", Offer())
+    for name, p in inspect.signature(command, eval_str=True).parameters.items():
+        if is_options(p.annotation):
+            found += _leaves(p.annotation, (name,), chosen)
+    seen: dict[str, Leaf] = {}
+    for leaf in found:
+        if leaf.param in seen:
+            raise TypeError(
+                f"{command.__module__}: --{leaf.param} is offered by {'.'.join(leaf.path)} and "
+                f"{'.'.join(seen[leaf.param].path)}; omit one with @offer(...)"
+            )
+        seen[leaf.param] = leaf
+    return found
+
+
+def _leaves(cls: type, path: tuple[str, ...], chosen: Offer) -> Iterator[Leaf]:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        here = (*path, f.name)
+        if ".".join(here) in chosen.omit:
+            continue
+        flag = flag_of(f)
+        if flag is None:
+            if is_options(hints[f.name]):
+                yield from _leaves(hints[f.name], here, chosen)
+            continue
+        decls = flag.name or "--" + f.name.replace("_", "-")
+        param = decls.split("/")[0].lstrip("-").replace("-", "_")
+        default = chosen.defaults.get(param, flag.text if flag.parse else f.default)
+        info = typer.Option(
+            decls,
+            help=chosen.helps.get(param, flag.help),
+            metavar=flag.metavar,
+            rich_help_panel=flag.panel,
+        )
+        kind = _typed(hints[f.name], flag.parse is not None)
+        yield Leaf(here, param, inspect.Parameter(
+            param, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
+            default=None if default == () else default,
+        ))  # fmt: skip
+
+
+def _typed(hint: Any, parsed: bool) -> Any:
+    """What typer parses: text for a parsed field, a list for a tuple, else the field's type."""
+    if parsed:
+        return str
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]] | None
+    return hint
+
+
+def parameters(command) -> list[inspect.Parameter]:
+    """The command's own parameters, then one per offered option (what typer sees)."""
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if not is_options(p.annotation)
+    ]
+    return own + [leaf.parameter for leaf in leaves(command)]
+
+
+def grouped(command, values: dict[str, Any]) -> dict[str, Any]:
+    """The command's arguments: its own values as given, the offered options built into
+    their dataclasses (checked where they are made: a bad value is a ConfigError)."""
+    offered = {leaf.path: leaf.param for leaf in leaves(command)}
+    own = dict(values)
+    for param in offered.values():
+        own.pop(param, None)
+    for name, p in inspect.signature(command, eval_str=True).parameters.items():
+        if is_options(p.annotation):
+            own[name] = _build(p.annotation, (name,), offered, values)
+    return own
+
+
+def _build(cls: type, path: tuple[str, ...], offered: dict, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    given = {}
+    for f in fields(cls):
+        here = (*path, f.name)
+        if here in offered:
+            given[f.name] = _value(f, values[offered[here]])
+        elif flag_of(f) is None and is_options(hints[f.name]):
+            given[f.name] = _build(hints[f.name], here, offered, values)
+    return cls(**given)
+
+
+def _value(f, raw: Any) -> Any:
+    flag = flag_of(f)
+    if flag.parse is not None and raw is not None:
+        return flag.parse(str(raw))
+    if isinstance(raw, list):
+        return tuple(raw)
+    if raw is None and f.default == ():
+        return ()
+    return raw
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How a command shows its result (the CLI's own options)."""
+
+    format: str = option(
+        "table",
+        "table: the summary on stderr; json: the report on stdout; md: the summary "
+        "as a GitHub markdown table on stdout (for a CI job summary).",
+        metavar="table|json|md",
+    )
+    show_config: bool = option(
+        False, "Print the resolved options (flags, clipsharp.toml, defaults) and exit."
+    )
+
+    def __post_init__(self) -> None:
+        if self.format not in ("table", "json", "md"):
+            raise ConfigError(f"--format {self.format!r} is unknown; choose table, json or md")
+
+
+__all__ = ["Offer", "Rendering", "grouped", "offer", "parameters"]

@@ -1,0 +1,112 @@
+"""One library call per command: ``run(analysis, workspace)`` owns the whole life of a run.
+
+An :class:`Analysis` says what a command measures: its config (every option that affects
+the numbers), its points (see ``engine.py``), and how their metrics become the report's
+results and summary. :func:`run` does the rest, the same way for every command: the
+journal behind ``--resume``, the engine, restoring the working model exactly (also on
+error or Ctrl-C), timing, and the :class:`Report`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..options import RunOptions
+from ..progress import Progress
+from ..reports.report import Report
+from . import distributed
+from .engine import Engine, Point
+from .journal import Journal
+from .workspace import Inputs, Workspace
+
+
+class Analysis(ABC):
+    """What one command measures; subclasses are frozen dataclasses of their options."""
+
+    command: ClassVar[str]
+    options: RunOptions  # data, evaluation and path options
+
+    def check(self, workspace: Workspace) -> None:
+        """Refuse options that do not fit this workspace, before any work (default: none)."""
+        return None
+
+    @abstractmethod
+    def config(self, workspace: Workspace) -> dict[str, Any]:
+        """The report's ``config``: every option that affects the numbers."""
+
+    def points(self, workspace: Workspace) -> list[Point]:
+        """The points the engine evaluates (analyses that override ``measure`` need none)."""
+        raise NotImplementedError
+
+    def measure(self, workspace: Workspace, engine: Engine) -> Any:
+        """The metrics behind the report: by default, every point on every dataset."""
+        return engine.evaluate(self.points(workspace), label=self.command)
+
+    @abstractmethod
+    def summarize(self, workspace: Workspace, measured: Any) -> tuple[dict, dict]:
+        """``(results, summary)`` of the report, from what ``measure`` returned."""
+
+
+def run(
+    analysis: Analysis,
+    workspace: Workspace | Inputs,
+    *,
+    journal: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Run ``analysis`` on ``workspace`` and return its report.
+
+    Args:
+        analysis: what to measure (``Interpolation``, ``Layerwise``, ``Sharpness``, ...).
+        workspace: the checkpoints, the working model and the datasets (``open_workspace``),
+            or the ``Inputs`` to open them from (every input checked before any work).
+        journal: a file recording progress at every block of images (see ``journal.py``).
+        resume: continue from an existing ``journal`` written by the same run.
+        progress: called as ``progress(task, done, total)`` as the run goes.
+
+    The working model holds its checkpoint again afterwards, bit for bit.
+    """
+    started = time.perf_counter()
+    if isinstance(workspace, Inputs):
+        workspace = workspace.open(analysis.options.data, analysis.options.eval, progress)
+    analysis.check(workspace)
+    inputs, config = workspace.inputs(), analysis.config(workspace)
+    identity = {"command": analysis.command, "inputs": inputs, "config": config}
+    record = Journal(journal, identity, resume=resume) if journal else None
+    batch_size = analysis.options.eval.batch_size
+    engine = workspace.engine(batch_size, journal=record, progress=progress)
+    with workspace.restoring():
+        measured = analysis.measure(workspace, engine)
+    if record is not None and distributed.world_size() > 1:
+        record.close()  # every rank's sums are in the results now
+    results, summary = analysis.summarize(workspace, measured)
+    return Report(
+        command=analysis.command,
+        inputs=inputs,
+        config=config,
+        results=results,
+        summary=summary,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_config(workspace: Workspace, options: RunOptions) -> dict:
+    """The report's ``config``: every option that affects the numbers."""
+    return {
+        "seed": options.data.seed,
+        "limit": options.data.limit,
+        "batch_size": options.eval.batch_size,
+        "device": str(workspace.device),
+        "precision": options.eval.precision,
+        "templates": options.eval.templates if workspace.classifier.head is None else None,
+        "head": "zero-shot" if workspace.classifier.head is None else "stored",
+        "head_classnames": workspace.heads.head_classnames,
+        "exclude": options.path.exclude,
+        "extrapolate": options.path.extrapolate,
+        "failure_threshold": options.path.failure_threshold,
+        "world_size": distributed.world_size(),
+    }

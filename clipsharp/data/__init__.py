@@ -1,0 +1,1 @@
+"""Datasets: specs (``SOURCE[:SPLIT]``), sources opened, labels checked, images streamed."""

@@ -1,0 +1,308 @@
+"""Datasets: a spec ``SOURCE[:SPLIT]`` becomes labels, class names and streamed images (§1).
+
+SOURCE is tried as, in order: a folder written by ``save_to_disk``; any other folder (an image
+folder ``class_name/*.png``, or data files laid out as on the hub); a parquet / arrow / json /
+jsonl / csv file or a glob of them; a HuggingFace hub name. ``datasets`` is imported inside
+functions because it is slow to import. Opening a dataset reads its labels and checks it; the
+images are decoded later, a batch at a time, by the engine (see ``stream.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from ..options import DataOptions, auto_workers
+from .sources import dataset_error, open_source, quiet_datasets
+from .specs import DatasetSpec, display_name, unique_names
+from .stream import ImageSource, ImageTransform, Transform
+
+if TYPE_CHECKING:
+    import datasets
+
+PREFERRED_SPLITS = ("test", "validation")  # without :SPLIT and several splits, the first found
+LABEL_NAMES = ("label", "labels")  # integer or string columns taken as labels without ClassLabel
+
+
+@dataclass
+class EvalData:
+    """One dataset, checked and ready for the engine: labels in memory, images streamed."""
+
+    name: str  # short display name, unique among the datasets of a run
+    spec: DatasetSpec
+    split: str  # the split actually used
+    images: ImageSource  # decoded on demand, a batch at a time (never held whole)
+    labels: torch.Tensor  # (N,) int64 in [0, num_classes)
+    classnames: list[str]
+    fingerprint: str  # hex digest of source content, split, columns, subset and transform
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def describe(self) -> dict:
+        """The dataset's entry in a report."""
+        return {
+            "name": self.name,
+            "spec": self.spec.text,
+            "role": self.spec.role,
+            "split": self.split,
+            "num_examples": self.num_examples,
+            "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_images(self, batch_size: int = 64) -> torch.Tensor:
+        """(N, 3, H, W) float32 through the whole transform, all in memory at once.
+
+        For small sets and tests only: the engine streams the images instead.
+        """
+        whole = range(self.num_examples)
+        transform = self.images.transform
+        parts = [
+            transform.finish(batch, torch.device("cpu"), torch.float32)
+            for batch in self.images.batches(whole, batch_size)
+        ]
+        return torch.cat(parts)
+
+
+def load_all(
+    specs: list[DatasetSpec], transform: Transform, options: DataOptions
+) -> list[EvalData]:
+    """Open every spec, each (source, split) once, under names made unique by `unique_names`.
+
+    Every dataset is opened and checked (split, columns, labels); no image is decoded here.
+    """
+    plans: dict[tuple[str, str | None], _Plan] = {}
+    for spec in specs:
+        if (spec.source, spec.split) not in plans:
+            plans[(spec.source, spec.split)] = _plan(spec, options)
+    loaded = {key: _finish(plan, transform, options) for key, plan in plans.items()}
+    return [
+        replace(loaded[(spec.source, spec.split)], name=name, spec=spec)
+        for spec, name in zip(specs, unique_names(specs), strict=True)
+    ]
+
+
+def load_eval_data(spec: DatasetSpec, transform: Transform, options: DataOptions) -> EvalData:
+    """Open one dataset split, choose its columns and subset; its images stream later.
+
+    Args:
+        spec: the dataset and split to read.
+        transform: the model's eval transform, PIL image (RGB) -> (3, H, W) tensor.
+        options: columns, class names file, ``limit`` and ``seed``, workers, data cache.
+
+    Raises:
+        DatasetError: the dataset cannot be found or read, or is unfit for classification.
+    """
+    return _finish(_plan(spec, options), transform, options)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A dataset opened and checked, its images not yet decoded."""
+
+    spec: DatasetSpec
+    split: str
+    dataset: datasets.Dataset  # the subset of the split
+    image_column: str
+    rows: np.ndarray  # (N,) row of each example in the split
+    base_dir: Path | None  # where relative image paths start
+    labels: torch.Tensor  # (N,) int64
+    classnames: list[str]
+    identity: list[str]  # what the fingerprint covers, besides the transform
+
+
+def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
+    with quiet_datasets():
+        splits, base_dir = open_source(spec)
+        split = _choose_split(spec, sorted(splits))
+        if len(splits[split]) == 0:
+            raise dataset_error(spec, f"split {split!r} has no examples")
+        whole = _images_from_structs(splits[split])
+        image_column, label_column = _columns(spec, whole, options)
+        rows = _subset(len(whole), options)
+        dataset = whole.select(rows)
+        labels, classnames = _labels(spec, dataset, label_column, options.classnames)
+    subset = [] if options.limit is None else [str(options.limit), str(options.seed)]
+    identity = [whole._fingerprint, split, image_column, label_column]
+    identity += [json.dumps(classnames), *subset]
+    return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classnames, identity)
+
+
+def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData:
+    fingerprint = _digest([*plan.identity, repr(transform)])
+    images = ImageSource(
+        describe=plan.spec.text,
+        dataset=plan.dataset.select_columns([plan.image_column]),
+        column=plan.image_column,
+        rows=plan.rows,
+        base_dir=plan.base_dir,
+        transform=ImageTransform.split(transform),
+        fingerprint=fingerprint,
+        num_workers=auto_workers() if options.num_workers is None else options.num_workers,
+        cache_dir=options.cache_dir,
+    )
+    name = display_name(plan.spec)
+    return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classnames, fingerprint)
+
+
+def read_classnames(path: Path) -> list[str]:
+    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"--classnames {path} cannot be read ({e}); give a UTF-8 file") from e
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"--classnames {path} is not valid JSON ({e})") from e
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise DatasetError(f"--classnames {path} must be a JSON list of strings")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"--classnames {path} holds no class names; write one per line")
+    repeated = [name for name in names if names.count(name) > 1]
+    if repeated:
+        raise DatasetError(f"--classnames {path} repeats {repeated[0]!r}; names must be unique")
+    return names
+
+
+# ---- split, columns, labels ----------------------------------------------------------------
+
+
+def _choose_split(spec: DatasetSpec, splits: list[str]) -> str:
+    """The split named, else the only one, else test, else validation."""
+    listed = ", ".join(splits) or "none"
+    if spec.split is not None and spec.split not in splits:
+        raise dataset_error(spec, f"has no split {spec.split!r}; its splits are {listed}")
+    if spec.split is not None or len(splits) == 1:
+        return spec.split or splits[0]
+    for name in PREFERRED_SPLITS:
+        if name in splits:
+            return name
+    raise dataset_error(
+        spec, f"has splits {listed}, none test or validation; choose one as {spec.source}:SPLIT"
+    )
+
+
+def _images_from_structs(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Columns of ``{"bytes", "path"}`` structs, as pandas and HF write images to parquet
+    without their Image feature, read as images."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, dict) and set(feature) == {"bytes", "path"}:
+            dataset = dataset.cast_column(name, datasets.Image())
+    return dataset
+
+
+def _columns(spec: DatasetSpec, dataset: datasets.Dataset, options: DataOptions) -> tuple[str, str]:
+    """The image column and the label column: as given, or the one of their kind."""
+    import datasets
+
+    features = dataset.features
+    images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
+    labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
+    labels = labels or [n for n in LABEL_NAMES if n in features and _is_label_value(features[n])]
+    if not labels and not options.label_column and dataset.info.builder_name == "imagefolder":
+        raise dataset_error(
+            spec,
+            "is an image folder with a single class folder, so it has no labels; an image "
+            "folder needs one sub-folder per class (SOURCE/class_name/*.png)",
+        )
+    image = _column(spec, features, options.image_column, images, "--image-column", "Image")
+    label = _column(spec, features, options.label_column, labels, "--label-column", "ClassLabel")
+    if not isinstance(features[image], datasets.Image) and not _is_string(features[image]):
+        raise dataset_error(spec, f"column {image!r} holds neither images nor file paths")
+    return image, label
+
+
+def _column(spec, features, given: str | None, found: list[str], flag: str, kind: str) -> str:
+    columns = ", ".join(features)
+    if given and given not in features:
+        raise dataset_error(spec, f"has no column {given!r} ({flag}); its columns are {columns}")
+    if given or len(found) == 1:
+        return given or found[0]
+    if not found:
+        raise dataset_error(
+            spec, f"has no {kind} column (columns: {columns}); name one with {flag}"
+        )
+    raise dataset_error(
+        spec, f"has several {kind} columns ({', '.join(found)}); choose with {flag}"
+    )
+
+
+def _is_string(feature: Any) -> bool:
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def _is_label_value(feature: Any) -> bool:
+    return _is_string(feature) or str(getattr(feature, "dtype", "")).startswith(("int", "uint"))
+
+
+def _labels(
+    spec: DatasetSpec, dataset: datasets.Dataset, column: str, classnames_file: Path | None
+) -> tuple[torch.Tensor, list[str]]:
+    """(N,) int64 class indices, and the class names they index."""
+    import datasets
+
+    feature = dataset.features[column]
+    values = dataset.with_format("arrow")[column].to_pylist()
+    if any(value is None for value in values):
+        raise dataset_error(spec, f"column {column!r} has missing labels")
+    classnames = read_classnames(classnames_file) if classnames_file else None
+    if _is_string(feature):
+        classnames = classnames or sorted(set(values))
+        index = {name: i for i, name in enumerate(classnames)}
+        unknown = sorted(set(values) - set(index))
+        if unknown:
+            raise dataset_error(
+                spec, f"has label {unknown[0]!r}, not in --classnames {classnames_file}"
+            )
+        values = [index[value] for value in values]
+    elif isinstance(feature, datasets.ClassLabel):
+        classnames = classnames or list(feature.names)
+    elif not _is_label_value(feature):
+        raise dataset_error(spec, f"column {column!r} holds no class labels; choose --label-column")
+    elif classnames is None:
+        raise dataset_error(
+            spec, f"has integer labels in {column!r}; give class names with --classnames"
+        )
+    labels = torch.tensor(values, dtype=torch.int64)
+    bad = labels[(labels < 0) | (labels >= len(classnames))]
+    if len(bad):
+        source = f"--classnames {classnames_file}" if classnames_file else f"column {column!r}"
+        raise dataset_error(
+            spec,
+            f"has label {int(bad[0])} outside [0, {len(classnames)}), the class names of "
+            f"{source}; are these the right class names, or is this split unlabelled?",
+        )
+    return labels, classnames
+
+
+def _subset(num_rows: int, options: DataOptions) -> np.ndarray:
+    """Row indices kept: all, or ``limit`` of them drawn by ``seed``, sorted."""
+    if options.limit is None or options.limit >= num_rows:
+        return np.arange(num_rows)
+    return np.sort(np.random.default_rng(options.seed).permutation(num_rows)[: options.limit])
+
+
+def _digest(parts: list[str]) -> str:
+    """First 16 hex digits of a sha256; memory addresses in reprs are dropped."""
+    text = "\0".join(re.sub(r" at 0x[0-9a-fA-F]+", "", part) for part in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

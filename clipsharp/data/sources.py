@@ -1,0 +1,121 @@
+"""Finding and opening a dataset source: save_to_disk folders, image folders, files, hub names.
+
+Every failure to read becomes a :class:`DatasetError` naming the spec; ``datasets`` is
+imported inside functions because it is slow to import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DatasetError
+from .specs import FILE_BUILDERS, GLOB_CHARS, DatasetSpec, is_local, local_path
+
+if TYPE_CHECKING:
+    import datasets
+
+
+def open_source(spec: DatasetSpec) -> tuple[dict[str, datasets.Dataset], Path | None]:
+    """The splits of a source, and the folder that relative image paths start from."""
+    import datasets
+
+    source, path = spec.source, local_path(spec.source)
+    if GLOB_CHARS.search(source):
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True))
+        if not files:
+            raise dataset_error(spec, f"the pattern {source} matches no files")
+        return _load_files(spec, files), files[0].parent
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return _as_splits(guarded(spec, lambda: datasets.load_from_disk(str(path)))), path
+        return _as_splits(guarded(spec, lambda: datasets.load_dataset(str(path.resolve())))), path
+    if path.is_file():
+        return _load_files(spec, [path]), path.parent
+    if is_local(source):
+        raise dataset_error(
+            spec,
+            f"{source} does not exist; give a folder written by save_to_disk, an image "
+            "folder, a parquet/arrow/json/csv file, or a hub name",
+        )
+    return _load_hub(spec), None
+
+
+def _load_files(spec: DatasetSpec, files: list[Path]) -> dict[str, datasets.Dataset]:
+    import datasets
+
+    builders = {FILE_BUILDERS.get(f.suffix.lower().lstrip(".")) for f in files}
+    if None in builders or len(builders) != 1:
+        found = ", ".join(sorted({f.suffix or f.name for f in files}))
+        raise dataset_error(
+            spec, f"files must all be one of {', '.join(FILE_BUILDERS)}, got {found}"
+        )
+    data_files = [str(f.resolve()) for f in files]
+    builder = builders.pop()
+    return _as_splits(guarded(spec, lambda: datasets.load_dataset(builder, data_files=data_files)))
+
+
+def _load_hub(spec: DatasetSpec) -> dict[str, datasets.Dataset]:
+    """All splits of a hub dataset, or only the one named (from the cache when offline)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(spec.source, split=spec.split)
+    except Exception as e:
+        if isinstance(e, ValueError) and spec.split and "split" in str(e).lower():
+            raise dataset_error(
+                spec, reason(e)
+            ) from e  # 'Unknown split "x". Should be one of [...]'
+        raise DatasetError(
+            f"dataset {spec.source!r} is not a local path and could not be loaded from the "
+            f"HuggingFace hub (offline? HF_HUB_OFFLINE=1): {reason(e)}; give a local folder "
+            "or file, or run once online to cache it"
+        ) from e
+    return {spec.split: loaded} if spec.split else _as_splits(loaded)
+
+
+def _as_splits(loaded: Any) -> dict[str, datasets.Dataset]:
+    """A DatasetDict's splits; a lone Dataset is its one split ('train' when it has no name)."""
+    import datasets
+
+    if isinstance(loaded, datasets.Dataset):
+        return {str(loaded.split) if loaded.split else "train": loaded}
+    return dict(loaded)
+
+
+def guarded(spec: DatasetSpec, load: Callable[[], Any]) -> Any:
+    """Run a ``datasets`` call; any failure to read becomes a DatasetError naming the spec."""
+    try:
+        return load()
+    except Exception as e:  # corrupt files, unreadable folders, parser errors of every kind
+        raise dataset_error(
+            spec, f"cannot be read: {reason(e)}; check the files are complete and supported"
+        ) from e
+
+
+def dataset_error(spec: DatasetSpec, message: str) -> DatasetError:
+    return DatasetError(f"dataset {spec.text!r}: {message}")
+
+
+def reason(e: BaseException) -> str:
+    """The exception's type and first line, at most 200 characters."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = first if len(first) <= 200 else first[:197] + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence the progress bars of ``datasets``; the caller shows its own."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
