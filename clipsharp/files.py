@@ -11,12 +11,16 @@ from pathlib import Path
 from .errors import ClipsharpError, ConfigError
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: bool = False) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
 
-    An interrupted write leaves either the old file or the new one, never half of one.
+    An interrupted write leaves either the old file or the new one, never half of one. With
+    ``folder``, ``tmp`` is an empty folder that ``write`` fills; it replaces the folder at
+    ``path`` (a crash between removing the old folder and renaming the new one leaves none).
     """
     path = Path(path)
+    if folder:
+        return _write_folder(path, write)
     if path.is_dir():
         raise ClipsharpError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
@@ -41,15 +45,35 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def honour_umask(path: str | Path) -> None:
-    """Give ``path`` the mode a plain ``open`` would: ``0o666 & ~umask``.
+def _write_folder(path: Path, write: Callable[[Path], None]) -> None:
+    import shutil
+
+    if not path.parent.is_dir():
+        raise ClipsharpError(f"cannot write {path}: folder {path.parent} does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(staging)
+        honour_umask(staging, mode=0o777)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    except OSError as e:
+        raise ClipsharpError(
+            f"cannot write {path}: {e.strerror or e}; free space or choose another path"
+        ) from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def honour_umask(path: str | Path, mode: int = 0o666) -> None:
+    """Give ``path`` the mode a plain ``open`` (``mkdir`` with ``mode=0o777``) would:
+    ``mode & ~umask``.
 
     ``tempfile.mkstemp`` creates files readable by their owner alone (0600); a report or a
     checkpoint renamed from one would stay unreadable to the group.
     """
     umask = os.umask(0)  # the only way to read it; set back at once
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, mode & ~umask)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -151,13 +151,6 @@ class InputOptions:
     )
     allow_nonfinite: bool = option(False, "Accept checkpoints holding NaN or Inf values.")
 
-    def specs(self) -> tuple:
-        """The ``DatasetSpec`` of --id, then of each --ood, in order."""
-        from .data.specs import DatasetSpec
-
-        found = [DatasetSpec.parse(self.id, role="id")] if self.id else []
-        return tuple(found + [DatasetSpec.parse(text, role="ood") for text in self.ood])
-
 
 @dataclass(frozen=True)
 class DataOptions:

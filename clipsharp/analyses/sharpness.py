@@ -25,7 +25,6 @@ from typing import ClassVar
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Engine, Metric, Point, loss_gradient
 from ..core.layers import layer_groups
-from ..core.metrics import Metrics
 from ..core.models import ClipClassifier, ZeroShotHeads, is_text_key
 from ..core.perturb import NoiseBank, Perturbation, perturbed_keys
 from ..core.weights import CONVENTION, path_between
@@ -33,6 +32,7 @@ from ..core.workspace import Inputs, Workspace
 from ..data.load import EvalData
 from ..options import RunOptions, SharpnessOptions
 from ..progress import Progress
+from ..reports.metrics import Metrics
 from ..reports.report import Report
 from .ascent import Ascent, u_norm
 

@@ -23,10 +23,7 @@ from ..core.journal import journal_path
 from ..core.layers import layer_groups, tower_of
 from ..core.workspace import Inputs, Workspace
 from ..errors import CheckpointError, ConfigError, ReportError
-from ..options import (
-    PathOptions,
-    SweepOptions,
-)
+from ..options import PathOptions, SweepOptions
 from ..progress import Progress
 from ..reports.correlations import checkpoint_row, study_report
 from ..reports.report import Report, read_report

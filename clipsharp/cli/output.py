@@ -183,9 +183,10 @@ def guard_run(
 def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
     """The ``Inputs`` of a run on these checkpoints and the --id / --ood datasets."""
     from ..core.workspace import Inputs
+    from ..data.specs import dataset_specs
 
     return Inputs(
-        {role: Path(path) for role, path in checkpoints.items()}, inputs.specs(),
+        {role: Path(path) for role, path in checkpoints.items()}, dataset_specs(inputs),
         model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
     )  # fmt: skip
 

@@ -76,6 +76,7 @@ def command(
             -o ft-pruned.safetensors
     """
     from ..analyses.prune import prune
+    from ..data.specs import dataset_specs
 
     check_output(str(output))
     check_output(report, "--report")
@@ -84,7 +85,7 @@ def command(
         [("-o", output), ("--report", report), ("--data-cache", run.data.cache_dir)],
         [*checkpoint_inputs(roles), ("the --from report", from_report), *run_files(inputs, run)],
     )
-    specs = inputs.specs()
+    specs = dataset_specs(inputs)
     out = console()
     if specs and zero_shot is None:
         out.print(

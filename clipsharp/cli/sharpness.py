@@ -9,16 +9,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..options import InputOptions, RunOptions, SharpnessOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
 from .params import Rendering, offer
 
 

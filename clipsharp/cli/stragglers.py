@@ -13,16 +13,7 @@ from rich.table import Table
 from ..options import RULE as RULE_PANEL
 from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
 from .params import Rendering, offer
 from .sharpness import _roles
 

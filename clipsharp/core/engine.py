@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from ..data.load import EvalData
 from ..errors import ConfigError
 from ..progress import Progress, point_task
+from ..reports.metrics import Metrics
 from . import distributed
 from .journal import Journal
-from .metrics import Metrics
 from .models import ClipClassifier, ZeroShotHeads
 from .prefix import BlockPrefix, vit_depth
 

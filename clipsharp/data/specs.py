@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..options import InputOptions
 
 ROLES = ("id", "ood")
 
@@ -92,3 +93,9 @@ def is_local(source: str) -> bool:
     if source.startswith((".", "/", "~")) or not HUB_NAME.fullmatch(source):
         return True
     return local_path(source).exists() or local_path(Path(source).parts[0]).exists()
+
+
+def dataset_specs(inputs: InputOptions) -> tuple[DatasetSpec, ...]:
+    """The specs of --id, then of each --ood, in order."""
+    found = [DatasetSpec.parse(inputs.id, role="id")] if inputs.id else []
+    return tuple(found + [DatasetSpec.parse(text, role="ood") for text in inputs.ood])

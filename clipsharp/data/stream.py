@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
+from ..files import write_atomic
 from .sources import reason
 
 if TYPE_CHECKING:
@@ -271,11 +272,12 @@ class _CacheWriter:
             return
         self.array.flush()
         del self.array
-        digests = _digests_path(self.path)
-        partial = digests.with_name(digests.name + ".partial.npy")
-        np.save(partial, self.digests)
-        partial.replace(digests)
-        self.partial.replace(self.path)
+        write_atomic(_digests_path(self.path), self._save_digests)
+        self.partial.replace(self.path)  # streamed into a memmap, then renamed: atomic too
+
+    def _save_digests(self, tmp: Path) -> None:
+        with open(tmp, "wb") as file:  # np.save would add .npy to a path
+            np.save(file, self.digests)
 
 
 def _digests_path(path: Path) -> Path:

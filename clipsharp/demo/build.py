@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import __version__
-from ..files import honour_umask
+from ..data.sources import quiet_datasets
+from ..files import write_atomic
 from ..progress import Progress
 
 if TYPE_CHECKING:
@@ -150,7 +149,6 @@ def render_digit(
 
 def write_eval_set(path: Path, images: list[Image.Image], labels: np.ndarray) -> None:
     """Write images and labels as a ``datasets`` folder (PNG images, word class names)."""
-    import shutil
 
     import datasets
 
@@ -158,17 +156,8 @@ def write_eval_set(path: Path, images: list[Image.Image], labels: np.ndarray) ->
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSNAMES))}
     )
     table = datasets.Dataset.from_dict({"image": images, "label": labels.tolist()}, features)
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # the library prints nothing; restored below
-    try:
-        table.save_to_disk(str(staging))
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(staging, path)
+    with quiet_datasets():  # the library prints nothing
+        write_atomic(path, lambda staging: table.save_to_disk(str(staging)), folder=True)
 
 
 def pixel_tensors(images: list[Image.Image], image_size: int) -> Tensor:
@@ -339,15 +328,7 @@ def save_checkpoint(
         "clipsharp.parameters": json.dumps(parameters),
     }
     data = sorted_metadata(save(tensors, metadata=metadata))
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        honour_umask(staging)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
+    write_atomic(path, lambda staging: staging.write_bytes(data))
 
 
 def sorted_metadata(data: bytes) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..core.metrics import Metrics
+from .metrics import Metrics
 
 
 def path_summary(
