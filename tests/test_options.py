@@ -138,3 +138,18 @@ def test_offer_records_without_touching_the_signature():
     recorded = offer("run.path.exclude", defaults={"limit": 8})(command)
     assert recorded is command and command.offer.defaults == {"limit": 8}
     assert not hasattr(command, "__signature__")
+
+
+def test_every_option_that_takes_a_value_says_what_to_type():
+    """A metavar (N, FILE, REPORT, A,B,C|START:STOP:STEP, ...) on every valued option of every
+    command, declared on a dataclass or by the command itself."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    untyped = {
+        f"{name} {param.opts[-1]}"
+        for name, command in commands.items()
+        for param in command.params
+        if param.param_type_name == "option" and not param.is_flag and not param.metavar
+    }
+    assert untyped == set()

@@ -27,19 +27,20 @@ def command(
     report: Annotated[Path, typer.Argument(help="A clipsharp report (JSON).", show_default=False)],
     min_gain: Annotated[
         float | None,
-        typer.Option(help="Each OOD dataset: gain >= this.", rich_help_panel=GATES),
+        typer.Option(metavar="X", help="Each OOD dataset: gain >= this.", rich_help_panel=GATES),
     ] = None,
     max_depth: Annotated[
         float | None,
-        typer.Option(help="Each dataset: depth <= this.", rich_help_panel=GATES),
+        typer.Option(metavar="X", help="Each dataset: depth <= this.", rich_help_panel=GATES),
     ] = None,
     max_barrier: Annotated[
         float | None,
-        typer.Option(help="Each dataset: barrier <= this.", rich_help_panel=GATES),
+        typer.Option(metavar="X", help="Each dataset: barrier <= this.", rich_help_panel=GATES),
     ] = None,
     max_sharpness: Annotated[
         float | None,
         typer.Option(
+            metavar="X",
             help="Sharpness reports, each dataset and rho: max_sharpness <= this.",
             rich_help_panel=GATES,
         ),
@@ -55,6 +56,7 @@ def command(
     require: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="FIELD<OP>VALUE",
             help="FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
             "'*' matches every dataset (or element): 'shifted.gain>=0.02', '*.gain>0'. "
             "Repeatable.",
@@ -64,6 +66,7 @@ def command(
     datasets: Annotated[
         str | None,
         typer.Option(
+            metavar="NAMES",
             help="Gate exactly these datasets (comma-separated) with every threshold, and "
             "with '*' in --require. Default: gain and failure mode on OOD sets, the rest "
             "on every set.",
@@ -73,6 +76,7 @@ def command(
     baseline: Annotated[
         Path | None,
         typer.Option(
+            metavar="REPORT",
             help="An earlier report of the same command to compare with.",
             rich_help_panel=BASELINE,
         ),
@@ -80,6 +84,7 @@ def command(
     max_drop: Annotated[
         str | None,
         typer.Option(
+            metavar="X|P%",
             help="With --baseline: best_accuracy and gain of each baseline dataset may drop "
             "by at most this (absolute, 0.01) or this percentage of the baseline (1%).",
             rich_help_panel=BASELINE,

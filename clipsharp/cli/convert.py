@@ -27,6 +27,7 @@ def command(
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="The .safetensors file to write (atomically).",
             show_default=False,
         ),

@@ -21,7 +21,10 @@ from .params import offer
 )
 def command(
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for the data, models, reports and figures.")
+        Path,
+        typer.Option(
+            "--out", metavar="DIR", help="Folder for the data, models, reports and figures."
+        ),
     ] = Path("clipsharp-demo"),
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild the models even if cached.")

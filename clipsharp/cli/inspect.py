@@ -24,7 +24,7 @@ def command(
         ),
     ],
     granularity: Annotated[
-        str, typer.Option(help="Layer groups to list: block, module or tensor.")
+        str, typer.Option(metavar="block|module|tensor", help="Layer groups to list.")
     ] = "block",
     output: opt.Output = None,
     *,

@@ -20,6 +20,7 @@ def command(
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="Figure file: .png, .svg, or .pdf. Several figures: FILE-1.png, FILE-2.png, "
             "... (a .pdf keeps one page each).",
         ),

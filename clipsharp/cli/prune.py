@@ -34,28 +34,42 @@ def command(
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="The pruned checkpoint (.safetensors); never an input."
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="The pruned checkpoint (.safetensors); never an input.",
         ),
     ],
     layers: Annotated[
         str | None,
         typer.Option(
-            help="Layers to prune: names or globs, comma-separated.", rich_help_panel=PRUNE
+            metavar="NAMES",
+            help="Layers to prune: names or globs, comma-separated.",
+            rich_help_panel=PRUNE,
         ),
     ] = None,
     from_report: Annotated[
         Path | None,
         typer.Option(
-            "--from", help="Prune the stragglers of this stragglers report.", rich_help_panel=PRUNE
+            "--from",
+            metavar="REPORT",
+            help="Prune the stragglers of this stragglers report.",
+            rich_help_panel=PRUNE,
         ),
     ] = None,
     zero_shot: Annotated[
         Path | None,
-        typer.Option(help="The zero-shot checkpoint: for --target task-vector and --id/--ood."),
+        typer.Option(
+            metavar="FILE",
+            help="The zero-shot checkpoint: for --target task-vector and --id/--ood.",
+        ),
     ] = None,
     report: Annotated[
         str | None,
-        typer.Option(help="Write the JSON report to FILE, or '-' for stdout (default when piped)."),
+        typer.Option(
+            metavar="FILE",
+            help="Write the JSON report to FILE, or '-' for stdout (default when piped).",
+        ),
     ] = None,
     *,
     inputs: InputOptions,

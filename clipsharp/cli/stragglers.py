@@ -26,6 +26,7 @@ def command(
     layerwise: Annotated[
         Path | None,
         typer.Option(
+            metavar="REPORT",
             help="A layerwise report of the same pair: --by barrier ranks by its depths; "
             "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
             rich_help_panel=RULE_PANEL,

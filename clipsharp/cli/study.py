@@ -160,7 +160,8 @@ def _from_checkpoints(
 
 
 def study_table(doc: dict) -> Group:
-    """Per OOD set: the measures ranked by |Spearman|, with the interval, tau-b and p."""
+    """Per OOD set: the measures ranked by |Spearman|, with the interval, tau-b and p; the
+    measures without a correlation listed under the table by reason (80 columns)."""
     correlations = doc["summary"]["correlations"]
     confidence = doc["config"].get("statistics", {}).get("confidence", 0.95)
     tables = []
@@ -171,15 +172,22 @@ def study_table(doc: dict) -> Group:
             ["measure"],
             ["n", "ρ", "interval", "τ-b", "p", ""],
         )
-        ranked = doc["summary"].get("ranking", {}).get(name, sorted(found))
-        for measure in ranked:
+        without: dict[str, list[str]] = {}  # reason -> measures
+        for measure in doc["summary"].get("ranking", {}).get(name, sorted(found)):
             c = found[measure]
+            if c["spearman"] is None and c.get("reason"):
+                without.setdefault(c["reason"], []).append(measure)
+                continue
             interval = c.get("interval")
             shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
-            mark = "[bold]*[/]" if c.get("excludes_zero") else escape(c.get("reason") or "")
             table.add_row(
                 escape(measure), str(c["checkpoints"]), fmt(c["spearman"], 2), shown,
-                fmt(c.get("kendall_tau_b"), 2), fmt(c.get("p_value"), 3), mark,
+                fmt(c.get("kendall_tau_b"), 2), fmt(c.get("p_value"), 3),
+                "[bold]*[/]" if c.get("excludes_zero") else "",
             )  # fmt: skip
+        table.caption = escape(
+            "; ".join(f"no correlation, {reason}: {', '.join(m)}" for reason, m in without.items())
+        )
+        table.caption_justify = "left"
         tables.append(table)
     return Group(*tables)
