@@ -58,7 +58,10 @@ def test_interpolate_between_hub_checkpoints(hub, pair):
 def test_missing_hub_checkpoint_is_a_clear_error(hub, pair):
     result = runner.invoke(app, ["inspect", "hf-hub:org/absent"])
     assert result.exit_code == 2
-    assert "hf-hub:org/absent: cannot get open_clip_config.json" in result.stderr
+    assert (
+        "hf-hub:org/absent: cannot get an open_clip model (open_clip_config.json" in result.stderr
+    )
+    assert "nor a transformers CLIPModel (config.json" in result.stderr
 
 
 def test_pretrained_tag_maps_to_its_hub_repository(hub, monkeypatch):
@@ -77,3 +80,39 @@ def test_offline_hub_lookup_fails_at_once():
     result = runner.invoke(app, ["inspect", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"])
     assert result.exit_code == 2 and "go online once to cache them" in result.stderr
     assert time.monotonic() - started < 10  # HF_HUB_OFFLINE=1: no retries against the network
+
+
+@pytest.fixture
+def transformers_hub(hf_pair, tmp_path, monkeypatch):
+    """A transformers CLIPModel repository (one file) and a sharded one, as the hub cache
+    holds them; the hub has no open_clip files for either."""
+    import shutil
+
+    repos = {"org/hf-zs": hf_pair.zero_shot, "org/hf-sharded": hf_pair.sharded}
+    calls = []
+
+    def download(repo_id, filename, revision=None, **kwargs):
+        calls.append((repo_id, filename))
+        source = repos[repo_id] / filename if repo_id in repos else None
+        if source is None or not source.is_file():
+            raise huggingface_hub.errors.EntryNotFoundError(f"{repo_id} has no {filename}")
+        snapshot = tmp_path / repo_id / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, snapshot / filename)
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return calls
+
+
+def test_transformers_repositories_on_the_hub_read_as_their_folders(transformers_hub, hf_pair):
+    from clipsharp.core.checkpoint import load_checkpoint
+
+    folder = load_checkpoint(hf_pair.zero_shot)
+    for repo in ("org/hf-zs", "org/hf-sharded"):
+        loaded = load_checkpoint(f"hf-hub:{repo}")
+        assert loaded.tensors.keys() == folder.tensors.keys()
+        assert all(loaded.tensors[k].equal(t) for k, t in folder.tensors.items())
+    fetched = {name for repo, name in transformers_hub if repo == "org/hf-sharded"}
+    assert {"config.json", "model.safetensors.index.json"} <= fetched
+    assert any(name.startswith("model-") for name in fetched)  # every shard the index lists

@@ -8,10 +8,11 @@ Pickled checkpoints are never unpickled here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -75,7 +76,9 @@ def resolve_source(source: str | Path) -> Path:
     A hub checkpoint is an open_clip repository (``open_clip_model.safetensors`` +
     ``open_clip_config.json``): both are fetched into the HuggingFace cache (or read
     from it with ``HF_HUB_OFFLINE=1``) and the weights' cached path returned, with the
-    config beside it, where the architecture is found.
+    config beside it, where the architecture is found. A repository without them is read
+    as a transformers ``CLIPModel`` (``config.json`` with ``model.safetensors`` or its
+    shards): its cached snapshot folder is returned.
     """
     text = str(source)
     if text.startswith(PRETRAINED_PREFIX):
@@ -101,20 +104,45 @@ def _pretrained_repo(spec: str) -> str:
 
 
 def _from_hub(source: str, repo: str, revision: str | None) -> Path:
+    """The cached open_clip weights of a hub repository, or, for a transformers ``CLIPModel``
+    repository, its cached snapshot folder (config.json, weights or shards)."""
     from huggingface_hub import hf_hub_download
 
+    def fetch(name: str) -> Path:
+        return Path(hf_hub_download(repo, name, revision=revision))
+
     try:
-        config = hf_hub_download(repo, HUB_CONFIG, revision=revision)
-        weights = hf_hub_download(repo, HUB_WEIGHTS, revision=revision)
+        config, weights = fetch(HUB_CONFIG), fetch(HUB_WEIGHTS)
     except Exception as e:  # offline, not cached, no such repo or file: all mean the same here
-        raise CheckpointError(
-            f"{source}: cannot get {HUB_CONFIG} and {HUB_WEIGHTS} from the HuggingFace hub "
-            f"({type(e).__name__}); check the name, go online once to cache them, or "
-            "download the files and pass the local path"
-        ) from e
-    if Path(config).parent != Path(weights).parent:
+        try:
+            return _transformers_from_hub(fetch)
+        except Exception:
+            raise CheckpointError(
+                f"{source}: cannot get an open_clip model ({HUB_CONFIG}, {HUB_WEIGHTS}) nor a "
+                f"transformers CLIPModel ({hf.CONFIG} with {hf.WEIGHTS} or {hf.INDEX}) from "
+                f"the HuggingFace hub ({type(e).__name__}); check the name, go online once to "
+                "cache them, or download the files and pass the local path"
+            ) from e
+    if config.parent != weights.parent:
         raise CheckpointError(f"{source}: the hub cache holds its files in different folders")
-    return Path(weights)
+    return weights
+
+
+def _transformers_from_hub(fetch: Callable[[str], Path]) -> Path:
+    """A transformers repository's snapshot folder, with its weights (one file or the shards
+    its index lists) and, when the repository has it, its preprocessor config."""
+    folder = fetch(hf.CONFIG).parent
+    try:
+        fetch(hf.WEIGHTS)
+    except Exception:
+        index = fetch(hf.INDEX)
+        for shard in sorted(
+            set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        ):
+            fetch(shard)
+    with contextlib.suppress(Exception):  # optional: mean and std of the image transform
+        fetch(hf.PROCESSOR)
+    return folder
 
 
 def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Checkpoint:
