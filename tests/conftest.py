@@ -1,4 +1,6 @@
-"""Session fixtures: a tiny open_clip CLIP pair and small labelled datasets, made here.
+"""Session fixtures: a tiny open_clip CLIP pair and small labelled datasets, made here; and
+the helpers every test module shares: ``run_options`` and ``workspace`` for the library;
+``invoke``, ``succeeds``, ``pair_args`` and the ``cli_report`` fixture for the command line.
 
 Nothing downloads: HF_HUB_OFFLINE is set and HF_HOME points at a temporary folder
 before `datasets` or `huggingface_hub` are imported.
@@ -21,12 +23,20 @@ os.environ.setdefault("NO_COLOR", "1")
 
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from typer.testing import CliRunner, Result  # noqa: E402
+
+from clipsharp.cli import app  # noqa: E402
+from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions  # noqa: E402
+
+if TYPE_CHECKING:
+    from clipsharp.core.workspace import Workspace
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they bring on 2 cores
 
@@ -40,6 +50,7 @@ COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]]
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:
+    """A random open_clip CLIP of ``TINY_CONFIG``, in eval mode."""
     from open_clip.model import CLIP
 
     torch.manual_seed(seed)
@@ -47,6 +58,8 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 def save_checkpoint(path: Path, tensors: dict, config: dict | None = TINY_CONFIG) -> Path:
+    """``tensors`` as a safetensors file that names its architecture (``config``; None: no
+    architecture in the file)."""
     metadata = {"clipsharp.model_config": json.dumps(config)} if config else {}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
     return path
@@ -81,6 +94,7 @@ def coloured_images(n: int, seed: int) -> tuple[list, list[int]]:
 
 
 def save_dataset(path: Path, n: int, seed: int) -> Path:
+    """``coloured_images(n, seed)`` as a save_to_disk folder (Image + ClassLabel columns)."""
     import datasets
 
     images, labels = coloured_images(n, seed)
@@ -109,6 +123,8 @@ class Counting:
 
 @dataclass(frozen=True)
 class Pair:
+    """The tiny pair's files: two checkpoints, an ID set (24 images), an OOD set (20)."""
+
     zero_shot: Path
     fine_tuned: Path
     in_dist: Path
@@ -118,6 +134,8 @@ class Pair:
 
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory) -> Pair:
+    """The tiny open_clip pair and its datasets, made once a session: read them, never
+    change them (copy them first)."""
     root = tmp_path_factory.mktemp("pair")
     state = tiny_model(0).state_dict()
     zero_shot = save_checkpoint(root / "zs.safetensors", state)
@@ -189,6 +207,8 @@ def fine_tuned_from(model, seed: int):
 
 @dataclass(frozen=True)
 class HfPair:
+    """The tiny transformers pair's folders."""
+
     zero_shot: Path  # save_pretrained folders
     fine_tuned: Path
     sharded: Path  # the zero-shot model, saved in shards
@@ -196,6 +216,7 @@ class HfPair:
 
 @pytest.fixture(scope="session")
 def hf_pair(tmp_path_factory) -> HfPair:
+    """The tiny transformers pair, made once a session (skipped without transformers)."""
     pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("hf")
     zero_shot = tiny_clip(0)
@@ -203,3 +224,83 @@ def hf_pair(tmp_path_factory) -> HfPair:
     zero_shot.save_pretrained(root / "zs-sharded", max_shard_size="2MB")
     fine_tuned_from(zero_shot, seed=1).save_pretrained(root / "ft")
     return HfPair(root / "zs", root / "ft", root / "zs-sharded")
+
+
+# ----------------------------------------------------------------------------- the library
+
+
+def run_options(alphas=(0.0, 0.5, 1.0), **evaluation) -> RunOptions:
+    """The options of a run on the CPU: default data options, ``EvalOptions(device="cpu",
+    **evaluation)`` and a path through ``alphas``."""
+    return RunOptions(
+        DataOptions(), EvalOptions(device="cpu", **evaluation), PathOptions(alphas=alphas)
+    )
+
+
+def workspace(
+    pair: Pair, options: RunOptions | None = None, *, checkpoints=None, datasets=None, model=None
+) -> Workspace:
+    """``open_workspace`` on the tiny pair, with the data and evaluation options of
+    ``options`` (default: ``run_options()``).
+
+    ``checkpoints``: roles -> files (default: the pair's zero-shot and fine-tuned files);
+    ``datasets``: (folder, role) pairs (default: the shifted set, as OOD).
+    """
+    from clipsharp.core.workspace import open_workspace
+    from clipsharp.data.specs import DatasetSpec
+
+    options = options or run_options()
+    checkpoints = checkpoints or {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned}
+    datasets = datasets or [(pair.shifted, "ood")]
+    return open_workspace(
+        checkpoints,
+        [DatasetSpec.parse(str(folder), role=role) for folder, role in datasets],
+        data=options.data,
+        evaluation=options.eval,
+        model=model,
+    )
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def invoke(*args, **kwargs) -> Result:
+    """``clipsharp ARGS`` run in this process by typer's CliRunner (arguments may be paths;
+    ``kwargs`` go to ``CliRunner.invoke``, e.g. ``env``). The result's stdout and stderr are
+    kept apart."""
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def succeeds(*args, **kwargs) -> Result:
+    """``invoke``, asserting that the command exits 0 (its output is the failure message)."""
+    result = invoke(*args, **kwargs)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def pair_args(pair: Pair, *extra) -> list:
+    """The tiny pair on the command line: both checkpoints, the ID and the OOD set, on the
+    CPU; then ``extra``."""
+    return [pair.zero_shot, pair.fine_tuned, "--id", pair.in_dist, "--ood", pair.shifted,
+            "--device", "cpu", *extra]  # fmt: skip
+
+
+WIDE = {"COLUMNS": "250"}  # a terminal wide enough that no table is cut
+
+
+@pytest.fixture(scope="session")
+def cli_report(tmp_path_factory):
+    """``cli_report(*args)``: the report ``clipsharp ARGS -o FILE`` writes, as (FILE, the
+    command's result), run in a ``WIDE`` terminal. Each argument list runs once a session and
+    its file is shared by every test that asks for it: read it, never change it."""
+    root = tmp_path_factory.mktemp("cli-reports")
+    made: dict[tuple[str, ...], tuple[Path, Result]] = {}
+
+    def report(*args) -> tuple[Path, Result]:
+        key = tuple(map(str, args))
+        if key not in made:
+            path = root / f"{len(made)}-{key[0]}.json"
+            made[key] = (path, succeeds(*key, "-o", path, env=WIDE))
+        return made[key]
+
+    return report

@@ -6,18 +6,11 @@ import copy
 import json
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, pair_args
 
-from clipsharp.cli import app
 from clipsharp.errors import ConfigError
 from clipsharp.reports.gates import Gates, MaxDrop, Requirement, run_checks
 from clipsharp.reports.report import SCHEMA
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, ["check", *(str(a) for a in args)])
 
 
 def interpolate_report(**shifted) -> dict:
@@ -191,8 +184,8 @@ def test_baseline_names_a_dropped_dataset_and_refuses_other_commands():
 
 def test_cli_exit_codes_and_formats(tmp_path):
     path = write(tmp_path, interpolate_report(gain=0.01))
-    assert invoke(path, "--min-gain", "0.01").exit_code == 0
-    failing = invoke(path, "--min-gain", "0.02", "--format", "json")
+    assert invoke("check", path, "--min-gain", "0.01").exit_code == 0
+    failing = invoke("check", path, "--min-gain", "0.02", "--format", "json")
     assert failing.exit_code == 1
     verdict = json.loads(failing.stdout)
     assert verdict["passed"] is False
@@ -200,7 +193,9 @@ def test_cli_exit_codes_and_formats(tmp_path):
     assert verdict["checks"] == [{"dataset": "shifted", "field": "gain", "op": ">=",
                                   "threshold": 0.02, "value": 0.01, "passed": False,
                                   "message": message}]  # fmt: skip
-    md = invoke(path, "--max-depth", "0.3", "--require", "in_dist.gain>0.5", "--format", "md")
+    md = invoke(
+        "check", path, "--max-depth", "0.3", "--require", "in_dist.gain>0.5", "--format", "md"
+    )
     assert md.exit_code == 1
     lines = md.stdout.splitlines()
     assert lines[0].startswith("**❌ clipsharp check failed**: 1 of 3 checks failed")
@@ -210,16 +205,17 @@ def test_cli_exit_codes_and_formats(tmp_path):
         "| ✅ | shifted | depth | <= 0.3 | 0.3 | summary.shifted.depth = 0.3 <= 0.3 |",
         "| ❌ | in_dist | gain | > 0.5 | 0.3 | summary.in_dist.gain = 0.3, needs > 0.5 |",
     ]
-    table = invoke(path, "--no-failure-mode")
+    table = invoke("check", path, "--no-failure-mode")
     assert table.exit_code == 0 and "failure_mode" in table.stderr and table.stdout == ""
 
 
 def test_cli_baseline(tmp_path):
     old = write(tmp_path, interpolate_report(), "old.json")
     new = write(tmp_path, interpolate_report(gain=0.02), "new.json")
-    assert invoke(new, "--baseline", old, "--max-drop", "0.02").exit_code == 0
-    assert invoke(new, "--baseline", old, "--max-drop", "50%").exit_code == 0  # 0.04 -> 0.02
-    result = invoke(new, "--baseline", old, "--max-drop", "49%", "--format", "json")
+    assert invoke("check", new, "--baseline", old, "--max-drop", "0.02").exit_code == 0
+    halved = invoke("check", new, "--baseline", old, "--max-drop", "50%")  # 0.04 -> 0.02
+    assert halved.exit_code == 0
+    result = invoke("check", new, "--baseline", old, "--max-drop", "49%", "--format", "json")
     assert result.exit_code == 1
     failed = [c for c in json.loads(result.stdout)["checks"] if not c["passed"]]
     assert [(c["dataset"], c["field"], c["value"]) for c in failed] == [("shifted", "gain", 0.02)]
@@ -237,27 +233,23 @@ def test_cli_baseline(tmp_path):
 )
 def test_cli_usage_errors_exit_2(tmp_path, args, message):
     path = write(tmp_path, interpolate_report())
-    result = invoke(path, *[a.format(path=path) for a in args])
+    result = invoke("check", path, *[a.format(path=path) for a in args])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_refuses_other_schemas_and_missing_files(tmp_path):
     other = write(tmp_path, interpolate_report() | {"schema": "other/2"})
-    result = invoke(other, "--min-gain", "0")
+    result = invoke("check", other, "--min-gain", "0")
     assert result.exit_code == 2 and "has schema 'other/2'" in result.stderr
-    result = invoke(tmp_path / "none.json", "--min-gain", "0")
+    result = invoke("check", tmp_path / "none.json", "--min-gain", "0")
     assert result.exit_code == 2 and "none.json does not exist" in result.stderr
 
 
-def test_a_real_interpolate_report(pair, tmp_path):
-    path = tmp_path / "path.json"
-    made = runner.invoke(app, [str(a) for a in (
-        "interpolate", pair.zero_shot, pair.fine_tuned, "--id", pair.in_dist,
-        "--ood", pair.shifted, "--alphas", "0,0.5,1", "--device", "cpu", "-o", path)])  # fmt: skip
-    assert made.exit_code == 0, made.output
+def test_a_real_interpolate_report(pair, cli_report):
+    path, _ = cli_report("interpolate", *pair_args(pair, "--alphas", "0,0.5,1"))
     gain = json.loads(path.read_text())["summary"]["shifted"]["gain"]
-    assert invoke(path, "--min-gain", repr(gain), "--max-depth", "100").exit_code == 0
-    just_above = invoke(path, "--min-gain", repr(gain + 1e-9), "--format", "json")
+    assert invoke("check", path, "--min-gain", repr(gain), "--max-depth", "100").exit_code == 0
+    just_above = invoke("check", path, "--min-gain", repr(gain + 1e-9), "--format", "json")
     assert just_above.exit_code == 1
     assert json.loads(just_above.stdout)["checks"][0]["value"] == gain

@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, invoke
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
 from clipsharp.core.models import Architecture
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +110,10 @@ def test_safetensors_input_is_stamped_with_its_architecture(pair, config_file, t
     output = tmp_path / "stamped.safetensors"
     assert invoke("convert", bare, "-o", output, "--model", config_file).exit_code == 0
     assert metadata(output)["format"] == "pt"
-    assert invoke("inspect", output, "-o", "-").exit_code == 0
+    inspected = invoke("inspect", output, "-o", "-")
+    assert inspected.exit_code == 0, inspected.output
+    architecture = json.loads(inspected.stdout)["inputs"]["architecture"]
+    assert architecture["source"] == "metadata"  # the stamp, not the flag
 
 
 def test_named_architecture_is_stored_by_name():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,7 @@ from conftest import Counting
 from PIL import Image
 from torchvision import transforms
 
-from clipsharp.data import load as data
-from clipsharp.data.load import load_all, load_eval_data, read_classnames
+from clipsharp.data.load import EvalData, load_all, load_eval_data, read_classnames
 from clipsharp.data.specs import DatasetSpec, unique_names
 from clipsharp.errors import ConfigError, DatasetError
 from clipsharp.options import DataOptions
@@ -92,7 +92,7 @@ def spec(source, split: str | None = None, role: str = "ood") -> DatasetSpec:
     return DatasetSpec.parse(text, role)
 
 
-def load(source, split=None, transform=TO_TENSOR, **options) -> data.EvalData:
+def load(source, split=None, transform=TO_TENSOR, **options) -> EvalData:
     return load_eval_data(spec(source, split), transform, DataOptions(**options))
 
 
@@ -352,7 +352,8 @@ def test_open_clip_transform_split_equals_the_whole_transform(image_folder):
     root, pixels, _ = image_folder
     transform = open_clip.image_transform(8, is_train=False)
     loaded = load_eval_data(spec(root), transform, DataOptions())
-    assert loaded.images.transform.mean is not None  # it was split
+    normalize = transform.transforms[-1]
+    assert loaded.images.transform.mean == tuple(normalize.mean)  # split at its Normalize
     whole = torch.stack([transform(Image.fromarray(p).convert("RGB")) for p in pixels])
     streamed = loaded.load_images(batch_size=5)
     assert torch.equal(streamed[match_order(streamed, whole)], whole)
@@ -434,18 +435,22 @@ def test_limit_is_a_seeded_sorted_subset(saved):
         load(saved.path, limit=0)
 
 
-def test_fingerprint_is_stable_and_tracks_inputs(saved):
+def test_fingerprint_is_stable_and_tracks_inputs(saved, tmp_path):
     base = load(saved.path, limit=5).fingerprint
-    assert len(base) == 16 and int(base, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", base), base  # 16 hex digits
     assert load(saved.path, limit=5).fingerprint == base
+    moved = shutil.copytree(saved.path, tmp_path / "elsewhere" / "shifted")
+    assert load(moved, limit=5).fingerprint == base  # the content, not where it lies
+    other_pixels = save_splits(tmp_path / "other", {"train": 6, "test": 24}, seed=5)
     resized = transforms.Compose([transforms.Resize(14), TO_TENSOR])
     others = {
         load(saved.path, limit=6).fingerprint,
         load(saved.path, limit=5, seed=1).fingerprint,
         load(saved.path, "train", limit=5).fingerprint,
         load(saved.path, limit=5, transform=resized).fingerprint,
+        load(other_pixels, limit=5).fingerprint,
     }
-    assert base not in others and len(others) == 4
+    assert base not in others and len(others) == 5
 
 
 # ---- missing sources and the hub -------------------------------------------------------------
@@ -469,16 +474,14 @@ def test_hub_name_offline_is_a_dataset_error_quickly():
     assert "HF_HUB_OFFLINE=1" in message and "run once online to cache it" in message
 
 
-def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path, monkeypatch):
-    opened = []
-    open_source = data.open_source
-    monkeypatch.setattr(data, "open_source", lambda s: opened.append(s.text) or open_source(s))
+def test_load_all_loads_each_once_and_names_uniquely(saved, tmp_path):
     specs = [spec(saved.path, "test", "id"), spec(saved.path, "test"), spec(saved.path, "train")]
     loaded = load_all(specs, TO_TENSOR, DataOptions())
-    assert opened == [f"{saved.path}:test", f"{saved.path}:train"]
     assert [d.name for d in loaded] == ["shifted:test", "shifted:test-2", "shifted:train"]
     assert [d.spec.role for d in loaded] == ["id", "ood", "ood"]
-    assert loaded[0].images is loaded[1].images
+    # one opening per (source, split): the twin holds the very images and labels of the first
+    assert loaded[0].images is loaded[1].images and loaded[0].labels is loaded[1].labels
+    assert loaded[2].images is not loaded[0].images
     assert [d.split for d in loaded] == ["test", "test", "train"]
     with pytest.raises(DatasetError, match="nope does not exist"):
         load_all([specs[0], spec(tmp_path / "nope")], TO_TENSOR, DataOptions())

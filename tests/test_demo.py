@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, succeeds
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -216,6 +217,7 @@ build_demo(Path(sys.argv[1]), recipe=DemoRecipe.tiny(), seed=3)
 """
 
 
+@pytest.mark.slow  # two builds, each in a process of its own
 def test_builds_are_byte_identical_across_processes_and_thread_counts(tmp_path):
     """One and two threads outside, in separate processes: the same sha256 for every file."""
     import hashlib
@@ -248,17 +250,10 @@ def test_sorted_metadata_keeps_the_file_readable():
     assert all(torch.equal(loaded[key], tensors[key]) for key in tensors)
 
 
+@pytest.mark.slow  # the whole tour: eight reports, their figures and a study of six models
 def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
-    import json
-
-    from typer.testing import CliRunner
-
-    from clipsharp.cli import app
-
-    runner = CliRunner()
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
+    result = succeeds("demo", "--quick", "--out", out, "--device", "cpu")
     stems = {"interpolate-gentle", "interpolate-aggressive", "layerwise-gentle",
              "layerwise-aggressive", "sharpness-gentle", "sharpness-aggressive",
              "stragglers-aggressive", "prune-aggressive"}  # fmt: skip
@@ -280,7 +275,7 @@ def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
     stragglers = json.loads((out / "reports" / "stragglers-aggressive.json").read_text())
     assert prune["summary"]["layers"] == stragglers["summary"]["stragglers"]
     assert {"before", "after"} <= prune["summary"].keys()
-    again = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    again = invoke("demo", "--quick", "--out", out, "--device", "cpu")
     assert again.exit_code == 0 and "reused from the cache" in again.stderr
 
 
@@ -306,7 +301,7 @@ def documented(section: str, column: str) -> dict[str, list[str]]:
     return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])}
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the real recipe, trained from nothing: minutes
 def test_a_fresh_build_gives_the_numbers_docs_demo_md_shows(tmp_path):
     """The real recipe, seed 0, built from nothing: every number of the doc's tables, exactly.
 

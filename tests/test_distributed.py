@@ -9,27 +9,17 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import run_options, workspace
 
 from clipsharp.analyses.interpolate import run_interpolation
 from clipsharp.analyses.layerwise import run_layerwise
 from clipsharp.analyses.sharpness import run_sharpness
 from clipsharp.core.distributed import shard
 from clipsharp.core.engine import evaluate
-from clipsharp.core.workspace import open_workspace
-from clipsharp.data.specs import DatasetSpec
-from clipsharp.options import (
-    DataOptions,
-    EvalOptions,
-    LayerwiseOptions,
-    PathOptions,
-    RunOptions,
-    SharpnessOptions,
-)
+from clipsharp.options import LayerwiseOptions, SharpnessOptions
 
 SHARPNESS = SharpnessOptions(rhos=(0.3,), iterations=2)
-OPTIONS = RunOptions(
-    DataOptions(), EvalOptions(device="cpu", batch_size=4), PathOptions(alphas=(0.0, 0.5, 1.0))
-)
+OPTIONS = run_options(batch_size=4)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 7, 30])
@@ -39,15 +29,8 @@ def test_shards_cover_every_example_once(world_size):
 
 
 def open_pair(pair):
-    return open_workspace(
-        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
-        [
-            DatasetSpec.parse(str(pair.in_dist), role="id"),
-            DatasetSpec.parse(str(pair.shifted), role="ood"),
-        ],
-        data=OPTIONS.data,
-        evaluation=OPTIONS.eval,
-    )
+    """A workspace of the pair on the ID and the OOD set."""
+    return workspace(pair, OPTIONS, datasets=[(pair.in_dist, "id"), (pair.shifted, "ood")])
 
 
 def test_shard_totals_add_up_to_the_whole(pair):
@@ -90,6 +73,7 @@ def _same(ours: dict, theirs: dict) -> None:
         assert ours[name]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # two processes, each opening the pair and running three analyses
 def test_two_gloo_ranks_equal_one_process(pair, tmp_path):
     workspace = open_pair(pair)
     single = run_interpolation(workspace, OPTIONS).to_dict()

@@ -20,11 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG, coloured_images
+from conftest import TINY_CONFIG, coloured_images, invoke
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
-from clipsharp.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
@@ -35,7 +32,6 @@ SUBSTITUTIONS = {  # the docs' names for a large model -> the tiny one
 }
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{3,}\b|\[|\(--")
 GATES = ("check", "--fail-on")  # may exit 1 on the tiny random pair: a verdict, not an error
-runner = CliRunner()
 
 
 def examples(doc: str) -> tuple[list[str], list[str]]:
@@ -129,7 +125,7 @@ def layout(pair, tmp_path_factory) -> Path:
     for name, args in reports.items():
         with _inside(root):
             extra = [] if name == "pruned.json" else ["-o", name]
-            result = runner.invoke(app, [*args, *extra])
+            result = invoke(*args, *extra)
         assert result.exit_code == 0, (name, result.output)
     for copy in ("before.json", "after.json", "last-release.json"):
         shutil.copy(root / "path.json", root / copy)
@@ -137,9 +133,7 @@ def layout(pair, tmp_path_factory) -> Path:
     (root / "reports").mkdir()
     shutil.copy(root / "path.json", root / "reports" / "last-release.json")
     with _inside(root):  # the demo's folder, as `make demo` leaves it (toy recipe)
-        result = runner.invoke(
-            app, ["demo", "--quick", "--out", "clipsharp-demo", "--device", "cpu"]
-        )
+        result = invoke("demo", "--quick", "--out", "clipsharp-demo", "--device", "cpu")
     assert result.exit_code == 0, result.output
     return root
 
@@ -173,6 +167,7 @@ def _argv(command: str, folder: Path) -> tuple[list[str], bool]:
     return words, piped_to_jq
 
 
+@pytest.mark.slow  # every example of every page, on a layout that runs the demo
 @pytest.mark.parametrize("doc", DOCS)
 def test_examples_run(doc, layout, tmp_path):
     commands, tomls = examples(doc)
@@ -185,13 +180,14 @@ def test_examples_run(doc, layout, tmp_path):
         if words[0] == "demo":
             words.append("--quick")  # the toy recipe: seconds, not a minute
         with _inside(folder):
-            result = runner.invoke(app, words)
+            result = invoke(*words)
         allowed = (0, 1) if any(g in words for g in GATES) else (0,)
         assert result.exit_code in allowed, f"{doc}: {command}\n{result.output}"
         if piped_to_jq:
             json.loads(result.stdout)
 
 
+@pytest.mark.slow  # the layout runs the demo and five commands
 @pytest.mark.parametrize("doc", ["README.md", "docs/ci.md"])
 def test_library_examples_run(doc, layout, tmp_path):
     """The self-contained Python examples (those that start by importing clipsharp)."""
@@ -207,6 +203,7 @@ def test_library_examples_run(doc, layout, tmp_path):
             exec(compile(block, doc, "exec"), {"__name__": "__doc_example__"})
 
 
+@pytest.mark.slow  # the layout runs the demo and five commands
 def test_reports_md_names_every_field_the_reports_hold(layout):
     """docs/reports.md documents every config, summary and metric field (or says where)."""
     reference = (ROOT / "docs" / "reports.md").read_text(encoding="utf-8")

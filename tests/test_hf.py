@@ -13,23 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CLASSNAMES, tiny_clip
+from conftest import CLASSNAMES, invoke, tiny_clip
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
 from clipsharp.core.checkpoint import load_checkpoint
 from clipsharp.core.models import ZeroShotHeads, build_tokenizer, load_templates
 from clipsharp.core.workspace import open_checkpoints
 from clipsharp.errors import CheckpointError
 
 transformers = pytest.importorskip("transformers")
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def hf_image_features(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -165,8 +157,13 @@ def test_mixed_pair_with_an_equivalent_open_clip_config(hf_pair, tmp_path):
     zero_shot = tmp_path / "zs.safetensors"
     tensors = load_checkpoint(hf_pair.zero_shot).tensors
     save_file(tensors, str(zero_shot), metadata={"clipsharp.model_config": json.dumps(config)})
-    result = invoke("inspect", zero_shot, hf_pair.fine_tuned)
+    result = invoke("inspect", zero_shot, hf_pair.fine_tuned, "-o", "-")
     assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]["layers"]
+    change = {row["layer"]: row["relative_change"] for row in rows}
+    # the two files read as one architecture: fine_tuned_from moved the image tower only
+    assert change["visual.head"] > 0
+    assert all(change[layer] == 0.0 for layer in change if layer.startswith("text."))
 
 
 @pytest.mark.parametrize(

@@ -18,18 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLASSNAMES, TINY_CONFIG
-from typer.testing import CliRunner
+from conftest import CLASSNAMES, TINY_CONFIG, invoke
 
-from clipsharp.cli import app
 from clipsharp.files import file_sha256
 from clipsharp.reports.report import SCHEMA
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture()
@@ -421,6 +413,7 @@ def test_a_full_disk_leaves_nothing_partial(given, tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    # a full disk cannot be had on demand: fsync, which every atomic write calls, reports one
     monkeypatch.setattr("clipsharp.files.os.fsync", full)
     result = invoke("inspect", given["zs"], "-o", tmp_path / "r.json", "--format", "json")
     refused(result, str(tmp_path / "r.json"), "No space left on device")
@@ -467,6 +460,8 @@ def test_convert_of_a_malicious_pickle_is_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- interruption
 
+# Ctrl-C cannot be timed from outside to land between the two writes: the public run_prune
+# is wrapped to send it once the pruned weights are on disk
 INTERRUPT = """
 import os, signal, sys
 import clipsharp.analyses.prune as prune
@@ -485,6 +480,7 @@ main()
 """
 
 
+@pytest.mark.slow  # a subprocess interrupted mid-run
 def test_ctrl_c_in_prune_leaves_checkpoint_and_report_both_or_neither(given, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -6,14 +6,10 @@ import json
 
 import huggingface_hub
 import pytest
-from conftest import TINY_CONFIG, save_checkpoint
+from conftest import TINY_CONFIG, invoke, save_checkpoint
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
 from clipsharp.core.checkpoint import resolve_source
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -35,6 +31,8 @@ def hub(pair, tmp_path, monkeypatch):
             raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
         return str(repos[repo_id] / filename)
 
+    # no network here, and writing a hub cache could shadow the user's: clipsharp's one door
+    # to the hub, huggingface_hub's public hf_hub_download, is answered from the folder
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     return repos, calls
 
@@ -47,16 +45,16 @@ def test_hub_sources_resolve_to_the_cached_weights(hub):
 
 
 def test_interpolate_between_hub_checkpoints(hub, pair):
-    result = runner.invoke(app, ["interpolate", "hf-hub:org/zero-shot", "hf-hub:org/fine-tuned",
-                                 "--ood", str(pair.shifted), "--alphas", "0,1", "--device", "cpu",
-                                 "-o", "-"])  # fmt: skip
+    result = invoke("interpolate", "hf-hub:org/zero-shot", "hf-hub:org/fine-tuned",
+                    "--ood", pair.shifted, "--alphas", "0,1", "--device", "cpu",
+                    "-o", "-")  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["inputs"]["architecture"]["source"].endswith("open_clip_config.json")
 
 
 def test_missing_hub_checkpoint_is_a_clear_error(hub, pair):
-    result = runner.invoke(app, ["inspect", "hf-hub:org/absent"])
+    result = invoke("inspect", "hf-hub:org/absent")
     assert result.exit_code == 2
     assert (
         "hf-hub:org/absent: cannot get an open_clip model (open_clip_config.json" in result.stderr
@@ -64,12 +62,12 @@ def test_missing_hub_checkpoint_is_a_clear_error(hub, pair):
     assert "nor a transformers CLIPModel (config.json" in result.stderr
 
 
-def test_pretrained_tag_maps_to_its_hub_repository(hub, monkeypatch):
+def test_pretrained_tag_maps_to_its_hub_repository(hub):
     repos, calls = hub
     with pytest.raises(Exception, match="LocalEntryNotFoundError"):
         resolve_source("pretrained:ViT-B-32/laion2b_s34b_b79k")
     assert calls[-1][0] == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
-    result = runner.invoke(app, ["inspect", "pretrained:ViT-B-32/no-such-tag"])
+    result = invoke("inspect", "pretrained:ViT-B-32/no-such-tag")
     assert result.exit_code == 2 and "laion2b_s34b_b79k" in result.stderr  # lists the tags
 
 
@@ -77,7 +75,7 @@ def test_offline_hub_lookup_fails_at_once():
     import time
 
     started = time.monotonic()
-    result = runner.invoke(app, ["inspect", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"])
+    result = invoke("inspect", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
     assert result.exit_code == 2 and "go online once to cache them" in result.stderr
     assert time.monotonic() - started < 10  # HF_HUB_OFFLINE=1: no retries against the network
 
@@ -101,6 +99,8 @@ def transformers_hub(hf_pair, tmp_path, monkeypatch):
         shutil.copyfile(source, snapshot / filename)
         return str(snapshot / filename)
 
+    # no network here, and writing a hub cache could shadow the user's: clipsharp's one door
+    # to the hub, huggingface_hub's public hf_hub_download, is answered from the folder
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     return calls
 

@@ -2,47 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 
 import pytest
 import torch
-from conftest import plain_metrics
+from conftest import plain_metrics, run_options, workspace
 from safetensors.torch import load_file
 
 from clipsharp.analyses.interpolate import run_interpolation
 from clipsharp.core.checkpoint import load_checkpoint
 from clipsharp.core.weights import WeightPath, endpoints, interpolate_weights, moving_keys
-from clipsharp.core.workspace import open_workspace
-from clipsharp.data.specs import DatasetSpec
-from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
+from clipsharp.options import PathOptions, parse_alphas
 
-OPTIONS = RunOptions(
-    data=DataOptions(),
-    eval=EvalOptions(device="cpu", batch_size=7),  # 7: batches that do not divide the sets
-    path=PathOptions(alphas=(0.0, 0.3, 0.7, 1.0)),
-)
+# 7: batches that do not divide the sets
+OPTIONS = run_options((0.0, 0.3, 0.7, 1.0), batch_size=7)
 
 
-def workspace(pair, options=OPTIONS):
-    specs = [
-        DatasetSpec.parse(str(pair.in_dist), role="id"),
-        DatasetSpec.parse(str(pair.shifted), role="ood"),
-    ]
-    return open_workspace(
-        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
-        specs,
-        data=options.data,
-        evaluation=options.eval,
-    )
+def both(pair, options=OPTIONS):
+    """A workspace of the pair on the ID and the OOD set."""
+    return workspace(pair, options, datasets=[(pair.in_dist, "id"), (pair.shifted, "ood")])
 
 
 @pytest.fixture(scope="module")
-def report(pair):
-    return run_interpolation(workspace(pair), OPTIONS).to_dict()
+def timed_report(pair):
+    """The report of a run, and the wall-clock seconds of the run measured around it."""
+    started = time.perf_counter()
+    doc = run_interpolation(both(pair), OPTIONS).to_dict()
+    return doc, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def report(timed_report):
+    return timed_report[0]
 
 
 def test_written_weights_follow_the_formula(pair):
-    ws = workspace(pair)
+    ws = both(pair)
     zs, ft = ws.checkpoints["zero_shot"], ws.checkpoints["fine_tuned"]
     path = WeightPath(ws.classifier, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
     alpha = 0.37
@@ -66,7 +63,7 @@ def test_interpolate_weights_is_exact_at_the_endpoints(pair):
 
 
 def test_only_the_image_tower_moves_and_the_head_is_encoded_once(pair):
-    ws = workspace(pair)
+    ws = both(pair)
     zs, ft = ws.checkpoints["zero_shot"], ws.checkpoints["fine_tuned"]
     keys = moving_keys(zs, ft)
     assert keys and all(k.startswith("visual.") for k in keys)
@@ -113,36 +110,36 @@ def test_summary_fields_recomputed_from_the_path(report):
             assert s["failure_mode"] is None
 
 
-def test_report_contract(pair, report):
+def test_report_contract(pair, timed_report):
+    report, wall = timed_report
     assert report["schema"] == "clipsharp.report/1"
     assert report["command"] == "interpolate"
     ckpts = report["inputs"]["checkpoints"]
-    import hashlib
-
     assert ckpts["zero_shot"]["sha256"] == hashlib.sha256(pair.zero_shot.read_bytes()).hexdigest()
     assert ckpts["fine_tuned"]["model"] == "custom"
     assert [d["role"] for d in report["inputs"]["datasets"]] == ["id", "ood"]
     assert report["config"]["alphas"] == [0.0, 0.3, 0.7, 1.0]
     assert report["config"]["world_size"] == 1 and report["config"]["batch_size"] == 7
-    assert report["timing"]["seconds"] >= 0
+    seconds = report["timing"]["seconds"]  # the run's own clock, within the one around it
+    assert isinstance(seconds, float) and 0 < seconds <= wall
 
 
 def test_endpoints_are_always_measured(pair):
-    options = RunOptions(OPTIONS.data, OPTIONS.eval, PathOptions(alphas=(0.5,)))
-    doc = run_interpolation(workspace(pair, options), options).to_dict()
+    options = run_options((0.5,), batch_size=7)
+    doc = run_interpolation(both(pair, options), options).to_dict()
     assert [p["alpha"] for p in doc["results"]["path"]] == [0.0, 0.5, 1.0]
 
 
 def test_working_model_is_back_at_fine_tuned_after_the_run(pair):
-    ws = workspace(pair)
+    ws = both(pair)
     run_interpolation(ws, OPTIONS)
     ft = load_file(str(pair.fine_tuned))
     assert all(torch.equal(ws.classifier.tensors[k], v) for k, v in ft.items())
 
 
 def test_bf16_working_model_is_rounded_from_fp32_lerp(pair):
-    options = RunOptions(OPTIONS.data, EvalOptions(device="cpu", precision="bf16"), OPTIONS.path)
-    ws = workspace(pair, options)
+    options = run_options(OPTIONS.path.alphas, precision="bf16")
+    ws = both(pair, options)
     zs, ft = ws.checkpoints["zero_shot"], ws.checkpoints["fine_tuned"]
     path = WeightPath(ws.classifier, endpoints(zs, ft, moving_keys(zs, ft), ws.device))
     path.set_alpha(0.5)

@@ -6,22 +6,24 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_CONFIG, plain_metrics, save_checkpoint, tiny_model
+from conftest import (
+    TINY_CONFIG,
+    invoke,
+    plain_metrics,
+    run_options,
+    save_checkpoint,
+    tiny_model,
+    workspace,
+)
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from clipsharp.analyses.layerwise import Layerwise, run_layerwise
-from clipsharp.cli import app
 from clipsharp.core.layers import layer_groups, select_layers
 from clipsharp.core.prefix import vit_depth
-from clipsharp.core.workspace import open_workspace
-from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import ConfigError
-from clipsharp.options import DataOptions, EvalOptions, LayerwiseOptions, PathOptions, RunOptions
+from clipsharp.options import LayerwiseOptions
 
-OPTIONS = RunOptions(
-    DataOptions(), EvalOptions(device="cpu", batch_size=8), PathOptions(alphas=(0.0, 0.5, 1.0))
-)
+OPTIONS = run_options(batch_size=8)
 
 
 def resnet_state() -> dict:
@@ -65,17 +67,8 @@ def test_select_layers_globs_and_errors():
         select_layers(names, "visual.block.9")
 
 
-def workspace(pair, fine_tuned=None):
-    return open_workspace(
-        {"zero_shot": pair.zero_shot, "fine_tuned": fine_tuned or pair.fine_tuned},
-        [DatasetSpec.parse(str(pair.shifted), role="ood")],
-        data=OPTIONS.data,
-        evaluation=OPTIONS.eval,
-    )
-
-
 def test_layer_endpoints_equal_plain_evaluations(pair):
-    doc = run_layerwise(workspace(pair), OPTIONS, LayerwiseOptions()).to_dict()
+    doc = run_layerwise(workspace(pair, OPTIONS), OPTIONS, LayerwiseOptions()).to_dict()
     zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
     fine_tuned_acc, fine_tuned_loss = plain_metrics(ft, pair.shifted)
     for row in doc["results"]["layers"]:
@@ -93,7 +86,7 @@ def test_layer_endpoints_equal_plain_evaluations(pair):
 
 def test_background_zs_moves_one_layer_toward_fine_tuned(pair):
     layer_options = LayerwiseOptions(background="zs", layers="visual.head")
-    doc = run_layerwise(workspace(pair), OPTIONS, layer_options).to_dict()
+    doc = run_layerwise(workspace(pair, OPTIONS), OPTIONS, layer_options).to_dict()
     (row,) = doc["results"]["layers"]
     zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
     path = {p["alpha"]: p["metrics"]["shifted"] for p in row["path"]}
@@ -106,7 +99,7 @@ def test_background_zs_moves_one_layer_toward_fine_tuned(pair):
 def test_nothing_leaks_between_layers(pair, background):
     """At every point, only the tensors of one layer group differ from the background, and
     each point's undo brings the background back bit for bit."""
-    ws = workspace(pair)
+    ws = workspace(pair, OPTIONS)
     home = load_file(str(pair.fine_tuned if background == "ft" else pair.zero_shot))
     group_of = {key: layer for layer, keys in layer_groups(home).items() for key in keys}
 
@@ -130,7 +123,10 @@ def test_nothing_leaks_between_layers(pair, background):
 def test_moving_text_layer_reencodes_the_head_only_for_that_layer(pair, tmp_path):
     state = load_file(str(pair.fine_tuned))
     state["ln_final.weight"] = state["ln_final.weight"] * 1.5
-    ws = workspace(pair, save_checkpoint(tmp_path / "ft_text.safetensors", state))
+    text_moved = save_checkpoint(tmp_path / "ft_text.safetensors", state)
+    ws = workspace(
+        pair, OPTIONS, checkpoints={"zero_shot": pair.zero_shot, "fine_tuned": text_moved}
+    )
     doc = run_layerwise(ws, OPTIONS, LayerwiseOptions()).to_dict()
     changed = [r["layer"] for r in doc["summary"]["layers"] if not r["unchanged"]]
     assert "text.head" in changed
@@ -141,7 +137,7 @@ def test_moving_text_layer_reencodes_the_head_only_for_that_layer(pair, tmp_path
 
 def test_summary_recomputed_from_the_layer_paths(pair):
     doc = run_layerwise(
-        workspace(pair), OPTIONS, LayerwiseOptions(collapse_threshold=0.0)
+        workspace(pair, OPTIONS), OPTIONS, LayerwiseOptions(collapse_threshold=0.0)
     ).to_dict()
     rows = {r["layer"]: r for r in doc["results"]["layers"]}
     for summary in doc["summary"]["layers"]:
@@ -157,18 +153,17 @@ def test_summary_recomputed_from_the_layer_paths(pair):
 
 
 def test_cli_layerwise_and_unknown_layer(pair):
-    runner = CliRunner()
-    args = ["layerwise", str(pair.zero_shot), str(pair.fine_tuned), "--ood", str(pair.shifted),
+    args = ["layerwise", pair.zero_shot, pair.fine_tuned, "--ood", pair.shifted,
             "--device", "cpu", "--alphas", "0,1"]  # fmt: skip
-    result = runner.invoke(app, [*args, "--layers", "visual.block.*", "-o", "-"])
+    result = invoke(*args, "--layers", "visual.block.*", "-o", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [r["layer"] for r in doc["results"]["layers"]] == ["visual.block.0", "visual.block.1"]
     assert "visual.block.0" in result.stderr  # the table
-    result = runner.invoke(app, [*args, "--layers", "visual.block.7"])
+    result = invoke(*args, "--layers", "visual.block.7")
     assert result.exit_code == 2
     assert "valid names: visual.embed, visual.block.0, visual.block.1" in result.stderr
-    result = runner.invoke(app, [*args, "--background", "middle"])
+    result = invoke(*args, "--background", "middle")
     assert result.exit_code == 2 and "--background 'middle'" in result.stderr
 
 
@@ -177,7 +172,10 @@ def test_cli_layerwise_and_unknown_layer(pair):
 def test_prefix_cache_gives_bit_identical_metrics(pair, tmp_path, granularity, background):
     state = load_file(str(pair.fine_tuned))
     state["ln_final.weight"] = state["ln_final.weight"] * 1.5  # a text layer moves too
-    ws = workspace(pair, save_checkpoint(tmp_path / "ft_text.safetensors", state))
+    text_moved = save_checkpoint(tmp_path / "ft_text.safetensors", state)
+    ws = workspace(
+        pair, OPTIONS, checkpoints={"zero_shot": pair.zero_shot, "fine_tuned": text_moved}
+    )
     results = []
     for cached in (True, False):
         layer_options = LayerwiseOptions(granularity, background, prefix_cache=cached)
@@ -189,7 +187,7 @@ def test_prefix_cache_gives_bit_identical_metrics(pair, tmp_path, granularity, b
 def test_prefix_cache_skips_the_layers_below(pair):
     """With the cache, a point of visual.head runs no transformer block."""
 
-    ws = workspace(pair)
+    ws = workspace(pair, OPTIONS)
     calls = []
     for block in ws.classifier.model.visual.transformer.resblocks:
         block.register_forward_hook(lambda module, args, output: calls.append(module))
@@ -213,9 +211,7 @@ def test_resnet_clip_end_to_end(pair, tmp_path):
           else v.clone() for k, v in zs.items()}  # fmt: skip
     zs_path = save_checkpoint(tmp_path / "rn_zs.safetensors", zs, cfg)
     ft_path = save_checkpoint(tmp_path / "rn_ft.safetensors", ft, cfg)
-    ws = open_workspace({"zero_shot": zs_path, "fine_tuned": ft_path},
-                        [DatasetSpec.parse(str(pair.shifted), role="ood")],
-                        data=OPTIONS.data, evaluation=OPTIONS.eval)  # fmt: skip
+    ws = workspace(pair, OPTIONS, checkpoints={"zero_shot": zs_path, "fine_tuned": ft_path})
     assert vit_depth(ws.classifier) is None
     doc = run_layerwise(ws, OPTIONS, LayerwiseOptions(layers="visual.layer*")).to_dict()
     rows = doc["results"]["layers"]

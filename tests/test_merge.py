@@ -6,18 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import invoke
 from safetensors import safe_open
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
 from clipsharp.files import file_sha256
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def metadata(path) -> dict[str, str]:
@@ -67,7 +60,9 @@ def test_open_clip_merge_is_the_formula_and_keeps_the_architecture(pair, tmp_pat
     assert meta["clipsharp.source_sha256"] == file_sha256(pair.fine_tuned)
     assert json.loads(meta["clipsharp.parameters"])["alpha"] == 0.3
     assert "clipsharp.version" in meta
-    assert invoke("inspect", output).exit_code == 0  # its architecture is found again
+    inspected = invoke("inspect", output, "-o", "-")  # its architecture is found again
+    assert inspected.exit_code == 0, inspected.output
+    assert json.loads(inspected.stdout)["inputs"]["architecture"]["source"] == "metadata"
 
 
 def test_transformers_merge_loads_with_from_pretrained(hf_pair, tmp_path):
@@ -85,12 +80,14 @@ def test_transformers_merge_loads_with_from_pretrained(hf_pair, tmp_path):
     assert meta["format"] == "pt" and meta["clipsharp.alpha"] == "0.4"
     assert meta["clipsharp.source_sha256"] == file_sha256(hf_pair.fine_tuned / "model.safetensors")
     # written again over its own earlier output: allowed, same result
-    assert (
-        invoke(
-            "merge", hf_pair.zero_shot, hf_pair.fine_tuned, "--alpha", "0.4", "-o", output
-        ).exit_code
-        == 0
-    )
+    weights, stamped = load_file(str(output / "model.safetensors")), meta
+    again = invoke("merge", hf_pair.zero_shot, hf_pair.fine_tuned, "--alpha", "0.4", "-o", output)
+    assert again.exit_code == 0, again.output
+    assert sorted(path.name for path in output.iterdir()) == ["config.json", "model.safetensors"]
+    assert metadata(output / "model.safetensors") == stamped
+    rewritten = load_file(str(output / "model.safetensors"))
+    assert rewritten.keys() == weights.keys()
+    assert all(torch.equal(rewritten[key], weights[key]) for key in weights)
 
 
 def test_alpha_best_is_the_id_sets_best(pair, path_report, tmp_path):

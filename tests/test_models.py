@@ -7,29 +7,27 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CONFIG, fine_tune_like, save_checkpoint, tiny_model
+from conftest import (
+    TINY_CONFIG,
+    fine_tune_like,
+    run_options,
+    save_checkpoint,
+    tiny_model,
+    workspace,
+)
 from safetensors.torch import load_file
 
 from clipsharp.analyses.interpolate import run_interpolation
 from clipsharp.core.checkpoint import Checkpoint, load_checkpoint, validate_pair
 from clipsharp.core.models import load_templates, resolve_architecture
-from clipsharp.core.workspace import open_workspace
-from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import CheckpointError, ConfigError, DatasetError
-from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions
 
 
 def run(pair, zero_shot, fine_tuned, *, alphas=(0.0, 1.0), templates="openai", model=None):
-    options = RunOptions(
-        DataOptions(), EvalOptions(device="cpu", templates=templates), PathOptions(alphas=alphas)
-    )
-    ws = open_workspace(
-        {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
-        [DatasetSpec.parse(str(pair.shifted), role="ood")],
-        data=options.data,
-        evaluation=options.eval,
-        model=model,
-    )
+    """The workspace of (zero_shot, fine_tuned) on the shifted set, and its interpolate report."""
+    options = run_options(alphas, templates=templates)
+    ends = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
+    ws = workspace(pair, options, checkpoints=ends, model=model)
     return ws, run_interpolation(ws, options).to_dict()
 
 
@@ -168,11 +166,9 @@ def test_stored_head_maps_a_subset_dataset_by_class_name(pair, headed, tmp_path)
     head_names = tmp_path / "head.txt"
     head_names.write_text("red\ngreen\nblue\nyellow\n")
 
-    options = RunOptions(DataOptions(), EvalOptions(device="cpu", head_classnames=head_names),
-                         PathOptions(alphas=(0.0, 1.0)))  # fmt: skip
-    ws = open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
-                        [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
-                        data=options.data, evaluation=options.eval)  # fmt: skip
+    options = run_options((0.0, 1.0), head_classnames=head_names)
+    ends, subset = {"zero_shot": headed[0], "fine_tuned": headed[1]}, [(tmp_path / "subset", "ood")]
+    ws = workspace(pair, options, checkpoints=ends, datasets=subset)
     doc = run_interpolation(ws, options).to_dict()
     measured = doc["results"]["path"][-1]["metrics"]["subset"]
 
@@ -188,16 +184,11 @@ def test_stored_head_maps_a_subset_dataset_by_class_name(pair, headed, tmp_path)
     assert measured["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
     assert measured["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
 
-    no_names = RunOptions(DataOptions(), EvalOptions(device="cpu"), options.path)
     with pytest.raises(DatasetError, match="give the head's class names"):
-        open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
-                       [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
-                       data=no_names.data, evaluation=no_names.eval)  # fmt: skip
+        workspace(pair, run_options((0.0, 1.0)), checkpoints=ends, datasets=subset)
     head_names.write_text("red\ngreen\npurple\nyellow\n")
     with pytest.raises(DatasetError, match="'blue' of a dataset is not among"):
-        open_workspace({"zero_shot": headed[0], "fine_tuned": headed[1]},
-                       [DatasetSpec.parse(str(tmp_path / "subset"), role="ood")],
-                       data=options.data, evaluation=options.eval)  # fmt: skip
+        workspace(pair, options, checkpoints=ends, datasets=subset)
 
 
 def test_a_tokenizer_that_cannot_be_had_is_a_clear_error(monkeypatch):
@@ -208,6 +199,7 @@ def test_a_tokenizer_that_cannot_be_had_is_a_clear_error(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
+    # an offline hub, whatever the local cache holds: open_clip's public entry point fails
     monkeypatch.setattr(open_clip, "get_tokenizer", offline)
     arch = Architecture("ViT-B-16-SigLIP", {"text_cfg": {}}, {}, "--model")
     with pytest.raises(CheckpointError, match="cannot build the tokenizer of architecture"):

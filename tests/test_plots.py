@@ -7,54 +7,32 @@ import json
 import statistics
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, pair_args, succeeds
 
-from clipsharp.cli import app
 from clipsharp.reports.plot import alpha_ticks, figures, z_thresholds
 from clipsharp.reports.report import SCHEMA
 
-runner = CliRunner()
-
-
-def run(*args) -> dict:
-    result = runner.invoke(app, [str(a) for a in args] + ["-o", "-"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def pair_args(pair):
-    return [pair.zero_shot, pair.fine_tuned, "--id", pair.in_dist, "--ood", pair.shifted,
-            "--device", "cpu", "--alphas", "0,0.5,1"]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
-def reports(pair, tmp_path_factory):
+def reports(pair, cli_report, tmp_path_factory):
+    """Reports of every kind that has a figure, written by their commands: (docs, files)."""
     root = tmp_path_factory.mktemp("reports")
-    docs = {
-        "interpolate": run("interpolate", *pair_args(pair)),
-        "layerwise": run(
-            "layerwise",
-            *pair_args(pair)[:-1],
-            "0:1:0.05",
-            "--layers",
-            "visual.*",
-            "--granularity",
-            "module",
-        ),  # fmt: skip
-    }
-    docs["sharpness"] = run("sharpness", *pair_args(pair), "--iterations", "2", "--rho", "0.1,0.3")
-    docs["stragglers"] = run("stragglers", pair.zero_shot, pair.fine_tuned, "--ood", pair.shifted,
-                             "--iterations", "2", "--z", "0.5", "--device", "cpu")  # fmt: skip
-    pruned = root / "pruned.safetensors"
-    result = runner.invoke(app, [str(a) for a in ["prune", pair.fine_tuned, "--layers",
-        "visual.block.0", "--zero-shot", pair.zero_shot, "--ood", pair.shifted, "--alphas",
-        "0,0.5,1", "--device", "cpu", "-o", pruned, "--report", "-"]])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    docs["prune"] = json.loads(result.stdout)
-    paths = {}
-    for name, doc in docs.items():
-        paths[name] = root / f"{name}.json"
-        paths[name].write_text(json.dumps(doc))
+    alphas = ["--alphas", "0,0.5,1"]
+    paths = {
+        "interpolate": cli_report("interpolate", *pair_args(pair, *alphas))[0],
+        "layerwise": cli_report("layerwise", *pair_args(pair, "--alphas", "0:1:0.05"),
+                                "--layers", "visual.*", "--granularity", "module")[0],
+        "sharpness": cli_report("sharpness", *pair_args(pair, *alphas, "--iterations", "2",
+                                                        "--rho", "0.1,0.3"))[0],
+        "stragglers": cli_report("stragglers", pair.zero_shot, pair.fine_tuned,
+                                 "--ood", pair.shifted, "--iterations", "2", "--z", "0.5",
+                                 "--device", "cpu")[0],
+    }  # fmt: skip
+    paths["prune"] = root / "prune.json"
+    succeeds("prune", pair.fine_tuned, "--layers", "visual.block.0", "--zero-shot", pair.zero_shot,
+             "--ood", pair.shifted, *alphas, "--device", "cpu", "-o", root / "pruned.safetensors",
+             "--report", paths["prune"])  # fmt: skip
+    docs = {name: json.loads(file.read_text()) for name, file in paths.items()}
     return docs, paths
 
 
@@ -224,7 +202,7 @@ def test_z_thresholds_invert_the_reports_z():
 def test_cli_writes_non_empty_files(reports, tmp_path, suffix):
     _, paths = reports
     output = tmp_path / f"figure{suffix}"
-    result = runner.invoke(app, ["plot", str(paths["interpolate"]), "-o", str(output)])
+    result = invoke("plot", paths["interpolate"], "-o", output)
     assert result.exit_code == 0, result.output
     assert output.stat().st_size > 1000
     assert f"interpolate figure written to {output}" in result.stderr
@@ -234,7 +212,7 @@ def test_cli_writes_non_empty_files(reports, tmp_path, suffix):
 def test_several_figures_go_to_numbered_files(reports, tmp_path, suffix):
     _, paths = reports
     reports_ = [str(paths[k]) for k in ("interpolate", "layerwise", "prune")]
-    result = runner.invoke(app, ["plot", *reports_, "-o", str(tmp_path / f"all{suffix}")])
+    result = invoke("plot", *reports_, "-o", tmp_path / f"all{suffix}")
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == [f"all-{i}{suffix}" for i in (1, 2, 3)]
@@ -245,7 +223,7 @@ def test_several_figures_go_to_numbered_files(reports, tmp_path, suffix):
 def test_several_figures_to_a_pdf_keep_one_page_each(reports, tmp_path):
     _, paths = reports
     reports_ = [str(paths[k]) for k in ("interpolate", "layerwise", "prune")]
-    result = runner.invoke(app, ["plot", *reports_, "-o", str(tmp_path / "all.pdf")])
+    result = invoke("plot", *reports_, "-o", tmp_path / "all.pdf")
     assert result.exit_code == 0, result.output
     assert "3 figures written to" in result.stderr
     assert b"/Count 3" in (tmp_path / "all.pdf").read_bytes()  # the page tree: 3 pages
@@ -257,8 +235,7 @@ def test_a_numbered_file_that_is_an_input_is_refused(reports, tmp_path):
     report = tmp_path / "fig-2.png"  # a report under a figure's name
     report.write_bytes(paths["layerwise"].read_bytes())
     before = report.read_bytes()
-    result = runner.invoke(app, ["plot", str(paths["interpolate"]), str(report),
-                                 "-o", str(tmp_path / "fig.png")])  # fmt: skip
+    result = invoke("plot", paths["interpolate"], report, "-o", tmp_path / "fig.png")
     assert result.exit_code == 2
     assert "fig-2.png is also an input" in result.stderr
     assert report.read_bytes() == before and not (tmp_path / "fig-1.png").exists()
@@ -274,6 +251,6 @@ def test_a_numbered_file_that_is_an_input_is_refused(reports, tmp_path):
 def test_unplottable_reports_exit_2(tmp_path, doc, message):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(doc))
-    result = runner.invoke(app, ["plot", str(path), "-o", str(tmp_path / "f.png")])
+    result = invoke("plot", path, "-o", tmp_path / "f.png")
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "f.png").exists()

@@ -7,20 +7,12 @@ import json
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
-from conftest import save_checkpoint
+from conftest import invoke, save_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from clipsharp.analyses.prune import prune_mask
-from clipsharp.cli import app
 from clipsharp.core.layers import layer_groups
-
-runner = CliRunner()
-
-
-def prune(*args):
-    return runner.invoke(app, ["prune", *[str(a) for a in args]])
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.3, 0.5, 0.77, 1.0])
@@ -35,7 +27,8 @@ def test_mask_equals_torch_l1_unstructured(sparsity):
 
 def test_weights_pruned_per_tensor_and_nothing_else_touched(pair, tmp_path):
     output = tmp_path / "pruned.safetensors"
-    result = prune(
+    result = invoke(
+        "prune",
         pair.fine_tuned,
         "--layers",
         "visual.block.1",
@@ -66,7 +59,8 @@ def test_weights_pruned_per_tensor_and_nothing_else_touched(pair, tmp_path):
 
 def test_include_vectors_prunes_biases_too(pair, tmp_path):
     output = tmp_path / "pruned.safetensors"
-    result = prune(
+    result = invoke(
+        "prune",
         pair.fine_tuned,
         "--layers",
         "visual.block.0",
@@ -83,7 +77,8 @@ def test_include_vectors_prunes_biases_too(pair, tmp_path):
 
 def test_task_vector_pruning_returns_entries_to_zero_shot(pair, tmp_path):
     output = tmp_path / "pruned.safetensors"
-    result = prune(
+    result = invoke(
+        "prune",
         pair.fine_tuned,
         "--layers",
         "visual.head,visual.block.0",
@@ -110,7 +105,9 @@ def test_metadata_carries_architecture_and_provenance(pair, tmp_path):
     import hashlib
 
     output = tmp_path / "pruned.safetensors"
-    assert prune(pair.fine_tuned, "--layers", "visual.block.0", "-o", output).exit_code == 0
+    assert (
+        invoke("prune", pair.fine_tuned, "--layers", "visual.block.0", "-o", output).exit_code == 0
+    )
     with safe_open(str(output), "pt") as f:
         meta = f.metadata()
     config = json.loads(meta["clipsharp.model_config"])
@@ -121,30 +118,22 @@ def test_metadata_carries_architecture_and_provenance(pair, tmp_path):
     )
     params = json.loads(meta["clipsharp.parameters"])
     assert params["layers"] == ["visual.block.0"] and params["sparsity"] == 0.5
-    # every command loads it with no --model
-    result = runner.invoke(
-        app,
-        [
-            "interpolate",
-            str(pair.zero_shot),
-            str(output),
-            "--ood",
-            str(pair.shifted),
-            "--alphas",
-            "0,1",
-            "--device",
-            "cpu",
-            "-o",
-            "-",
-        ],
-    )
+    # every command loads it with no --model: the architecture comes from its metadata
+    result = invoke("interpolate", pair.zero_shot, output, "--ood", pair.shifted,
+                    "--alphas", "0,1", "--device", "cpu", "-o", "-")  # fmt: skip
     assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["inputs"]["architecture"]["source"] == "metadata"
+    assert (
+        doc["inputs"]["checkpoints"]["fine_tuned"]["sha256"]
+        == hashlib.sha256(output.read_bytes()).hexdigest()
+    )
 
 
 def test_output_over_an_input_is_refused(pair, tmp_path):
     copy = save_checkpoint(tmp_path / "ft.safetensors", load_file(str(pair.fine_tuned)))
     before = copy.read_bytes()
-    result = prune(copy, "--layers", "visual.block.0", "-o", copy)
+    result = invoke("prune", copy, "--layers", "visual.block.0", "-o", copy)
     assert result.exit_code == 2 and "is also an input" in result.stderr
     assert copy.read_bytes() == before
 
@@ -160,14 +149,14 @@ def test_output_over_an_input_is_refused(pair, tmp_path):
 )
 def test_bad_prune_requests(pair, tmp_path, extra, message):
     output = tmp_path / "pruned.safetensors"
-    result = prune(pair.fine_tuned, "-o", output, *extra)
+    result = invoke("prune", pair.fine_tuned, "-o", output, *extra)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not output.exists()
 
 
 def test_datasets_without_zero_shot_prune_with_a_warning(pair, tmp_path):
     output = tmp_path / "pruned.safetensors"
-    result = prune(pair.fine_tuned, "--layers", "visual.block.0", "--ood", pair.shifted,
+    result = invoke("prune", pair.fine_tuned, "--layers", "visual.block.0", "--ood", pair.shifted,
                    "-o", output, "--report", "-")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "not measured" in result.stderr and output.exists()
@@ -188,7 +177,8 @@ def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
         )
     )
     output = tmp_path / "pruned.safetensors"
-    result = prune(
+    result = invoke(
+        "prune",
         pair.fine_tuned,
         "--from",
         report,
@@ -215,7 +205,7 @@ def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
     assert before_ft != after_ft
     report.write_text(json.dumps({"schema": SCHEMA, "command": "stragglers",
                                   "summary": {"stragglers": []}}))  # fmt: skip
-    result = prune(pair.fine_tuned, "--from", report, "-o", output)
+    result = invoke("prune", pair.fine_tuned, "--from", report, "-o", output)
     assert result.exit_code == 0 and "lists no straggler layers" in result.stderr
     assert load_file(str(output)).keys() == load_file(str(pair.fine_tuned)).keys()
     assert all(
@@ -224,5 +214,5 @@ def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
     )
     wrong = tmp_path / "path.json"
     wrong.write_text(json.dumps({"schema": SCHEMA, "command": "interpolate", "summary": {}}))
-    result = prune(pair.fine_tuned, "--from", wrong, "-o", output)
+    result = invoke("prune", pair.fine_tuned, "--from", wrong, "-o", output)
     assert result.exit_code == 2 and "give a stragglers report" in result.stderr

@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke, run_options, save_checkpoint, workspace
+from safetensors.torch import load_file
 
-from clipsharp.cli import app
+from clipsharp.analyses.interpolate import run_interpolation
 
-runner = CliRunner()
 ALPHAS = "0:1:0.02"  # 51 points on blocks of 4 images: long enough to interrupt
 BLOCKS = ["--batch-size", "2", "--block-images", "4"]
 
@@ -60,7 +60,7 @@ def strip(doc):
 
 def run_whole(pair, tmp_path_factory, command, *extra):
     output = tmp_path_factory.mktemp(command) / "report.json"
-    result = runner.invoke(app, args(pair, output, *extra, command=command))
+    result = invoke(*args(pair, output, *extra, command=command))
     assert result.exit_code == 0, result.output
     return json.loads(output.read_text())
 
@@ -93,12 +93,13 @@ def kill_then_resume(pair, tmp_path, command, *extra):
     output = tmp_path / "report.json"
     journal = kill_after_a_block(pair, output, command, *extra)
     done = images_done(journal)
-    result = runner.invoke(app, args(pair, output, *extra, "--resume", command=command))
+    result = invoke(*args(pair, output, *extra, "--resume", command=command))
     assert result.exit_code == 0, result.output
     assert not journal.exists()
     return json.loads(output.read_text()), done
 
 
+@pytest.mark.slow  # a subprocess killed mid-run, then resumed
 def test_killed_sweep_leaves_no_report_and_resumes_to_the_same_report(
     pair, tmp_path, uninterrupted
 ):
@@ -109,22 +110,8 @@ def test_killed_sweep_leaves_no_report_and_resumes_to_the_same_report(
 
 def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
     """Through the library: a resumed run's first progress call starts at the images done."""
-    from clipsharp import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
-    from clipsharp.analyses.interpolate import run_interpolation
-    from clipsharp.core.workspace import open_workspace
-    from clipsharp.data.specs import DatasetSpec
-
-    options = RunOptions(
-        DataOptions(),
-        EvalOptions(device="cpu", batch_size=2, block_images=4),
-        PathOptions(alphas=parse_alphas("0,0.5,1")),
-    )
-    ws = open_workspace(
-        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
-        [DatasetSpec.parse(str(pair.shifted), "ood")],
-        data=options.data,
-        evaluation=options.eval,
-    )
+    options = run_options((0.0, 0.5, 1.0), batch_size=2, block_images=4)
+    ws = workspace(pair, options)
     journal = tmp_path / "report.json.partial"
 
     class Stop(Exception):
@@ -146,6 +133,7 @@ def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
     assert resumed.results == whole.results and resumed.summary == whole.summary
 
 
+@pytest.mark.slow  # a subprocess killed mid-run, then resumed
 @pytest.mark.parametrize(
     ("command", "extra"),
     [("sharpness", ["--iterations", "2", "--rho", "0.3"]),
@@ -159,6 +147,7 @@ def test_sharpness_and_stragglers_resume_after_kill(
     assert strip(resumed) == strip(run_whole(pair, tmp_path_factory, command, *extra))
 
 
+@pytest.mark.slow  # a subprocess interrupted mid-run
 def test_ctrl_c_exits_130_and_writes_no_report(pair, tmp_path):
     output, journal = tmp_path / "path.json", tmp_path / "path.json.partial"
     process = start(pair, output)
@@ -176,12 +165,13 @@ def test_resume_refuses_a_journal_of_another_run(pair, tmp_path):
     body = {"identity": {"command": "interpolate"}, "passes": {}, "results": {}}
     checksum = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     journal.write_text(json.dumps({"body": body, "sha256": checksum}))
-    result = runner.invoke(app, args(pair, output, "--resume"))
+    result = invoke(*args(pair, output, "--resume"))
     assert result.exit_code == 2
     assert "written by a run with other inputs or options" in result.stderr
     assert "config" in result.stderr and not output.exists()
 
 
+@pytest.mark.slow  # the journal of a subprocess killed mid-run (killed_journal)
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -197,11 +187,12 @@ def test_resume_refuses_a_damaged_or_impossible_journal(
     doc = json.loads(killed_journal)
     change(doc)
     journal.write_text(json.dumps(doc))
-    result = runner.invoke(app, args(pair, output, "--resume"))
+    result = invoke(*args(pair, output, "--resume"))
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not output.exists()
 
 
+@pytest.mark.slow  # the journal of a subprocess killed mid-run (killed_journal)
 def test_resume_refuses_impossible_sums_even_with_a_matching_checksum(
     pair, tmp_path, killed_journal
 ):
@@ -210,32 +201,29 @@ def test_resume_refuses_impossible_sums_even_with_a_matching_checksum(
     doc["body"]["passes"]["points"]["sums"][0][0] = [5, 1.0, 2]  # 5 correct of 2
     doc["sha256"] = hashlib.sha256(json.dumps(doc["body"], sort_keys=True).encode()).hexdigest()
     journal.write_text(json.dumps(doc))
-    result = runner.invoke(app, args(pair, output, "--resume"))
+    result = invoke(*args(pair, output, "--resume"))
     assert result.exit_code == 2 and "impossible sums" in result.stderr, result.output
 
 
 def test_resume_needs_an_output_file(pair):
-    result = runner.invoke(app, [*args(pair, "-"), "--resume"])
+    result = invoke(*args(pair, "-"), "--resume")
     assert result.exit_code == 2 and "--resume needs -o FILE" in result.stderr
 
 
 def test_fail_on_failure_mode(pair, tmp_path):
-    from conftest import save_checkpoint
-    from safetensors.torch import load_file
-
     state = load_file(str(pair.zero_shot))
     state["visual.proj"] = state["visual.proj"] * (1 + 1e-6)  # a fine-tune that changed nothing
     nearly = save_checkpoint(tmp_path / "nearly.safetensors", state)
-    same = ["interpolate", str(pair.zero_shot), str(nearly), "--ood", str(pair.shifted),
+    same = ["interpolate", pair.zero_shot, nearly, "--ood", pair.shifted,
             "--device", "cpu", "--alphas", "0,1"]  # fmt: skip
     output = tmp_path / "path.json"
-    result = runner.invoke(app, [*same, "-o", str(output), "--fail-on", "failure-mode"])
+    result = invoke(*same, "-o", output, "--fail-on", "failure-mode")
     assert result.exit_code == 1, result.output  # no gain at all: the failure mode
     assert "--fail-on failure-mode: shifted" in result.stderr
     assert json.loads(output.read_text())["summary"]["shifted"]["failure_mode"] is True
     lenient = [*same, "--failure-threshold", "-0.5", "--fail-on", "failure-mode", "-o", "-"]
-    assert runner.invoke(app, lenient).exit_code == 0
-    wrong = runner.invoke(app, [*same, "--fail-on", "collapse"])
+    assert invoke(*lenient).exit_code == 0
+    wrong = invoke(*same, "--fail-on", "collapse")
     assert wrong.exit_code == 2 and "choose failure-mode" in wrong.stderr
 
 
@@ -247,12 +235,16 @@ def test_fail_on_failure_mode(pair, tmp_path):
         ("{tmp}", "is a folder"),
     ],
 )
-def test_bad_output_path_is_refused_before_any_work(pair, tmp_path, monkeypatch, output, message):
-    import clipsharp.core.workspace
-
-    monkeypatch.setattr(clipsharp.core.workspace, "open_workspace", lambda *a, **k: 1 / 0)
+def test_bad_output_path_is_refused_before_any_work(pair, tmp_path, output, message):
+    """The output is checked before any input is read: with a fine-tuned "checkpoint" that
+    is not one, reading the checkpoints first would fail with another message."""
+    unreadable = tmp_path / "ft.safetensors"
+    unreadable.write_bytes(b"not a checkpoint")
     output = output.format(zs=pair.zero_shot, tmp=tmp_path)
     before = pair.zero_shot.read_bytes()
-    result = runner.invoke(app, args(pair, output))
-    assert result.exit_code == 2 and message in result.stderr
+    command = args(pair, output)
+    command[command.index(str(pair.fine_tuned))] = str(unreadable)
+    result = invoke(*command)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert "not a readable" not in result.stderr
     assert pair.zero_shot.read_bytes() == before

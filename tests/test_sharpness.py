@@ -10,35 +10,19 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CLASSNAMES, TINY_CONFIG
+from conftest import CLASSNAMES, TINY_CONFIG, invoke, run_options, workspace
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from clipsharp.analyses.sharpness import at_chance, measure_sharpness, run_sharpness
-from clipsharp.cli import app
 from clipsharp.core.perturb import noise_generator, perturbed_keys
-from clipsharp.core.workspace import open_workspace
-from clipsharp.data.specs import DatasetSpec
 from clipsharp.errors import ConfigError
-from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions, SharpnessOptions
+from clipsharp.options import SharpnessOptions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and do not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def workspace(pair, checkpoints=None, batch_size=128):
-    checkpoints = checkpoints or {"model": pair.fine_tuned}
-    return open_workspace(
-        checkpoints,
-        [DatasetSpec.parse(str(pair.shifted), role="ood")],
-        data=DataOptions(),
-        evaluation=EvalOptions(device="cpu", batch_size=batch_size),
+def one_model(pair, batch_size=128):
+    """A workspace of the fine-tuned model alone, on the shifted set."""
+    return workspace(
+        pair, run_options(batch_size=batch_size), checkpoints={"model": pair.fine_tuned}
     )
 
 
@@ -62,7 +46,7 @@ def assert_bit_identical(ws, before):
 
 @pytest.mark.parametrize("kind", ["average", "worst"])
 def test_rho_zero_is_zero_and_weights_come_back_bit_identical(pair, kind):
-    ws = workspace(pair)
+    ws = one_model(pair)
     before = snapshot(ws)
     zero = measure(ws, 0.0, kind=kind, iterations=2)
     assert zero.sharpness == 0.0 and zero.error_sharpness == 0.0
@@ -72,7 +56,7 @@ def test_rho_zero_is_zero_and_weights_come_back_bit_identical(pair, kind):
 
 
 def test_same_seed_same_numbers_other_seed_other_draws(pair):
-    ws = workspace(pair)
+    ws = one_model(pair)
     first, again, other = measure(ws, 0.5), measure(ws, 0.5), measure(ws, 0.5, seed=1)
     assert first == again
     assert other.sharpness != first.sharpness and other.clean_loss == first.clean_loss
@@ -84,7 +68,7 @@ def test_same_seed_same_numbers_other_seed_other_draws(pair):
 
 def test_common_random_numbers_make_batching_irrelevant(pair):
     """Every batch sees the same draw, so the batch size changes nothing but rounding."""
-    small, large = measure(workspace(pair, batch_size=3), 0.5), measure(workspace(pair), 0.5)
+    small, large = measure(one_model(pair, batch_size=3), 0.5), measure(one_model(pair), 0.5)
     assert small.sharpness == pytest.approx(large.sharpness, abs=1e-5)
     assert small.perturbed_error == large.perturbed_error
 
@@ -136,7 +120,7 @@ def plain(pair):
 def test_the_documented_draws_reproduce_every_number(pair, plain):
     """Draw k = unit normals from noise_generator(seed, k), for the keys sorted by name."""
     rho, draws = 0.5, 4
-    measured = measure(workspace(pair), rho, iterations=draws)
+    measured = measure(one_model(pair), rho, iterations=draws)
     clean = plain.loss()
     losses = [plain.loss(plain.noise(noise_generator(0, k)), rho) for k in range(draws)]
     assert measured.clean_loss == pytest.approx(clean, rel=1e-5)
@@ -147,7 +131,7 @@ def test_the_documented_draws_reproduce_every_number(pair, plain):
 
 def test_average_agrees_with_an_independent_monte_carlo_within_3_stderr(pair, plain):
     rho, draws = 0.5, 30
-    measured = measure(workspace(pair), rho, iterations=draws)
+    measured = measure(one_model(pair), rho, iterations=draws)
     generator = torch.Generator().manual_seed(20240601)
     clean = plain.loss()
     rises = [plain.loss(plain.noise(generator), rho) - clean for _ in range(draws)]
@@ -158,7 +142,7 @@ def test_average_agrees_with_an_independent_monte_carlo_within_3_stderr(pair, pl
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_worst_case_beats_average_and_respects_the_constraint(pair, norm):
-    ws = workspace(pair)
+    ws = one_model(pair)
     before = snapshot(ws)
     rho = 0.2
     average = measure(ws, rho, iterations=6)
@@ -173,8 +157,8 @@ def test_worst_case_beats_average_and_respects_the_constraint(pair, norm):
 def test_weights_restored_when_a_run_is_interrupted_mid_path(pair):
     """Ctrl-C in the middle of a sweep (the model at some alpha, perturbed on and off):
     the working model holds the fine-tuned weights again, bit for bit."""
-    run = RunOptions(DataOptions(), EvalOptions(device="cpu"), PathOptions(alphas=(0.0, 0.5, 1.0)))
-    ws = workspace(pair, {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned})
+    run = run_options()
+    ws = workspace(pair, run)
     before, calls = snapshot(ws), [0]
 
     def interrupt(task, done, total):
@@ -189,7 +173,7 @@ def test_weights_restored_when_a_run_is_interrupted_mid_path(pair):
 
 
 def test_perturbed_keys_follow_the_options(pair):
-    ws = workspace(pair)
+    ws = one_model(pair)
     image = perturbed_keys(ws.classifier, SharpnessOptions())
     assert image and all(k.startswith("visual.") for k in image)
     assert "logit_scale" in perturbed_keys(ws.classifier, SharpnessOptions(include_head=True))
@@ -206,7 +190,7 @@ def test_perturbed_keys_follow_the_options(pair):
 
 
 def test_text_perturbation_reencodes_the_prompts_at_every_draw(pair):
-    ws = workspace(pair)
+    ws = one_model(pair)
     before = snapshot(ws)
     clean_head = ws.heads.get(CLASSNAMES).clone()
     start = ws.heads.encodings
@@ -217,15 +201,15 @@ def test_text_perturbation_reencodes_the_prompts_at_every_draw(pair):
 
 
 def test_path_points_and_the_fine_tuned_end_equal_the_one_model_measure(pair):
-    run = RunOptions(DataOptions(), EvalOptions(device="cpu"), PathOptions(alphas=(0.0, 0.5, 1.0)))
+    run = run_options()
     options = SharpnessOptions(rhos=(0.1, 0.5), iterations=3)
-    ws = workspace(pair, {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned})
+    ws = workspace(pair, run)
     doc = run_sharpness(ws, run, options).to_dict()
     points = doc["results"]["points"]
     assert [(p["alpha"], p["rho"]) for p in points] == [
         (a, r) for a in (0.0, 0.5, 1.0) for r in (0.1, 0.5)
     ]
-    one = run_sharpness(workspace(pair), run, options).to_dict()["results"]["points"]
+    one = run_sharpness(one_model(pair), run, options).to_dict()["results"]["points"]
     assert [p["alpha"] for p in one] == [None, None]
     for end, single in zip(points[-2:], one, strict=True):
         assert end["metrics"]["shifted"]["sharpness"] == pytest.approx(
@@ -245,13 +229,6 @@ def test_at_chance():
     assert at_chance(loss=1.4, accuracy=0.9, num_classes=4, num_examples=100)  # loss >= log 4
     assert at_chance(loss=0.5, accuracy=0.27, num_classes=4, num_examples=100)  # 1/4 +- 0.043
     assert not at_chance(loss=0.5, accuracy=0.32, num_classes=4, num_examples=100)
-
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_cli_usage_line_with_config_file_and_rho_list(pair, tmp_path, monkeypatch):
@@ -306,9 +283,8 @@ def test_cli_bad_options_exit_2(pair, extra, message):
 @pytest.mark.parametrize("kind", ["average", "worst"])
 def test_the_head_is_encoded_once_per_run_when_the_text_tower_stays(pair, kind):
     """Heads are cached by text identity for the run: not per block, draw or ascent step."""
-    run = RunOptions(DataOptions(), EvalOptions(device="cpu", batch_size=4, block_images=8),
-                     PathOptions(alphas=(0.0, 0.5, 1.0)))  # fmt: skip
-    ws = workspace(pair, {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned})
+    run = run_options(batch_size=4, block_images=8)
+    ws = workspace(pair, run)
     start = ws.heads.encodings
     run_sharpness(ws, run, SharpnessOptions(kind=kind, rhos=(0.2,), iterations=3))
     assert ws.heads.encodings - start == 1

@@ -7,17 +7,10 @@ import statistics
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
 from clipsharp.analyses.stragglers import choose, robust_z
-from clipsharp.cli import app
 from clipsharp.options import StragglerOptions
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_robust_z_against_numpy():

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fine_tune_like, save_checkpoint
+from conftest import fine_tune_like, invoke, save_checkpoint, succeeds
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
 from clipsharp.options import StatisticsOptions
 from clipsharp.reports.statistics import (
     bootstrap_interval,
@@ -27,14 +25,6 @@ from clipsharp.reports.statistics import (
     permutation_p,
     spearman,
 )
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def average_ranks(values):
@@ -66,15 +56,15 @@ def reports(pair, tmp_path_factory):
             "cpu",
         ]
         paths.append(root / f"interpolate-{i}.json")
-        invoke("interpolate", *common, "--alphas", "0:1:0.25", "-o", paths[-1])
+        succeeds("interpolate", *common, "--alphas", "0:1:0.25", "-o", paths[-1])
         paths.append(root / f"sharpness-{i}.json")
-        invoke("sharpness", *common, "--alphas", "0,1", "--iterations", "3", "--rho", "0.3",
-               "-o", paths[-1])  # fmt: skip
+        succeeds("sharpness", *common, "--alphas", "0,1", "--iterations", "3", "--rho", "0.3",
+                 "-o", paths[-1])  # fmt: skip
     return paths
 
 
 def test_correlations_recomputed_from_the_reports(reports):
-    result = invoke("study", *reports, "-o", "-")
+    result = succeeds("study", *reports, "-o", "-")
     doc = json.loads(result.stdout)
     assert doc["inputs"]["num_checkpoints"] == 4
     rows = doc["results"]["checkpoints"]
@@ -107,11 +97,11 @@ def test_correlations_recomputed_from_the_reports(reports):
 
 def test_refuses_mixed_zero_shot_models_and_missing_gain(pair, reports, tmp_path):
     other = tmp_path / "other.json"
-    invoke("interpolate", pair.fine_tuned, pair.zero_shot, "--ood", pair.shifted, "--alphas", "0,1",
-           "--device", "cpu", "-o", other)  # fmt: skip
-    mixed = runner.invoke(app, ["study", str(reports[0]), str(other)])
+    succeeds("interpolate", pair.fine_tuned, pair.zero_shot, "--ood", pair.shifted,
+             "--alphas", "0,1", "--device", "cpu", "-o", other)  # fmt: skip
+    mixed = invoke("study", reports[0], other)
     assert mixed.exit_code == 2 and "different zero-shot checkpoints" in mixed.stderr
-    lonely = runner.invoke(app, ["study", str(reports[1])])
+    lonely = invoke("study", reports[1])
     assert lonely.exit_code == 2 and "has no interpolate report" in lonely.stderr
 
 
@@ -224,7 +214,7 @@ def study_args(root, zero_shot, in_dist, shifted):
 def study(pair, reports):
     root = reports[0].parent
     args = study_args(root, pair.zero_shot, pair.in_dist, pair.shifted)
-    result = invoke("study", *args, "-o", root / "study.json")
+    result = succeeds("study", *args, "-o", root / "study.json")
     return root, args, json.loads((root / "study.json").read_text()), result
 
 
@@ -242,7 +232,7 @@ def test_study_of_checkpoints_gives_the_numbers_of_the_single_commands(pair, rep
         alone = {
             "interpolate": json.loads(reports[2 * i].read_text()),
             "sharpness": json.loads(reports[2 * i + 1].read_text()),
-            "stragglers": json.loads(invoke(
+            "stragglers": json.loads(succeeds(
                 "stragglers", pair.zero_shot, root / f"{name}.safetensors", "--id", pair.in_dist,
                 "--ood", pair.shifted, "--device", "cpu", "--iterations", "3", "--rho", "0.3",
                 "--top-k", "1", "-o", "-").stdout),
@@ -275,6 +265,7 @@ def test_study_of_checkpoints_gives_the_numbers_of_the_single_commands(pair, rep
     assert "relative_change" in result.stderr  # the table
 
 
+@pytest.mark.slow  # a subprocess killed mid-study, then resumed
 def test_study_resumes_after_a_kill_and_recomputes_nothing_finished(pair, study, tmp_path):
     root, args, reference, _ = study
     output, folder = tmp_path / "study.json", tmp_path / "study.reports"
@@ -289,7 +280,7 @@ def test_study_resumes_after_a_kill_and_recomputes_nothing_finished(pair, study,
     assert finished.exists() and not output.exists(), "the study was not cut short"
     first = {p.name: p.stat().st_mtime_ns for p in folder.glob("ft0.*.json")}
     assert len(first) == 3
-    result = invoke("study", *args, "-o", output, "--resume")
+    result = succeeds("study", *args, "-o", output, "--resume")
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("ft0.*.json")} == first
     assert result.stderr.count("not recomputed") >= 3
     assert not list(folder.glob("*.partial*"))
@@ -304,7 +295,7 @@ def no_nan(text):
 
 
 def test_study_of_two_models_has_no_correlation(reports):
-    doc = json.loads(invoke("study", *reports[:4], "-o", "-").stdout, parse_constant=no_nan)
+    doc = json.loads(succeeds("study", *reports[:4], "-o", "-").stdout, parse_constant=no_nan)
     for found in doc["summary"]["correlations"]["shifted"].values():
         assert found["spearman"] is None and found["interval"] is None
         assert found["reason"] == "fewer than 3 models (2)"
@@ -334,17 +325,13 @@ def test_plot_draws_a_scatter_per_measure_labelled_by_model(study):
 def test_reports_of_other_commands_are_skipped_with_a_note(pair, tmp_path):
     """A folder of reports (the demo's) holds prune and inspect reports too: left out."""
     inspect = tmp_path / "inspect.json"
-    result = runner.invoke(app, ["inspect", str(pair.zero_shot), "-o", str(inspect)])
-    assert result.exit_code == 0, result.output
-    alone = runner.invoke(app, ["study", str(inspect), "-o", "-"])
+    succeeds("inspect", pair.zero_shot, "-o", inspect)
+    alone = invoke("study", inspect, "-o", "-")
     assert alone.exit_code == 2 and "none of the reports is one a study reads" in alone.stderr
     path = tmp_path / "path.json"
-    made = runner.invoke(app, ["interpolate", str(pair.zero_shot), str(pair.fine_tuned),
-                               "--ood", str(pair.shifted), "--device", "cpu", "--alphas", "0,1",
-                               "-o", str(path)])  # fmt: skip
-    assert made.exit_code == 0, made.output
-    result = runner.invoke(app, ["study", str(path), str(inspect), "-o", str(tmp_path / "s.json")])
-    assert result.exit_code == 0, result.output
+    succeeds("interpolate", pair.zero_shot, pair.fine_tuned, "--ood", pair.shifted,
+             "--device", "cpu", "--alphas", "0,1", "-o", path)  # fmt: skip
+    result = succeeds("study", path, inspect, "-o", tmp_path / "s.json")
     assert f"{inspect} is not a report a study reads; skipped" in result.output
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["inputs"]["skipped"] == [str(inspect)] and doc["inputs"]["reports"] == [str(path)]

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import time
+from datetime import timedelta
 
 import pytest
-from conftest import fine_tune_like, save_checkpoint, tiny_model
+from conftest import (
+    WIDE,
+    fine_tune_like,
+    invoke,
+    pair_args,
+    run_options,
+    save_checkpoint,
+    succeeds,
+    tiny_model,
+)
 from rich.console import Console
-from typer.testing import CliRunner
 
-from clipsharp.cli import app
-from clipsharp.cli import output as output_module
 from clipsharp.cli.output import PlainProgress, point_text
 from clipsharp.cli.show import renderer
 
-runner = CliRunner()
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
-
-
-def pair_args(pair, *extra):
-    return [pair.zero_shot, pair.fine_tuned, "--id", pair.in_dist, "--ood", pair.shifted,
-            "--device", "cpu", *extra]  # fmt: skip
+def wide(*args):
+    """``invoke`` in a ``WIDE`` terminal: tables uncut, whatever the one the tests run in."""
+    return invoke(*args, env=WIDE)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -42,7 +45,8 @@ class Clock:
 def lines_of(monkeypatch, calls) -> list[str]:
     """Feed ``(seconds, task, done, total)`` calls to PlainProgress on a fake clock."""
     clock = Clock()
-    monkeypatch.setattr(output_module.time, "monotonic", clock)
+    # PlainProgress reads time.monotonic and takes no clock: a fake one replays minutes at once
+    monkeypatch.setattr(time, "monotonic", clock)
     out = Console(record=True, width=200)
     progress = PlainProgress(out)
     for seconds, task, done, total in calls:
@@ -64,7 +68,9 @@ def test_plain_progress_is_a_line_per_10_percent_or_10_seconds(monkeypatch):
 def test_a_slow_task_gets_a_line_every_10_seconds_and_no_more(monkeypatch):
     calls = [(i * 0.5, "pretrain", i, 10_000) for i in range(1, 1201)]  # 600 s, 2 % done
     lines = lines_of(monkeypatch, calls)
-    assert len(lines) <= 600 / 10 + 1 and all("steps" in line for line in lines)
+    elapsed = [re.search(r"(\d+:\d\d:\d\d) elapsed", line)[1] for line in lines]
+    assert elapsed == [str(timedelta(seconds=10 * k)) for k in range(60)]  # 0:00:00 ... 0:09:50
+    assert all(line.startswith("pretrain: ") and "/10.0k steps" in line for line in lines)
 
 
 def test_a_task_restarting_often_is_not_announced_each_time(monkeypatch):
@@ -72,6 +78,7 @@ def test_a_task_restarting_often_is_not_announced_each_time(monkeypatch):
     for k in range(1000):  # a head re-encoded 1000 times in 100 s
         calls += [(k * 0.1, "zero-shot head", 0, 10), (k * 0.1 + 0.05, "zero-shot head", 10, 10)]
     lines = lines_of(monkeypatch, calls)
+    assert lines and lines[0].startswith("zero-shot head:   0% 0/10 classes")  # the first start
     assert len(lines) <= 2 * (100 / 10 + 1)
 
 
@@ -83,8 +90,8 @@ def test_a_step_without_a_count_is_told_when_slow(monkeypatch):
 
 
 def test_a_run_with_many_points_logs_few_lines(pair):
-    result = invoke("interpolate", *pair_args(pair, "--alphas", "0:1:0.01", "--batch-size", "2",
-                                              "--block-images", "2", "-o", "-"))  # fmt: skip
+    result = wide("interpolate", *pair_args(pair, "--alphas", "0:1:0.01", "--batch-size", "2",
+                                            "--block-images", "2", "-o", "-"))  # fmt: skip
     assert result.exit_code == 0, result.output
     progress = [line for line in result.stderr.splitlines() if "% " in line]
     assert 1 <= len(progress) <= 13  # 101 points x 22 blocks: 2,222 calls
@@ -102,20 +109,19 @@ def test_points_are_named_in_the_papers_words(key, shown):
 
 
 def test_library_reports_points_and_steps(pair):
-    from clipsharp import DataOptions, EvalOptions, PathOptions, RunOptions, parse_alphas
     from clipsharp.analyses.interpolate import run_interpolation
     from clipsharp.core.workspace import Inputs
     from clipsharp.data.specs import DatasetSpec
 
     calls = []
-    options = RunOptions(DataOptions(), EvalOptions(device="cpu", batch_size=4),
-                         PathOptions(alphas=parse_alphas("0,0.5,1")))  # fmt: skip
+    options = run_options((0.0, 0.5, 1.0), batch_size=4)
     inputs = Inputs({"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
                     (DatasetSpec.parse(str(pair.shifted), "ood"),))  # fmt: skip
     run_interpolation(inputs, options, progress=lambda *call: calls.append(call))
     tasks = [task for task, _, _ in calls]
     assert tasks[:4] == ["reading checkpoints"] * 2 + ["opening datasets"] * 2
-    assert ("zero-shot head", 10, 10) in calls or any(t == "zero-shot head" for t in tasks)
+    head = [(done, total) for task, done, total in calls if task == "zero-shot head"]
+    assert head == [(4, 4)]  # the 4 class names, encoded once (the text tower stays)
     assert ("interpolate [0.5]", 20 * 2, 20 * 3) in calls  # image-evaluations
     assert calls[-1] == ("interpolate [1.0]", 60, 60)
 
@@ -126,7 +132,7 @@ KINDS = ("interpolate", "layerwise", "sharpness", "stragglers", "prune", "inspec
 
 
 @pytest.fixture(scope="module")
-def made(pair, tmp_path_factory):
+def made(pair, cli_report, tmp_path_factory):
     """Each kind of report, written by its command, and what the command printed."""
     root = tmp_path_factory.mktemp("terminal")
     path = ["--alphas", "0,0.5,1"]
@@ -136,40 +142,26 @@ def made(pair, tmp_path_factory):
         "layerwise": ["layerwise", *pair_args(pair, *path), "--layers", "visual.*"],
         "sharpness": ["sharpness", *pair_args(pair, *path, *measure)],
         "stragglers": ["stragglers", *pair_args(pair, *measure[:2]), "--top-k", "1"],
-        "prune": [
-            "prune",
-            pair.fine_tuned,
-            "--layers",
-            "visual.block.0",
-            "--zero-shot",
-            pair.zero_shot,
-            "--ood",
-            pair.shifted,
-            *path,
-            "--device",
-            "cpu",
-            "-o",
-            root / "pruned.safetensors",
-            "--report",
-        ],  # fmt: skip
         "inspect": ["inspect", pair.zero_shot, pair.fine_tuned],
     }
     done = {}
     for kind, args in commands.items():
-        result = invoke(*args, *([] if kind == "prune" else ["-o"]), root / f"{kind}.json")
-        assert result.exit_code == 0, result.output
-        done[kind] = (root / f"{kind}.json", result.stderr)
+        report, result = cli_report(*args)
+        done[kind] = (report, result.stderr)
+    result = succeeds("prune", pair.fine_tuned, "--layers", "visual.block.0",
+                      "--zero-shot", pair.zero_shot, "--ood", pair.shifted, *path,
+                      "--device", "cpu", "-o", root / "pruned.safetensors",
+                      "--report", root / "prune.json", env=WIDE)  # fmt: skip
+    done["prune"] = (root / "prune.json", result.stderr)
     fine_tunes = []
     for seed in (1, 2, 3):  # study: three "fine-tunes" (the same pair, renamed)
         other = save_checkpoint(root / f"ft{seed}.safetensors",
                                 fine_tune_like(tiny_model(0).state_dict(), seed=seed))  # fmt: skip
         report = root / f"interpolate-{seed}.json"
-        result = invoke("interpolate", pair.zero_shot, other, "--ood", pair.shifted,
-                        "--device", "cpu", *path, "-o", report)  # fmt: skip
-        assert result.exit_code == 0, result.output
+        succeeds("interpolate", pair.zero_shot, other, "--ood", pair.shifted,
+                 "--device", "cpu", *path, "-o", report)  # fmt: skip
         fine_tunes.append(report)
-    result = invoke("study", *fine_tunes, "-o", root / "study.json")
-    assert result.exit_code == 0, result.output
+    result = succeeds("study", *fine_tunes, "-o", root / "study.json", env=WIDE)
     done["study"] = (root / "study.json", result.stderr)
     return done
 
@@ -189,18 +181,18 @@ def test_every_table_fits_80_columns_uncut(made, kind):
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "study"])
 def test_show_prints_what_the_command_printed(made, kind):
     path, printed = made[kind]
-    shown = invoke("show", path)
+    shown = wide("show", path)
     assert shown.exit_code == 0, shown.output
     assert shown.stderr.strip() and shown.stderr in printed
-    md = invoke("show", path, "--format", "md")
+    md = wide("show", path, "--format", "md")
     assert md.exit_code == 0 and md.stdout.count("\n| ") >= 1 and "|---" in md.stdout
 
 
 def test_show_refuses_what_is_not_a_report(tmp_path):
     (tmp_path / "x.json").write_text('{"a": 1}')
-    result = invoke("show", tmp_path / "x.json")
+    result = wide("show", tmp_path / "x.json")
     assert result.exit_code == 2 and "clipsharp show: error:" in result.stderr
-    assert invoke("show", tmp_path / "missing.json").exit_code == 2
+    assert wide("show", tmp_path / "missing.json").exit_code == 2
 
 
 def test_interpolate_path_table_keeps_every_number(made):
@@ -224,14 +216,14 @@ def test_interpolate_warns_when_both_ends_are_at_chance(made, tmp_path):
         point["metrics"]["shifted"]["accuracy"] = 1 / classes["shifted"]
     chance = tmp_path / "chance.json"
     chance.write_text(json.dumps(doc))
-    shown = invoke("show", chance)
+    shown = wide("show", chance)
     assert shown.exit_code == 0, shown.output
     warnings = [line for line in shown.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "shifted" in warnings[0] and "both" in warnings[0]
     for point in doc["results"]["path"]:
         point["metrics"]["shifted"]["accuracy"] = 0.9
     chance.write_text(json.dumps(doc))
-    assert "warning:" not in invoke("show", chance).stderr
+    assert "warning:" not in wide("show", chance).stderr
 
 
 def test_check_rounds_what_it_prints():
@@ -246,20 +238,20 @@ def test_check_rounds_what_it_prints():
 
 
 def test_help_names_what_to_type():
-    text = invoke("interpolate", "--help").output
+    text = wide("interpolate", "--help").output
     for metavar in ("ZERO_SHOT", "FINE_TUNED", "SPEC", "A,B,C|START:STOP:STEP", "FILE", "DIR",
                     "REGEX", "NAME"):  # fmt: skip
         assert metavar in text, metavar
     assert "<bool>" not in text and "BOOLEAN" not in text
     assert "Failure mode is judged on these" in text
-    sharpness = invoke("sharpness", "--help").output
+    sharpness = wide("sharpness", "--help").output
     assert "Failure mode" not in sharpness and "<bool>" not in sharpness
 
 
 def test_help_labels_defaults_from_the_config_file(tmp_path, monkeypatch):
     (tmp_path / "clipsharp.toml").write_text("batch-size = 64\n")
     monkeypatch.chdir(tmp_path)
-    text = " ".join(invoke("interpolate", "--help").output.split())
+    text = " ".join(wide("interpolate", "--help").output.split())
     assert "64 from clipsharp.toml" in text
 
 
@@ -278,8 +270,8 @@ def test_reports_and_checkpoints_of_a_command_are_0644(pair, tmp_path):
     previous = os.umask(0o022)
     try:
         pruned, report = tmp_path / "p.safetensors", tmp_path / "p.json"
-        result = invoke("prune", pair.fine_tuned, "--layers", "visual.block.0", "-o", pruned,
-                        "--report", report)  # fmt: skip
+        result = wide("prune", pair.fine_tuned, "--layers", "visual.block.0", "-o", pruned,
+                      "--report", report)  # fmt: skip
     finally:
         os.umask(previous)
     assert result.exit_code == 0, result.output
