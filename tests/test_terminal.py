@@ -177,6 +177,25 @@ def test_every_table_fits_80_columns_uncut(made, kind):
     assert "…" not in text
 
 
+def test_study_lists_measures_without_a_correlation_under_its_table(made):
+    """A long reason in a column would push the table past 80 columns: such measures are
+    named under the table, grouped by reason, and have no row."""
+    doc = json.loads(made["study"][0].read_text())
+    found = next(iter(doc["summary"]["correlations"].values()))
+    reason = "the measure is the same for every model"
+    for measure in list(found)[:2]:
+        found[measure] |= {"spearman": None, "interval": None, "reason": reason}
+    table, _ = renderer(doc, made["study"][0])
+    out = Console(width=80, record=True)
+    out.print(table(doc))
+    text = out.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for measure in list(found)[:2]:  # no row of their own: the name, then the count n
+        assert not re.search(rf"^{re.escape(measure)}\s+\d", text, re.M)
+    caption = " ".join(text.split()).split(f"no correlation, {reason}: ")[1]
+    assert all(measure in caption for measure in list(found)[:2])
+
+
 # study reports hold inputs.checkpoints as a count, which read_report refuses (a known gap)
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "study"])
 def test_show_prints_what_the_command_printed(made, kind):
