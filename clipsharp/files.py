@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,49 +20,43 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
     ``path`` (a crash between removing the old folder and renaming the new one leaves none).
     """
     path = Path(path)
-    if folder:
-        return _write_folder(path, write)
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise ClipsharpError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
         raise ClipsharpError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = _staging(path, folder)
     except OSError as e:
         raise ClipsharpError(f"cannot write {path}: {e.strerror}; choose another path") from e
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        honour_umask(tmp)
+        if folder:
+            honour_umask(tmp, mode=0o777)
+            shutil.rmtree(path, ignore_errors=True)  # os.replace does not replace a folder
+        else:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            honour_umask(tmp)
         os.replace(tmp, path)
     except OSError as e:  # a full disk (ENOSPC), a quota, a read-only file system
         raise ClipsharpError(
             f"cannot write {path}: {e.strerror or e}; free space or choose another path"
         ) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
-def _write_folder(path: Path, write: Callable[[Path], None]) -> None:
-    import shutil
-
-    if not path.parent.is_dir():
-        raise ClipsharpError(f"cannot write {path}: folder {path.parent} does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        write(staging)
-        honour_umask(staging, mode=0o777)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(staging, path)
-    except OSError as e:
-        raise ClipsharpError(
-            f"cannot write {path}: {e.strerror or e}; free space or choose another path"
-        ) from e
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _staging(path: Path, folder: bool) -> Path:
+    """An empty temporary file (or folder) beside ``path``."""
+    prefix = f".{path.name}."
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
 
 
 def honour_umask(path: str | Path, mode: int = 0o666) -> None:

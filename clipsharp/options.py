@@ -69,7 +69,7 @@ def flag_of(f: Any) -> Flag | None:
     return f.metadata.get("flag")
 
 
-def choose(option_name: str, value: str, choices) -> None:
+def check_choice(option_name: str, value: str, choices) -> None:
     """Refuse a value that is not one of ``choices``, naming the option and the choices."""
     if value not in choices:
         raise ConfigError(f"{option_name} {value!r} is unknown; choose one of {', '.join(choices)}")
@@ -242,7 +242,7 @@ class EvalOptions:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.block_images is not None and self.block_images < 1:
             raise ConfigError(f"--block-images must be at least 1, got {self.block_images}")
-        choose("--precision", self.precision, PRECISIONS)
+        check_choice("--precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -332,8 +332,8 @@ class SharpnessOptions:
     )
 
     def __post_init__(self) -> None:
-        choose("--kind", self.kind, SHARPNESS_KINDS)
-        choose("--norm", self.norm, SHARPNESS_NORMS)
+        check_choice("--kind", self.kind, SHARPNESS_KINDS)
+        check_choice("--norm", self.norm, SHARPNESS_NORMS)
         if not self.rhos or any(not (math.isfinite(r) and r >= 0) for r in self.rhos):
             raise ConfigError(f"--rho needs finite values >= 0, e.g. 0.1,1.0; got {self.rhos}")
         if self.iterations < 1:
@@ -384,8 +384,8 @@ class LayerwiseOptions:
     )
 
     def __post_init__(self) -> None:
-        choose("--granularity", self.granularity, GRANULARITIES)
-        choose("--background", self.background, BACKGROUNDS)
+        check_choice("--granularity", self.granularity, GRANULARITIES)
+        check_choice("--background", self.background, BACKGROUNDS)
 
 
 @dataclass(frozen=True)
@@ -413,7 +413,7 @@ class StragglerOptions:
     )
 
     def __post_init__(self) -> None:
-        choose("--by", self.by, STRAGGLER_RANKINGS)
+        check_choice("--by", self.by, STRAGGLER_RANKINGS)
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {self.top_k}")
 
@@ -443,7 +443,7 @@ class PruneOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity <= 1.0:
             raise ConfigError(f"--sparsity {self.sparsity:g} is outside [0, 1]")
-        choose("--target", self.target, PRUNE_TARGETS)
+        check_choice("--target", self.target, PRUNE_TARGETS)
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,28 @@ def hf_pair(tmp_path_factory) -> HfPair:
     return HfPair(root / "zs", root / "ft", root / "zs-sharded")
 
 
+# ----------------------------------------------------------------------------- references
+
+
+def average_ranks(values) -> np.ndarray:
+    """Ranks from 0, ties given the mean of the ranks they span (written apart from the
+    library's, as a reference)."""
+    values = np.asarray(values, dtype=float)
+    ranks = np.empty(len(values))
+    for v in np.unique(values):
+        where = np.flatnonzero(values == v)
+        ranks[where] = np.argsort(np.argsort(values))[where].mean()
+    return ranks
+
+
+def reference_spearman(x, y) -> float | None:
+    """Spearman's rho as Pearson's r of the average ranks; None when one side is constant."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    if np.std(rx) == 0 or np.std(ry) == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 # ----------------------------------------------------------------------------- the library
 
 

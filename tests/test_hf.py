@@ -33,6 +33,19 @@ def hf_text_features(model, ids: torch.Tensor) -> torch.Tensor:
     return model.text_projection(model.text_model(input_ids=ids).pooler_output)
 
 
+def logit_gap(model, folder: Path, prompts: list[str], images: int, seed: int) -> float:
+    """The largest difference between transformers' logits_per_image and clipsharp's
+    (logit_scale * image features . normalised text features) on random images."""
+    _, arch, classifier = open_checkpoints({"model": folder})
+    ids = build_tokenizer(arch)(prompts)
+    pixels = torch.randn(images, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        theirs = model(input_ids=ids, pixel_values=pixels).logits_per_image
+        text = F.normalize(classifier.model.encode_text(ids), dim=-1)
+        ours = classifier.model.logit_scale.exp() * classifier.features(pixels) @ text.T
+    return float((ours - theirs).abs().max())
+
+
 @pytest.mark.parametrize("role", ["zero_shot", "fine_tuned"])
 def test_logits_equal_transformers(hf_pair, role):
     folder = getattr(hf_pair, role)
@@ -214,17 +227,11 @@ def test_gelu_towers_and_layer_norm_eps_are_mapped(tmp_path):
     model = tiny_clip(3, text={"hidden_act": "gelu", "layer_norm_eps": 1e-6},
                       vision={"hidden_act": "gelu_pytorch_tanh"})  # fmt: skip
     model.save_pretrained(tmp_path / "gelu")
-    _, arch, classifier = open_checkpoints({"model": tmp_path / "gelu"})
+    _, arch, _ = open_checkpoints({"model": tmp_path / "gelu"})
     assert arch.model_cfg["quick_gelu"] is False
     assert arch.model_cfg["vision_cfg"]["act_kwargs"] == {"approximate": "tanh"}
     assert arch.model_cfg["text_cfg"]["norm_kwargs"] == {"eps": 1e-6}
-    ids = build_tokenizer(arch)(["a red thing", "blue"])
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        theirs = model(input_ids=ids, pixel_values=pixels).logits_per_image
-        text = F.normalize(classifier.model.encode_text(ids), dim=-1)
-        ours = classifier.model.logit_scale.exp() * classifier.features(pixels) @ text.T
-    assert (ours - theirs).abs().max() < 1e-4
+    assert logit_gap(model, tmp_path / "gelu", ["a red thing", "blue"], 2, seed=1) < 1e-4
 
 
 def test_a_pickle_points_to_convert(pair, tmp_path):
@@ -246,14 +253,8 @@ def test_legacy_eos_token_id_pools_at_the_end_of_text_too(tmp_path):
     argmax(ids), which is CLIP BPE's end of text, as open_clip does."""
     model = tiny_clip(4, text={"eos_token_id": 2})
     model.save_pretrained(tmp_path / "legacy")
-    _, arch, classifier = open_checkpoints({"model": tmp_path / "legacy"})
-    ids = build_tokenizer(arch)(["a photo of a yellow thing", "red"])
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        theirs = model(input_ids=ids, pixel_values=pixels).logits_per_image
-        text = F.normalize(classifier.model.encode_text(ids), dim=-1)
-        ours = classifier.model.logit_scale.exp() * classifier.features(pixels) @ text.T
-    assert (ours - theirs).abs().max() < 1e-4
+    prompts = ["a photo of a yellow thing", "red"]
+    assert logit_gap(model, tmp_path / "legacy", prompts, 2, seed=2) < 1e-4
 
 
 def test_a_text_tower_of_another_vocabulary_is_refused(hf_pair, tmp_path):

@@ -7,7 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
-from conftest import invoke
+from conftest import invoke, reference_spearman
 
 from clipsharp.analyses.stragglers import choose, robust_z
 from clipsharp.options import StragglerOptions
@@ -22,11 +22,6 @@ def test_robust_z_against_numpy():
     flat = robust_z([1.0, 1.0, 1.0, 5.0])  # MAD = 0: the mean absolute deviation stands in
     assert flat[-1] == pytest.approx((5 - 1) / (1.2533 * statistics.fmean([0, 0, 0, 4])))
     assert robust_z([2.0, 2.0]) == [0.0, 0.0]
-
-
-def mid_ranks(values):
-    """Ranks from 0, ties sharing the mean of the ranks they span."""
-    return [(sum(v < a for v in values) + sum(v <= a for v in values) - 1) / 2 for a in values]
 
 
 def test_rule_applies_within_each_tower():
@@ -72,8 +67,7 @@ def test_reported_stragglers_follow_from_reported_values(pair, layerwise_report,
     assert all(r["zero_shot_sharpness"] is not None for r in rows)
     depths = json.loads(layerwise_report.read_text())["summary"]["layers"]
     depth = {r["layer"]: r["shifted"]["depth"] for r in depths if not r["unchanged"]}
-    ranks = [mid_ranks(v) for v in (values, [depth[r["layer"]] for r in rows])]
-    expected_rho = np.corrcoef(*ranks)[0, 1]  # Spearman: Pearson's r of the average ranks
+    expected_rho = reference_spearman(values, [depth[r["layer"]] for r in rows])
     assert doc["summary"]["spearman"]["shifted"]["spearman"] == pytest.approx(expected_rho)
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fine_tune_like, invoke, save_checkpoint, succeeds
+from conftest import (
+    average_ranks,
+    fine_tune_like,
+    invoke,
+    reference_spearman,
+    save_checkpoint,
+    succeeds,
+)
 from safetensors.torch import load_file
 
 from clipsharp.options import StatisticsOptions
@@ -25,15 +32,6 @@ from clipsharp.reports.statistics import (
     permutation_p,
     spearman,
 )
-
-
-def average_ranks(values):
-    values = np.asarray(values, dtype=float)
-    ranks = np.empty(len(values))
-    for v in np.unique(values):
-        where = np.flatnonzero(values == v)
-        ranks[where] = np.argsort(np.argsort(values))[where].mean()
-    return ranks
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +107,6 @@ def test_refuses_mixed_zero_shot_models_and_missing_gain(pair, reports, tmp_path
 
 X = [1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 4.0, 7.0, 0.5]  # ties in x
 Y = [2.0, 1.0, 3.0, 3.0, 6.0, 5.0, 8.0, 7.0, 3.0]  # ties in y
-
-
-def reference_spearman(x, y):
-    rx, ry = average_ranks(x), average_ranks(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def reference_kendall_b(x, y):

@@ -22,7 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import ClipsharpError, ConfigError
-from .params import grouped, parameters
+from .params import Surface
 
 
 class OneLineUsage(TyperGroup):
@@ -105,6 +105,8 @@ def handle_errors(command):
     Bugs: exit 3. Also serves ``--show-config`` for every command that has it.
     """
 
+    surface = Surface.of(command)  # worked out once, not at every call
+
     @functools.wraps(command)
     def wrapper(ctx: typer.Context, **kwargs):
         if kwargs.get("show_config"):
@@ -112,7 +114,7 @@ def handle_errors(command):
             return None
         try:
             check_finite(ctx, kwargs)
-            return command(**grouped(command, kwargs))
+            return command(**surface.grouped(kwargs))
         except ClipsharpError as e:
             typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
@@ -140,7 +142,7 @@ def handle_errors(command):
             raise typer.Exit(INTERNAL_ERROR) from None
 
     ctx_param = Parameter("ctx", Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    wrapper.__signature__ = Signature([ctx_param, *parameters(command)])
+    wrapper.__signature__ = Signature([ctx_param, *surface.parameters()])
     return wrapper
 
 
@@ -231,19 +233,14 @@ def _register() -> None:
     )
     from . import inspect as inspection
 
-    app.command("interpolate", cls=Command)(handle_errors(interpolate.command))
-    app.command("layerwise", cls=Command)(handle_errors(layerwise.command))
-    app.command("sharpness", cls=Command)(handle_errors(sharpness.command))
-    app.command("stragglers", cls=Command)(handle_errors(stragglers.command))
-    app.command("prune", cls=Command)(handle_errors(prune.command))
-    app.command("inspect", cls=Command)(handle_errors(inspection.command))
-    app.command("demo", cls=Command)(handle_errors(demo.command))
-    app.command("plot", cls=Command)(handle_errors(plot.command))
-    app.command("study", cls=Command)(handle_errors(study.command))
-    app.command("check", cls=Command)(handle_errors(check.command))
-    app.command("convert", cls=Command)(handle_errors(convert.command))
-    app.command("merge", cls=Command)(handle_errors(merge.command))
-    app.command("show", cls=Command)(handle_errors(show.command))
+    commands = {
+        "interpolate": interpolate, "layerwise": layerwise, "sharpness": sharpness,
+        "stragglers": stragglers, "prune": prune, "inspect": inspection, "demo": demo,
+        "plot": plot, "study": study, "check": check, "convert": convert, "merge": merge,
+        "show": show,
+    }  # fmt: skip
+    for name, module in commands.items():  # in the order --help lists them
+        app.command(name, cls=Command)(handle_errors(module.command))
 
 
 _register()

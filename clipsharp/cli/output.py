@@ -369,6 +369,11 @@ class _Run:
         return text + (f", eta {_clock((total - done) / speed)}" if done < total else "")
 
 
+def _starts(run: _Run | None, done: int, total: int) -> bool:
+    """A new run of a task: its first call, a count that went back, or a step without one."""
+    return run is None or done < run.done or total == 0
+
+
 class LiveProgress:
     """Rich bars at a terminal, one per task label; a task that starts again resets its bar."""
 
@@ -385,7 +390,7 @@ class LiveProgress:
         label, point = split_task(task)
         now = time.monotonic()
         run = self.runs.get(label)
-        if run is None or done < run.done or total == 0:
+        if _starts(run, done, total):
             self.runs[label] = run = _Run(now, done, done, total == 0, now)
             if label in self.ids:
                 self.bars.reset(self.ids[label], total=total or None)
@@ -422,7 +427,7 @@ class PlainProgress:
         label, point = split_task(task)
         now = time.monotonic()
         run = self.runs.get(label)
-        if run is None or done < run.done or total == 0:
+        if _starts(run, done, total):
             loud = run is None or now - run.shown_at >= self.EVERY
             self.runs[label] = run = _Run(now, done, done, total == 0, now, loud=loud)
             if loud and total:  # a step without a count is told when it ends

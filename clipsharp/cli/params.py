@@ -1,15 +1,16 @@
 """Typer parameters made from the options dataclasses, so that each option is declared once.
 
 A command takes options dataclasses as keyword-only parameters
-(``*, inputs: InputOptions, run: RunOptions``). :func:`parameters` replaces each by
+(``*, inputs: InputOptions, run: RunOptions``). :class:`Surface` replaces each by
 one typer option per field declared with :func:`clipsharp.options.option` (nested
 dataclasses such as ``RunOptions.path`` included), so --help lists them, clipsharp.toml
-can set them and ``--show-config`` shows them; :func:`grouped` builds the dataclasses
+can set them and ``--show-config`` shows them; :meth:`Surface.grouped` builds the dataclasses
 back from the values typer parsed. ``@offer(...)`` tunes what one command offers.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Iterator
@@ -51,12 +52,17 @@ class Leaf:
     parameter: inspect.Parameter
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a dataclass (read once per class)."""
+    return typing.get_type_hints(cls)
+
+
 def is_options(annotation: Any) -> bool:
     """True for an options dataclass: one with a field the CLI offers, here or nested."""
     if not (isinstance(annotation, type) and is_dataclass(annotation)):
         return False
-    hints = typing.get_type_hints(annotation)
-    return any(flag_of(f) or is_options(hints[f.name]) for f in fields(annotation))
+    return any(flag_of(f) or is_options(_hints(annotation)[f.name]) for f in fields(annotation))
 
 
 def leaves(command) -> list[Leaf]:
@@ -64,9 +70,8 @@ def leaves(command) -> list[Leaf]:
     of the same name is a bug of the command (omit one of them)."""
     found: list[Leaf] = []
     chosen = getattr(command, "offer", Offer())
-    for name, p in inspect.signature(command, eval_str=True).parameters.items():
-        if is_options(p.annotation):
-            found += _leaves(p.annotation, (name,), chosen)
+    for name, cls in _groups(command).items():
+        found += _leaves(cls, (name,), chosen)
     seen: dict[str, Leaf] = {}
     for leaf in found:
         if leaf.param in seen:
@@ -78,8 +83,16 @@ def leaves(command) -> list[Leaf]:
     return found
 
 
+def _groups(command) -> dict[str, type]:
+    """The command's options dataclasses, by parameter name."""
+    signature = inspect.signature(command, eval_str=True)
+    return {
+        name: p.annotation for name, p in signature.parameters.items() if is_options(p.annotation)
+    }
+
+
 def _leaves(cls: type, path: tuple[str, ...], chosen: Offer) -> Iterator[Leaf]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for f in fields(cls):
         here = (*path, f.name)
         if ".".join(here) in chosen.omit:
@@ -114,31 +127,40 @@ def _typed(hint: Any, parsed: bool) -> Any:
     return hint
 
 
-def parameters(command) -> list[inspect.Parameter]:
-    """The command's own parameters, then one per offered option (what typer sees)."""
-    own = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if not is_options(p.annotation)
-    ]
-    return own + [leaf.parameter for leaf in leaves(command)]
+@dataclass(frozen=True)
+class Surface:
+    """A command as typer sees it, worked out once when the command is registered: its own
+    parameters, then one per offered option; and the way back to its dataclasses."""
 
+    own: tuple[inspect.Parameter, ...]  # the command's parameters that are not options groups
+    groups: dict[str, type]  # parameter name -> options dataclass
+    offered: tuple[Leaf, ...]
 
-def grouped(command, values: dict[str, Any]) -> dict[str, Any]:
-    """The command's arguments: its own values as given, the offered options built into
-    their dataclasses (checked where they are made: a bad value is a ConfigError)."""
-    offered = {leaf.path: leaf.param for leaf in leaves(command)}
-    own = dict(values)
-    for param in offered.values():
-        own.pop(param, None)
-    for name, p in inspect.signature(command, eval_str=True).parameters.items():
-        if is_options(p.annotation):
-            own[name] = _build(p.annotation, (name,), offered, values)
-    return own
+    @classmethod
+    def of(cls, command) -> Surface:
+        signature = inspect.signature(command, eval_str=True)
+        own = tuple(
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in signature.parameters.values()
+            if not is_options(p.annotation)
+        )
+        return cls(own, _groups(command), tuple(leaves(command)))
+
+    def parameters(self) -> list[inspect.Parameter]:
+        return [*self.own, *(leaf.parameter for leaf in self.offered)]
+
+    def grouped(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The command's arguments: its own values as given, the offered options built into
+        their dataclasses (checked where they are made: a bad value is a ConfigError)."""
+        offered = {leaf.path: leaf.param for leaf in self.offered}
+        own = {name: value for name, value in values.items() if name not in offered.values()}
+        for name, options in self.groups.items():
+            own[name] = _build(options, (name,), offered, values)
+        return own
 
 
 def _build(cls: type, path: tuple[str, ...], offered: dict, values: dict) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     given = {}
     for f in fields(cls):
         here = (*path, f.name)
@@ -179,4 +201,4 @@ class Rendering:
             raise ConfigError(f"--format {self.format!r} is unknown; choose table, json or md")
 
 
-__all__ = ["Offer", "Rendering", "grouped", "offer", "parameters"]
+__all__ = ["Offer", "Rendering", "Surface", "leaves", "offer"]

@@ -10,8 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..options import RULE as RULE_PANEL
-from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
+from ..options import (
+    RULE,
+    InputOptions,
+    PathOptions,
+    RunOptions,
+    SharpnessOptions,
+    StragglerOptions,
+)
 from . import options as opt
 from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
 from .params import Rendering, offer
@@ -29,7 +35,7 @@ def command(
             metavar="REPORT",
             help="A layerwise report of the same pair: --by barrier ranks by its depths; "
             "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
-            rich_help_panel=RULE_PANEL,
+            rich_help_panel=RULE,
         ),
     ] = None,
     output: opt.Output = None,

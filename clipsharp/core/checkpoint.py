@@ -135,10 +135,7 @@ def _transformers_from_hub(fetch: Callable[[str], Path]) -> Path:
     try:
         fetch(hf.WEIGHTS)
     except Exception:
-        index = fetch(hf.INDEX)
-        for shard in sorted(
-            set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-        ):
+        for shard in hf.shard_names(fetch(hf.INDEX)):
             fetch(shard)
     with contextlib.suppress(Exception):  # optional: mean and std of the image transform
         fetch(hf.PROCESSOR)

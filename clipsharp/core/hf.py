@@ -180,15 +180,19 @@ def _weights_in(folder: Path) -> tuple[Path, ...]:
     raise CheckpointError(f"{folder} has {CONFIG} but neither {WEIGHTS} nor {INDEX}")
 
 
-def _shards(index: Path) -> tuple[Path, ...]:
+def shard_names(index: Path) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` lists, sorted."""
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted(set(weight_map.values()))
+        return sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(
             f"{index} is not a safetensors index (JSON with a weight_map); save the model again"
         ) from e
-    shards = tuple(index.parent / name for name in files)
+
+
+def _shards(index: Path) -> tuple[Path, ...]:
+    shards = tuple(index.parent / name for name in shard_names(index))
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
         raise CheckpointError(f"{index} lists {missing[0]}, which is not in {index.parent}")

@@ -149,7 +149,6 @@ def render_digit(
 
 def write_eval_set(path: Path, images: list[Image.Image], labels: np.ndarray) -> None:
     """Write images and labels as a ``datasets`` folder (PNG images, word class names)."""
-
     import datasets
 
     features = datasets.Features(
