@@ -216,3 +216,50 @@ def test_from_a_stragglers_report_and_before_after(pair, tmp_path):
     wrong.write_text(json.dumps({"schema": SCHEMA, "command": "interpolate", "summary": {}}))
     result = invoke("prune", pair.fine_tuned, "--from", wrong, "-o", output)
     assert result.exit_code == 2 and "give a stragglers report" in result.stderr
+
+
+def test_transformers_input_is_pruned_into_a_folder_from_pretrained_loads(hf_pair, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    output, report = tmp_path / "pruned", tmp_path / "prune.json"
+    args = ["prune", hf_pair.fine_tuned, "--zero-shot", hf_pair.zero_shot, "--layers",
+            "visual.block.1", "--target", "task-vector", "--sparsity", "0.5"]  # fmt: skip
+    result = invoke(*args, "-o", output, "--report", report)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prune.json", "pruned"]  # no staging
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
+    assert (output / "config.json").read_text() == (hf_pair.fine_tuned / "config.json").read_text()
+    assert json.loads(report.read_text())["config"]["format"] == "transformers"
+
+    def state(folder) -> dict:
+        return transformers.CLIPModel.from_pretrained(folder).state_dict()
+
+    pruned, ft, zs = state(output), state(hf_pair.fine_tuned), state(hf_pair.zero_shot)
+    layer = "vision_model.encoder.layers.1."
+    returned = total = 0
+    for key, value in pruned.items():
+        if not key.startswith(layer) or value.ndim < 2:  # everything else as fine-tuned
+            assert torch.equal(value, ft[key]), key
+            continue
+        back = value == zs[key]
+        assert torch.equal(value[~back], ft[key][~back]), key  # the rest as fine-tuned
+        returned, total = returned + int(back.sum()), total + back.numel()
+        if key.endswith("mlp.fc1.weight"):  # the smallest task-vector entries went back
+            tau = (ft[key] - zs[key]).abs()
+            assert tau[back].max() <= tau[~back].min()
+    assert total > 0 and returned == total // 2  # every matrix has an even number of entries
+    with safe_open(str(output / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and meta["clipsharp.operation"] == "prune"
+    assert json.loads(meta["clipsharp.parameters"])["layers"] == ["visual.block.1"]
+
+    again = invoke(*args, "-o", output)  # over its own earlier output: allowed, same tensors
+    assert again.exit_code == 0, again.output
+    assert load_file(str(output / "model.safetensors")).keys() == set(
+        load_file(str(hf_pair.fine_tuned / "model.safetensors"))
+    )
+    assert all(torch.equal(value, state(output)[key]) for key, value in pruned.items())
+
+    as_file = tmp_path / "pruned.safetensors"
+    refused = invoke(*args, "-o", as_file)
+    assert refused.exit_code == 2 and "written as a folder" in refused.stderr
+    assert not as_file.exists() and not (tmp_path / ".pruned.safetensors.pending").exists()

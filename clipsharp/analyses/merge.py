@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core import hf
-from ..core.checkpoint import Checkpoint, save_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.models import Architecture
+from ..core.saving import check_target, save_like
 from ..core.weights import interpolate_weights
 from ..core.workspace import open_checkpoints
-from ..errors import CheckpointError, ConfigError, ReportError
-from ..files import file_sha256, write_atomic
+from ..errors import ConfigError, ReportError
+from ..files import file_sha256
 from ..reports.report import read_report
 
 BEST = "best"  # --alpha best: from the --from report
@@ -164,12 +163,7 @@ def merge(
     output = Path(output)
     check_target(output, source.format)
     merged = interpolate_weights(loaded["zero_shot"].tensors, source.tensors, choice.alpha)
-    metadata = provenance(loaded, choice)
-    if source.format == hf.FORMAT:
-        files = write_transformers(output, merged, source, metadata)
-    else:
-        save_checkpoint(output, merged, arch.metadata() | _head_classnames(source) | metadata)
-        files = (output,)
+    files = save_like(output, merged, source, arch, provenance(loaded, choice))
     return Merged(output, source.format, choice, files, len(merged), arch)
 
 
@@ -179,11 +173,6 @@ def _check_alpha_source(alpha, from_report, select_on) -> None:
     if alpha != BEST and (from_report is not None or select_on is not None):
         flag = "--from" if from_report is not None else "--select-on"
         raise ConfigError(f"{flag} is for --alpha best; with --alpha {alpha:g} leave it out")
-
-
-def _head_classnames(checkpoint: Checkpoint) -> dict[str, str]:
-    key = "clipsharp.head_classnames"
-    return {key: checkpoint.metadata[key]} if key in checkpoint.metadata else {}
 
 
 def provenance(checkpoints: dict[str, Checkpoint], choice: AlphaChoice) -> dict[str, str]:
@@ -200,54 +189,3 @@ def provenance(checkpoints: dict[str, Checkpoint], choice: AlphaChoice) -> dict[
         "clipsharp.source_sha256": fine_tuned.sha256,
         "clipsharp.parameters": json.dumps(parameters, sort_keys=True),
     }
-
-
-def merged_files(source: Checkpoint) -> tuple[str, ...]:
-    """The names ``merge`` writes into a transformers folder."""
-    folder = source.path if source.path.is_dir() else source.path.parent
-    companions = tuple(name for name in hf.COMPANIONS if (folder / name).is_file())
-    return (hf.WEIGHTS, *companions, hf.CONFIG)
-
-
-def check_target(output: Path, form: str) -> None:
-    """Refuse, before merging, an output that cannot take this format."""
-    if not output.parent.is_dir():
-        raise ConfigError(f"-o {output}: folder {output.parent} does not exist; create it first")
-    if form != hf.FORMAT:
-        if output.is_dir():
-            raise ConfigError(f"-o {output} is a folder; give a .safetensors file name")
-        return
-    if output.suffix == ".safetensors" or (output.exists() and not output.is_dir()):
-        raise ConfigError(
-            f"-o {output}: transformers checkpoints are merged into a folder (config.json + "
-            "model.safetensors, as save_pretrained writes); give a folder name"
-        )
-    allowed = {*hf.COMPANIONS, hf.WEIGHTS, hf.CONFIG}
-    found = output.iterdir() if output.is_dir() else []
-    other = sorted(p.name for p in found if p.name not in allowed)
-    if other:
-        raise ConfigError(
-            f"-o {output} holds {other[0]}, which a merged model would not replace; choose a new "
-            "or empty folder"
-        )
-
-
-def write_transformers(
-    output: Path, merged: dict, source: Checkpoint, metadata: dict[str, str]
-) -> tuple[Path, ...]:
-    """A folder ``CLIPModel.from_pretrained`` loads: the weights under transformers' names in
-    ``model.safetensors``, the processor and tokenizer files of ``source``, and its
-    ``config.json`` last (a folder without it is recognisably unfinished)."""
-    names = merged_files(source)
-    output.mkdir(exist_ok=True)
-    tensors = hf.to_transformers(merged)
-    # "format": "pt" is what transformers requires of a safetensors file's metadata
-    save_checkpoint(output / hf.WEIGHTS, tensors, {"format": "pt", **metadata})
-    folder = source.path if source.path.is_dir() else source.path.parent
-    for name in names[1:-1]:
-        write_atomic(output / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
-    config = source.metadata.get("clipsharp.transformers_config")
-    if config is None:
-        raise CheckpointError(f"{source.path} has no transformers config; is it a CLIPModel?")
-    write_atomic(output / hf.CONFIG, lambda tmp: tmp.write_text(config, encoding="utf-8"))
-    return tuple(output / name for name in names)

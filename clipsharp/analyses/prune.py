@@ -20,9 +20,10 @@ import torch
 
 from .. import __version__
 from ..core import distributed
-from ..core.checkpoint import Checkpoint, save_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.layers import layer_groups, select_layers
 from ..core.models import Architecture
+from ..core.saving import check_target, save_like
 from ..core.workspace import Workspace, describe_checkpoints, open_checkpoints, open_workspace
 from ..data.specs import DatasetSpec
 from ..errors import ConfigError, ReportError
@@ -107,25 +108,22 @@ def choose_layers(fine_tuned: Checkpoint, spec: str | None, from_report: Path | 
     return chosen  # may be empty: a model without stragglers is written back unpruned
 
 
-def write_pruned(
-    output: Path,
-    tensors: dict[str, torch.Tensor],
-    arch: Architecture,
+def pruned_provenance(
     fine_tuned: Checkpoint,
     layers: Sequence[str],
     options: PruneOptions,
     zero_shot: Checkpoint | None,
-) -> None:
-    """Save atomically with the architecture and the provenance in the metadata."""
-    metadata = arch.metadata()
-    metadata["clipsharp.operation"] = "prune"
-    metadata["clipsharp.source"] = fine_tuned.path.name
-    metadata["clipsharp.source_sha256"] = fine_tuned.sha256
+) -> dict[str, str]:
+    """The metadata that says how the pruned checkpoint was made (values are strings)."""
+    metadata = {
+        "clipsharp.operation": "prune",
+        "clipsharp.source": fine_tuned.path.name,
+        "clipsharp.source_sha256": fine_tuned.sha256,
+    }
     if zero_shot is not None and options.target == "task-vector":
         metadata["clipsharp.zero_shot_sha256"] = zero_shot.sha256
     parameters = {"layers": list(layers), **asdict(options), "clipsharp_version": __version__}
-    metadata["clipsharp.parameters"] = json.dumps(parameters)
-    save_checkpoint(output, tensors, metadata)
+    return metadata | {"clipsharp.parameters": json.dumps(parameters)}
 
 
 def run_prune(
@@ -148,12 +146,17 @@ def run_prune(
     chosen = choose_layers(source, layers, from_report)
     tensors, rows = prune_tensors(source, chosen, options, base)
     if distributed.is_main():  # under torchrun, one writer
-        write_pruned(output, tensors, arch, source, chosen, options, base)
+        save_like(output, tensors, source, arch, pruned_provenance(source, chosen, options, base))
     pruned = Checkpoint(path=output, tensors=tensors, metadata={})
     report = Report(
         command="prune",
         inputs=describe_checkpoints(checkpoints, arch),
-        config={**asdict(options), "layers": chosen, "output": str(output)},
+        config={
+            **asdict(options),
+            "layers": chosen,
+            "output": str(output),
+            "format": source.format,
+        },  # fmt: skip
         results={"tensors": rows},
         summary={
             "layers": chosen,
@@ -196,13 +199,14 @@ def prune(
     write_to: Path | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """The ``prune`` command: prune, write the checkpoint and, with datasets and a zero-shot
-    checkpoint, measure the path before and after pruning.
+    """The ``prune`` command: prune, write the checkpoint in the fine-tuned checkpoint's own
+    format and, with datasets and a zero-shot checkpoint, measure the path before and after.
 
     Args:
         checkpoints: ``{"fine_tuned": path}``, with ``"zero_shot"`` for ``task-vector`` and
             for the before/after measurement.
-        output: the pruned checkpoint's path, as the report records it.
+        output: the pruned checkpoint, in the fine-tuned checkpoint's format: a safetensors
+            file (open_clip) or a folder (transformers); the report records it.
         specs: ``--id`` / ``--ood`` datasets; measured only with a zero-shot checkpoint.
         run: data, evaluation and path options of the measurement.
         write_to: where the checkpoint is written, when not ``output`` (the CLI writes a
@@ -220,6 +224,7 @@ def prune(
         loaded, arch, _ = open_checkpoints(
             checkpoints, model=model, allow_nonfinite=allow_nonfinite
         )
+    check_target(Path(output), loaded["fine_tuned"].format)
     report, pruned = run_prune(
         loaded, arch, write_to or output, options, layers=layers, from_report=from_report
     )

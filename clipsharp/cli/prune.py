@@ -10,10 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import ClipsharpError
 from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
 from . import options as opt
 from .interpolate import path_table
 from .output import (
+    check_folder,
     check_output,
     checkpoint_inputs,
     console,
@@ -36,8 +38,9 @@ def command(
         typer.Option(
             "--output",
             "-o",
-            metavar="FILE",
-            help="The pruned checkpoint (.safetensors); never an input.",
+            metavar="FILE|FOLDER",
+            help="The pruned checkpoint, in the input's format: a .safetensors file (open_clip) "
+            "or a folder (transformers); never an input.",
         ),
     ],
     layers: Annotated[
@@ -81,8 +84,9 @@ def command(
 
     Per tensor of each chosen layer, the fraction --sparsity of entries with the
     smallest magnitude is zeroed (or, with --target task-vector, returned to its
-    zero-shot value). With --id/--ood, the interpolation path is measured before
-    and after pruning.
+    zero-shot value). Written in the fine-tuned checkpoint's format: open_clip
+    safetensors, or a transformers folder that CLIPModel.from_pretrained loads.
+    With --id/--ood, the interpolation path is measured before and after pruning.
 
     Example:
 
@@ -90,9 +94,13 @@ def command(
             -o ft-pruned.safetensors
     """
     from ..analyses.prune import prune
+    from ..core.saving import discard
     from ..data.specs import dataset_specs
 
-    check_output(str(output))
+    if output.is_dir():  # a transformers folder (the library checks the format)
+        check_folder(output, "-o")
+    else:
+        check_output(str(output))
     check_output(report, "--report")
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
     guard(
@@ -132,21 +140,21 @@ def command(
         out.print(f"pruned checkpoint written to {output}")
     finally:
         if int(os.environ.get("RANK", "0")) == 0:  # the writer: another rank leaves it be
-            staged.unlink(missing_ok=True)
+            discard(staged)
 
 
 def commit(staged: Path, output: Path, report: str | None) -> None:
     """Move the pruned checkpoint to -o once its report is written; without it, no report."""
+    from ..core.saving import commit as move
+
     if not staged.exists():  # under torchrun, another process writes
         return
     try:
-        staged.replace(output)
-    except OSError as e:
+        move(staged, output)
+    except ClipsharpError:
         if report not in (None, "-"):
             Path(report).unlink(missing_ok=True)
-        from ..errors import ClipsharpError
-
-        raise ClipsharpError(f"cannot write -o {output}: {e.strerror}; nothing was kept") from e
+        raise
 
 
 def prune_tables(doc: dict) -> Table:
