@@ -138,10 +138,22 @@ def test_choosing_on_an_ood_set_needs_select_on_and_is_recorded(pair, path_repor
     assert json.loads(meta["clipsharp.parameters"])["role"] == "ood"
 
 
+@pytest.mark.parametrize("alpha", [1.25, -0.5])
+def test_extrapolate_goes_past_the_endpoints(pair, tmp_path, alpha):
+    output = tmp_path / "beyond.safetensors"
+    args = ["merge", pair.zero_shot, pair.fine_tuned, "--alpha", str(alpha), "--extrapolate"]
+    result = invoke(*args, "-o", output)
+    assert result.exit_code == 0, result.output
+    zero_shot, fine_tuned = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    assert_formula(load_file(str(output)), zero_shot, fine_tuned, alpha)
+    assert float(metadata(output)["clipsharp.alpha"]) == alpha
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
         (["--alpha", "1.5"], "--alpha 1.5 is outside [0, 1]"),
+        (["--alpha", "nan", "--extrapolate"], "--alpha nan is not a finite number"),
         (["--alpha", "best"], "--alpha best needs --from REPORT"),
         (["--alpha", "0.5", "--select-on", "shifted"], "--select-on is for --alpha best"),
         (["--alpha", "best", "--from", "{report}", "--select-on", "nope"], "--select-on nope"),
@@ -181,3 +193,17 @@ def test_output_over_an_input_is_refused(pair, hf_pair, tmp_path):
     (other / "notes.txt").write_text("mine")
     result = invoke("merge", hf_pair.zero_shot, hf_pair.fine_tuned, "--alpha", "0.5", "-o", other)
     assert result.exit_code == 2 and "holds notes.txt" in result.stderr
+
+
+def test_best_alpha_past_an_endpoint_needs_extrapolate(pair, path_report, tmp_path):
+    report = edited(
+        path_report, tmp_path, lambda doc: doc["summary"]["in_dist"].update(best_alpha=1.2)
+    )
+    output = tmp_path / "m.safetensors"
+    args = ["merge", pair.zero_shot, pair.fine_tuned, "--alpha", "best", "--from", report]
+    refused = invoke(*args, "-o", output)
+    assert refused.exit_code == 2 and "is 1.2, outside [0, 1]" in refused.stderr
+    assert not output.exists()
+    result = invoke(*args, "--extrapolate", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert metadata(output)["clipsharp.alpha"] == "1.2"

@@ -63,18 +63,20 @@ class Merged:
     architecture: Architecture
 
 
-def parse_alpha(text: str | float) -> float | str:
-    """``best``, or a number in [0, 1]."""
+def parse_alpha(text: str | float, extrapolate: bool = False) -> float | str:
+    """``best``, or a number in [0, 1] (any finite number with ``extrapolate``)."""
     if str(text).strip().lower() == BEST:
         return BEST
     try:
         alpha = float(text)
     except ValueError as e:
         raise ConfigError(f"--alpha {text!r} is not a number; give 0.5, say, or best") from e
-    if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+    if not math.isfinite(alpha):
+        raise ConfigError(f"--alpha {text} is not a finite number; give 0.5, say, or best")
+    if not (extrapolate or 0.0 <= alpha <= 1.0):
         raise ConfigError(
             f"--alpha {text} is outside [0, 1] (0: zero-shot, 1: fine-tuned); give a number "
-            "in between"
+            "in between, or add --extrapolate to go beyond the endpoints"
         )
     return alpha
 
@@ -137,6 +139,7 @@ def merge(
     select_on: str | None = None,
     model: str | None = None,
     allow_nonfinite: bool = False,
+    extrapolate: bool = False,
 ) -> Merged:
     """Write theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned in the fine-tuned
     checkpoint's format, with the provenance in its metadata.
@@ -147,16 +150,23 @@ def merge(
         alpha: in [0, 1], or ``"best"`` to take it from ``from_report``.
         from_report: an ``interpolate`` report of this pair (for ``alpha="best"``).
         select_on: the report's dataset to choose on (default: its in-distribution set).
+        extrapolate: allow alpha outside [0, 1] (beyond the fine-tuned end, or before the
+            zero-shot one).
 
     Example:
         >>> merge("zs.safetensors", "ft.safetensors", "wise-ft.safetensors", 0.5)
     """
-    alpha = parse_alpha(alpha)
+    alpha = parse_alpha(alpha, extrapolate)
     _check_alpha_source(alpha, from_report, select_on)
     roles = {"zero_shot": Path(zero_shot), "fine_tuned": Path(fine_tuned)}
     loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
     if alpha == BEST:
         choice = choose_alpha(Path(from_report), loaded, select_on)
+        if not (extrapolate or 0.0 <= choice.alpha <= 1.0):
+            raise ConfigError(
+                f"the best alpha of --from {from_report} is {choice.alpha:g}, outside [0, 1] "
+                "(the report extrapolated); add --extrapolate to merge there"
+            )
     else:
         choice = AlphaChoice(alpha)
     source = loaded["fine_tuned"]

@@ -49,6 +49,15 @@ def command(
             rich_help_panel=MERGE,
         ),
     ] = None,
+    extrapolate: Annotated[
+        bool,
+        typer.Option(
+            "--extrapolate",
+            help="Allow A outside [0, 1]: beyond the fine-tuned model (A > 1) or before the "
+            "zero-shot one (A < 0).",
+            rich_help_panel=MERGE,
+        ),
+    ] = False,
     select_on: Annotated[
         str | None,
         typer.Option(
@@ -85,7 +94,7 @@ def command(
     )
     done = merge(
         zero_shot, fine_tuned, output, alpha, from_report=from_report, select_on=select_on,
-        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
+        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite, extrapolate=extrapolate,
     )  # fmt: skip
     out = console()
     choice = done.choice
