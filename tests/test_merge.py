@@ -207,3 +207,21 @@ def test_best_alpha_past_an_endpoint_needs_extrapolate(pair, path_report, tmp_pa
     result = invoke(*args, "--extrapolate", "-o", output)
     assert result.exit_code == 0, result.output
     assert metadata(output)["clipsharp.alpha"] == "1.2"
+
+
+def test_report_records_the_choice_and_show_renders_it(pair, path_report, tmp_path):
+    output, report = tmp_path / "best.safetensors", tmp_path / "merge.json"
+    args = ["merge", pair.zero_shot, pair.fine_tuned, "--alpha", "best", "--from", path_report]
+    result = invoke(*args, "-o", output, "--report", report)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(report.read_text())
+    best = json.loads(path_report.read_text())["summary"]["in_dist"]["best_alpha"]
+    assert doc["command"] == "merge" and doc["config"]["alpha"] == "best"
+    assert doc["summary"]["alpha"] == best == float(metadata(output)["clipsharp.alpha"])
+    assert doc["summary"]["dataset"] == "in_dist" and not doc["summary"]["test_set_selection"]
+    assert doc["summary"]["format"] == "open_clip" and doc["results"]["files"] == [str(output)]
+    sha = doc["inputs"]["checkpoints"]["fine_tuned"]["sha256"]
+    assert sha == file_sha256(pair.fine_tuned)
+    shown = invoke("show", report, "--format", "md")
+    assert shown.exit_code == 0, shown.output
+    assert f"| alpha | {best:g} (best alpha on the in-distribution set in_dist" in shown.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ from ..core.checkpoint import Checkpoint
 from ..core.models import Architecture
 from ..core.saving import check_target, save_like
 from ..core.weights import interpolate_weights
-from ..core.workspace import open_checkpoints
+from ..core.workspace import describe_checkpoints, open_checkpoints
 from ..errors import ConfigError, ReportError
 from ..files import file_sha256
-from ..reports.report import read_report
+from ..reports.report import Report, read_report
 
 BEST = "best"  # --alpha best: from the --from report
 
@@ -61,6 +62,7 @@ class Merged:
     files: tuple[Path, ...]  # every file written
     tensors: int  # tensors merged
     architecture: Architecture
+    report: Report  # command "merge": the inputs, the alpha and how it was chosen, the files
 
 
 def parse_alpha(text: str | float, extrapolate: bool = False) -> float | str:
@@ -156,7 +158,9 @@ def merge(
     Example:
         >>> merge("zs.safetensors", "ft.safetensors", "wise-ft.safetensors", 0.5)
     """
-    alpha = parse_alpha(alpha, extrapolate)
+    started = time.perf_counter()
+    requested = parse_alpha(alpha, extrapolate)
+    alpha = requested
     _check_alpha_source(alpha, from_report, select_on)
     roles = {"zero_shot": Path(zero_shot), "fine_tuned": Path(fine_tuned)}
     loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
@@ -174,7 +178,30 @@ def merge(
     check_target(output, source.format)
     merged = interpolate_weights(loaded["zero_shot"].tensors, source.tensors, choice.alpha)
     files = save_like(output, merged, source, arch, provenance(loaded, choice))
-    return Merged(output, source.format, choice, files, len(merged), arch)
+    report = Report(
+        command="merge",
+        inputs=describe_checkpoints(loaded, arch),
+        config={
+            "alpha": requested,
+            "from": None if from_report is None else str(from_report),
+            "select_on": select_on,
+            "extrapolate": extrapolate,
+            "output": str(output),
+            "format": source.format,
+        },  # fmt: skip
+        results={"files": [str(path) for path in files]},
+        summary={
+            "alpha": choice.alpha,
+            "selection": choice.describe(),
+            "dataset": choice.dataset,
+            "test_set_selection": choice.on_test_set,
+            "tensors": len(merged),
+            "output": str(output),
+            "format": source.format,
+        },  # fmt: skip
+        seconds=time.perf_counter() - started,
+    )
+    return Merged(output, source.format, choice, files, len(merged), arch, report)
 
 
 def _check_alpha_source(alpha, from_report, select_on) -> None:

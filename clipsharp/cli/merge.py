@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from ..options import InputOptions
 from . import options as opt
-from .output import checkpoint_inputs, console, guard
-from .params import offer
+from .output import check_output, checkpoint_inputs, console, finish, guard, summary_table
+from .params import Rendering, offer
 
 MERGE = "Merge"
 
@@ -67,8 +69,10 @@ def command(
             rich_help_panel=MERGE,
         ),
     ] = None,
+    report: opt.ReportFile = None,
     *,
     inputs: InputOptions,
+    rendering: Rendering,
 ) -> None:
     """Write the merged (WiSE-FT) model (1 - A) * zero-shot + A * fine-tuned.
 
@@ -84,8 +88,9 @@ def command(
     """
     from ..analyses.merge import merge
 
+    check_output(report, "--report")
     guard(
-        [("-o", output)],
+        [("-o", output), ("--report", report)],
         [
             *checkpoint_inputs({"zero_shot": zero_shot, "fine_tuned": fine_tuned}),
             ("the --from report", from_report),
@@ -104,11 +109,19 @@ def command(
             f"{choice.dataset} (test-set selection): accuracy there is no longer an unbiased "
             "estimate; the metadata records it"
         )
-    how = "" if choice.dataset is None else f" ({choice.describe()})"
-    kind = "transformers folder" if done.format == "transformers" else "open_clip safetensors"
-    out.print(
-        f"merged alpha {choice.alpha:g}{how}: {done.tensors} tensors -> {done.output} ({kind}, "
-        f"architecture {done.architecture.name} from {done.architecture.source})",
-        markup=False,
-        soft_wrap=True,
-    )
+    finish(done.report, merge_table(done.report.to_dict()), report, out, flag="--report",
+           form=rendering.format)  # fmt: skip
+    out.print(f"merged model written to {done.output}", markup=False, soft_wrap=True)
+
+
+def merge_table(doc: dict) -> Table:
+    """The merged model: alpha and how it was chosen, the output, its format and architecture."""
+    s, architecture = doc["summary"], doc["inputs"]["architecture"]
+    kind = {"transformers": "transformers folder", "open_clip": "open_clip safetensors"}
+    table = summary_table(f"merge: theta(alpha) at alpha {s['alpha']:g}", ["", ""], [])
+    table.add_row("alpha", f"{s['alpha']:g} ({s['selection']})")
+    table.add_row("output", escape(s["output"]))
+    table.add_row("format", kind.get(s["format"], s["format"]))
+    table.add_row("architecture", escape(f"{architecture['name']} ({architecture['source']})"))
+    table.add_row("tensors", str(s["tensors"]))
+    return table

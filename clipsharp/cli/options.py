@@ -38,6 +38,15 @@ Output = Annotated[
     ),
 ]
 
+ReportFile = Annotated[
+    str | None,
+    typer.Option(
+        "--report",
+        metavar="FILE",
+        help="Write the JSON report to FILE, or '-' for stdout (default when piped).",
+    ),
+]
+
 
 Checkpoints = Annotated[
     list[Path],

@@ -67,13 +67,7 @@ def command(
             help="The zero-shot checkpoint: for --target task-vector and --id/--ood.",
         ),
     ] = None,
-    report: Annotated[
-        str | None,
-        typer.Option(
-            metavar="FILE",
-            help="Write the JSON report to FILE, or '-' for stdout (default when piped).",
-        ),
-    ] = None,
+    report: opt.ReportFile = None,
     *,
     inputs: InputOptions,
     run: RunOptions,

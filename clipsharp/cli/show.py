@@ -36,7 +36,7 @@ def command(
     """Show a saved report's summary table (and its warnings) as the command printed it.
 
     Works on the report of every analysis command: interpolate, layerwise,
-    sharpness, stragglers, prune, inspect and study.
+    sharpness, stragglers, prune, merge, inspect and study.
 
     Example:
 
@@ -64,7 +64,7 @@ Warn = Callable[[dict, Console], None]
 def renderer(doc: dict, path: Path) -> tuple[Render, Warn | None]:
     """The table function of the report's command, and its warnings (None: it has none)."""
     from . import inspect as inspection
-    from . import interpolate, layerwise, prune, sharpness, stragglers, study
+    from . import interpolate, layerwise, merge, prune, sharpness, stragglers, study
 
     tables: dict[str, tuple[Render, Warn | None]] = {
         "interpolate": (interpolate.path_table, interpolate.warn_chance),
@@ -72,6 +72,7 @@ def renderer(doc: dict, path: Path) -> tuple[Render, Warn | None]:
         "sharpness": (sharpness.sharpness_table, sharpness.warn_saturated),
         "stragglers": (stragglers.straggler_table, None),
         "prune": (prune.prune_tables, None),
+        "merge": (merge.merge_table, None),
         "inspect": (inspection.layer_table, None),
         "study": (study.study_table, None),
     }
