@@ -82,6 +82,13 @@ def test_a_task_restarting_often_is_not_announced_each_time(monkeypatch):
     assert len(lines) <= 2 * (100 / 10 + 1)
 
 
+def test_a_task_that_finishes_again_is_timed_from_its_new_start(monkeypatch):
+    # a head of ten classes reports 10/10 only, once per encoding
+    calls = [(0, "zero-shot head", 10, 10), (60, "zero-shot head", 10, 10)]
+    lines = lines_of(monkeypatch, calls)
+    assert len(lines) == 2 and all("100% 10/10 classes, 0:00:00 elapsed" in x for x in lines)
+
+
 def test_a_step_without_a_count_is_told_when_slow(monkeypatch):
     quick = [(0, "reading checkpoints", 0, 0), (0.2, "reading checkpoints", 1, 1)]
     assert lines_of(monkeypatch, quick) == []

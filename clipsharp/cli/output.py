@@ -370,8 +370,11 @@ class _Run:
 
 
 def _starts(run: _Run | None, done: int, total: int) -> bool:
-    """A new run of a task: its first call, a count that went back, or a step without one."""
-    return run is None or done < run.done or total == 0
+    """A new run of a task: its first call, a call after its run finished (a head of ten
+    classes reports only 10/10), a count that went back, or a step without one."""
+    if run is None or total == 0:
+        return True
+    return done < run.done or (not run.countless and run.done >= total)
 
 
 class LiveProgress:
