@@ -46,7 +46,7 @@ def test_build_writes_every_file(built):
     found, _ = built
     assert found.built
     assert list(found.fine_tuned) == [name for name, _ in DemoRecipe.tiny().finetune_lrs]
-    assert {"gentle", "aggressive"} <= set(found.fine_tuned) and len(found.fine_tuned) == 6
+    assert {"careful", "aggressive"} <= set(found.fine_tuned) and len(found.fine_tuned) == 6
     for path in [*checkpoints(found).values(), found.in_dist, found.shifted]:
         assert path.parent == found.root or path.parent == found.root / "data"
         assert path.exists()
@@ -54,7 +54,7 @@ def test_build_writes_every_file(built):
     assert record["recipe_hash"] == DemoRecipe.tiny().fingerprint(SEED)
 
 
-@pytest.mark.parametrize("name", ["zero_shot", "gentle", "lr1e-3", "aggressive"])
+@pytest.mark.parametrize("name", ["zero_shot", "careful", "lr1e-3", "aggressive"])
 def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
     import open_clip
 
@@ -77,7 +77,7 @@ def test_checkpoint_metadata_builds_a_model_that_loads_strictly(built, name):
     model.load_state_dict(state, strict=True)
 
 
-@pytest.mark.parametrize("name", ["gentle", "lr2e-4", "aggressive"])
+@pytest.mark.parametrize("name", ["careful", "lr2e-4", "aggressive"])
 def test_fine_tuning_moves_the_image_tower_only(built, name):
     found, _ = built
     zero_shot = load_file(found.zero_shot)
@@ -89,11 +89,11 @@ def test_fine_tuning_moves_the_image_tower_only(built, name):
     assert torch.equal(zero_shot["logit_scale"], fine_tuned["logit_scale"])
 
 
-def test_gentle_and_aggressive_differ(built):
+def test_careful_and_aggressive_differ(built):
     found, _ = built
-    gentle = load_file(found.fine_tuned["gentle"])
+    careful = load_file(found.fine_tuned["careful"])
     aggressive = load_file(found.fine_tuned["aggressive"])
-    assert not torch.equal(gentle["visual.proj"], aggressive["visual.proj"])
+    assert not torch.equal(careful["visual.proj"], aggressive["visual.proj"])
 
 
 def test_eval_sets_load_with_word_class_names(built):
@@ -158,7 +158,7 @@ def test_progress_reports_every_stage(built):
     finals = [(stage, done) for stage, done, total in calls if done == total]
     fine_tunes = [(f"fine-tune {name}", recipe.finetune_steps) for name, _ in recipe.finetune_lrs]
     assert finals == [("pretrain", recipe.pretrain_steps), *fine_tunes]
-    assert fine_tunes[0][0] == "fine-tune gentle" and fine_tunes[-1][0] == "fine-tune aggressive"
+    assert fine_tunes[0][0] == "fine-tune careful" and fine_tunes[-1][0] == "fine-tune aggressive"
 
 
 def test_second_call_comes_from_the_cache(built):
@@ -254,8 +254,8 @@ def test_sorted_metadata_keeps_the_file_readable():
 def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
     out = tmp_path / "demo"
     result = succeeds("demo", "--quick", "--out", out, "--device", "cpu")
-    stems = {"interpolate-gentle", "interpolate-aggressive", "layerwise-gentle",
-             "layerwise-aggressive", "sharpness-gentle", "sharpness-aggressive",
+    stems = {"interpolate-careful", "interpolate-aggressive", "layerwise-careful",
+             "layerwise-aggressive", "sharpness-careful", "sharpness-aggressive",
              "stragglers-aggressive", "prune-aggressive"}  # fmt: skip
     assert {p.stem for p in (out / "reports").glob("*.json")} == stems
     assert {p.stem for p in (out / "figures").glob("*.png")} == stems | {"study"}
@@ -267,9 +267,9 @@ def test_cli_demo_quick_writes_every_report_and_figure(tmp_path):
         assert set(row["files"]) == {"interpolate", "sharpness", "stragglers"}
         assert all(Path(path).parent == out / "study.reports" for path in row["files"].values())
         assert "gain[shifted]" in row["measures"]
-    interpolate = json.loads((out / "reports" / "interpolate-gentle.json").read_text())
-    gentle = study["results"]["checkpoints"][0]["measures"]["gain[shifted]"]
-    assert gentle == interpolate["summary"]["shifted"]["gain"]  # the tour's own path
+    interpolate = json.loads((out / "reports" / "interpolate-careful.json").read_text())
+    careful = study["results"]["checkpoints"][0]["measures"]["gain[shifted]"]
+    assert careful == interpolate["summary"]["shifted"]["gain"]  # the tour's own path
     assert "correlation with the OOD gain over 6" in " ".join(result.stderr.split())
     prune = json.loads((out / "reports" / "prune-aggressive.json").read_text())
     stragglers = json.loads((out / "reports" / "stragglers-aggressive.json").read_text())
@@ -315,7 +315,7 @@ def test_a_fresh_build_gives_the_numbers_docs_demo_md_shows(tmp_path):
         for stem, report in run_tour(found, TourOptions(device="cpu")).items()
     }
     path = documented("What the pair shows (seed 0)", "α")
-    for name in ("gentle", "aggressive"):
+    for name in ("careful", "aggressive"):
         points = reports[f"interpolate-{name}"]["results"]["path"]
         assert [f"{p['alpha']:.1f}" for p in points] == path["α"]
         for column, dataset in ((f"{name} ID", "in_dist"), (f"{name} OOD", "shifted")):
@@ -377,3 +377,29 @@ def test_saturation_warning_names_a_rho_that_did_not_saturate():
     clean = warnings(_sweep({0.1: (False, True), 1.0: (True, False)}))  # 0.1: at chance clean
     assert "at --rho 0.1 the noise brought no point" in clean
     assert "even without noise" in clean
+
+
+def test_the_careful_fine_tune_sees_inverted_digits_as_evaluation_would():
+    """``invert_normalized`` of a normalised image is the normalised colour-inverted image."""
+    from clipsharp.demo.build import invert_normalized, normalize, pixel_tensors, render_digit
+
+    digits, _ = load_digits()
+    images = [render_digit(digit, 16) for digit in digits[:8]]
+    inverted = [render_digit(digit, 16, invert=True) for digit in digits[:8]]
+    clean, shifted = pixel_tensors(images, 16), pixel_tensors(inverted, 16)
+    torch.testing.assert_close(invert_normalized(normalize(clean)), normalize(shifted))
+    assert dict(DemoRecipe().finetune_invert) == {"careful": 0.02}  # the others: clean digits
+
+
+def test_only_the_careful_fine_tune_sees_inverted_digits(tmp_path):
+    """Tiny builds with and without inversions (half the images: three tiny steps of 32
+    images at 0.02 may invert none): the careful tensors differ, the others do not."""
+    from dataclasses import replace
+
+    tiny = DemoRecipe.tiny()
+    half = build_demo(tmp_path / "half", recipe=replace(tiny, finetune_invert=(("careful", 0.5),)))
+    clean = build_demo(tmp_path / "clean", recipe=replace(tiny, finetune_invert=()))
+    for name, path in checkpoints(half).items():
+        first, second = load_file(path), load_file(checkpoints(clean)[name])
+        same = all(torch.equal(first[key], second[key]) for key in first)
+        assert same == (name != "careful"), name

@@ -46,11 +46,13 @@ def command(
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.
 
     A zero-shot CLIP is trained on captioned handwritten digits under broad
-    variation; six fine-tunes (learning rates from gentle to aggressive) train
-    its image tower on the clean digits. The OOD set is the same digits
-    colour-inverted. Then: interpolate, layerwise and sharpness on the gentle
-    and aggressive pairs; stragglers on the aggressive pair, pruned, and its
-    path before and after; a study of all six fine-tunes. Reports go to
+    variation; six fine-tunes train its image tower: a careful one (a moderate
+    learning rate, 2 % of its digits colour-inverted), an aggressive one (a high
+    learning rate, clean digits) and four on clean digits at learning rates in
+    between. The OOD set is the held-out digits colour-inverted. Then:
+    interpolate, layerwise and sharpness on the careful and aggressive pairs;
+    stragglers on the aggressive pair, pruned, and its path before and after;
+    a study of all six fine-tunes. Reports go to
     OUT/reports, figures to OUT/figures, the study to OUT/study.json (its
     models' reports to OUT/study.reports). Needs no download.
 
@@ -88,7 +90,7 @@ def show(reports: dict, say) -> None:
     from .stragglers import straggler_table
     from .study import study_table
 
-    for name in ("gentle", "aggressive"):
+    for name in ("careful", "aggressive"):
         say.print(path_table(reports[f"interpolate-{name}"].to_dict()))
         say.print(f"[dim]zero-shot vs the {name} fine-tune[/dim]\n")
     say.print(straggler_table(reports["stragglers-aggressive"].to_dict()))

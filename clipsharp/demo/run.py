@@ -1,6 +1,6 @@
 """The analyses ``clipsharp demo`` runs on its pairs, in the order a user would.
 
-For the gentle and the aggressive fine-tune: the interpolation path, the
+For the careful and the aggressive fine-tune: the interpolation path, the
 layer-wise paths and sharpness along the path. On the aggressive pair (the
 failure mode): the straggler layers, pruned, and the path before and after.
 Every report is written to ``ROOT/reports`` and its figure to ``ROOT/figures``.
@@ -38,7 +38,7 @@ from ..reports.plot import figures, save_figures
 from ..reports.report import Report
 from .build import DemoArtifacts
 
-PAIRS = ("gentle", "aggressive")  # the fine-tunes analysed one by one; the study takes all
+PAIRS = ("careful", "aggressive")  # the fine-tunes analysed one by one; the study takes all
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class TourOptions:
 
     alphas: tuple[float, ...] = tuple(round(0.1 * i, 10) for i in range(11))
     layer_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # layer-wise and sharpness
-    rho: float = 0.1  # sharpness radius, relative to |w|: measured not to saturate here (0.5 does)
+    rho: float = 0.1  # sharpness radius, relative to |w|: measured not to saturate here (0.3 does)
     iterations: int = 8  # noise draws per sharpness point
     limit: int = 512  # examples per dataset for sharpness and stragglers
     top_k: int = 2  # stragglers pruned: the two sharpest layers (five layers make z weak)
