@@ -19,7 +19,6 @@ from typing import Any
 
 from .. import __version__
 from ..core.checkpoint import Checkpoint
-from ..core.models import Architecture
 from ..core.saving import check_target, save_like
 from ..core.weights import interpolate_weights
 from ..core.workspace import describe_checkpoints, open_checkpoints
@@ -57,12 +56,8 @@ class Merged:
     """What ``merge`` wrote."""
 
     output: Path  # the file (open_clip) or folder (transformers)
-    format: str  # "open_clip" or "transformers"
     choice: AlphaChoice
-    files: tuple[Path, ...]  # every file written
-    tensors: int  # tensors merged
-    architecture: Architecture
-    report: Report  # command "merge": the inputs, the alpha and how it was chosen, the files
+    report: Report  # command "merge": the inputs, the format, the tensors, the files
 
 
 def parse_alpha(text: str | float, extrapolate: bool = False) -> float | str:
@@ -160,11 +155,10 @@ def merge(
     """
     started = time.perf_counter()
     requested = parse_alpha(alpha, extrapolate)
-    alpha = requested
-    _check_alpha_source(alpha, from_report, select_on)
+    _check_alpha_source(requested, from_report, select_on)
     roles = {"zero_shot": Path(zero_shot), "fine_tuned": Path(fine_tuned)}
     loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
-    if alpha == BEST:
+    if requested == BEST:
         choice = choose_alpha(Path(from_report), loaded, select_on)
         if not (extrapolate or 0.0 <= choice.alpha <= 1.0):
             raise ConfigError(
@@ -172,7 +166,7 @@ def merge(
                 "(the report extrapolated); add --extrapolate to merge there"
             )
     else:
-        choice = AlphaChoice(alpha)
+        choice = AlphaChoice(requested)
     source = loaded["fine_tuned"]
     output = Path(output)
     check_target(output, source.format)
@@ -201,7 +195,7 @@ def merge(
         },  # fmt: skip
         seconds=time.perf_counter() - started,
     )
-    return Merged(output, source.format, choice, files, len(merged), arch, report)
+    return Merged(output, choice, report)
 
 
 def _check_alpha_source(alpha, from_report, select_on) -> None:

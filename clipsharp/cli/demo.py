@@ -85,12 +85,13 @@ def command(
 
 def show(reports: dict, say) -> None:
     """The summary tables of the path, the stragglers, the repair and the study."""
+    from ..demo.run import PAIRS
     from .interpolate import path_table
     from .prune import prune_tables
     from .stragglers import straggler_table
     from .study import study_table
 
-    for name in ("careful", "aggressive"):
+    for name in PAIRS:
         say.print(path_table(reports[f"interpolate-{name}"].to_dict()))
         say.print(f"[dim]zero-shot vs the {name} fine-tune[/dim]\n")
     say.print(straggler_table(reports["stragglers-aggressive"].to_dict()))

@@ -22,13 +22,17 @@ from . import hf
 from .checkpoint import Checkpoint, save_checkpoint
 from .models import Architecture
 
-HEAD_CLASSNAMES = "clipsharp.head_classnames"  # carried over: the head's tensors are
+HEAD_CLASSNAMES = "clipsharp.head_classnames"  # carried over with the head's tensors
+
+
+def source_folder(source: Checkpoint) -> Path:
+    """The transformers folder ``source`` was read from (given as the folder or a file in it)."""
+    return source.path if source.path.is_dir() else source.path.parent
 
 
 def folder_files(source: Checkpoint) -> tuple[str, ...]:
     """The names written into a transformers folder, ``config.json`` last."""
-    folder = source.path if source.path.is_dir() else source.path.parent
-    companions = tuple(name for name in hf.COMPANIONS if (folder / name).is_file())
+    companions = tuple(name for name in hf.COMPANIONS if (source_folder(source) / name).is_file())
     return (hf.WEIGHTS, *companions, hf.CONFIG)
 
 
@@ -71,8 +75,9 @@ def save_like(
     """
     if source.format == hf.FORMAT:
         return _write_transformers(output, tensors, source, provenance)
-    carried = {k: v for k, v in source.metadata.items() if k == HEAD_CLASSNAMES}
-    metadata = arch.metadata() | carried
+    metadata = arch.metadata()
+    if HEAD_CLASSNAMES in source.metadata:
+        metadata[HEAD_CLASSNAMES] = source.metadata[HEAD_CLASSNAMES]
     save_checkpoint(output, tensors, metadata | dict(provenance))
     return (output,)
 
@@ -89,7 +94,7 @@ def _write_transformers(
     save_checkpoint(
         output / hf.WEIGHTS, hf.to_transformers(tensors), {"format": "pt", **provenance}
     )
-    folder = source.path if source.path.is_dir() else source.path.parent
+    folder = source_folder(source)
     for name in names[1:-1]:
         write_atomic(output / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
     write_atomic(output / hf.CONFIG, lambda tmp: tmp.write_text(config, encoding="utf-8"))
@@ -108,7 +113,12 @@ def commit(staged: Path, output: Path) -> None:
             os.replace(staged / name, output / name)
         staged.rmdir()
     except OSError as e:
-        raise ClipsharpError(f"cannot write -o {output}: {e.strerror}; nothing was kept") from e
+        kept = (
+            f"{output} may be unfinished ({hf.CONFIG} is moved last)"
+            if staged.is_dir()
+            else "nothing was kept"
+        )
+        raise ClipsharpError(f"cannot write -o {output}: {e.strerror}; {kept}") from e
 
 
 def discard(staged: Path) -> None:

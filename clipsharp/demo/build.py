@@ -174,12 +174,19 @@ def pixel_tensors(images: list[Image.Image], image_size: int) -> Tensor:
     return torch.stack([transform(image.convert("RGB")) for image in images])
 
 
-def normalize(pixels: Tensor) -> Tensor:
-    """OpenAI mean/std normalisation, the last step of ``open_clip.image_transform``."""
+def mean_std() -> tuple[Tensor, Tensor]:
+    """OpenAI's per-channel mean and std, shaped (1, 3, 1, 1)."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (
+        torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1),
+        torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1),
+    )
+
+
+def normalize(pixels: Tensor) -> Tensor:
+    """OpenAI mean/std normalisation, the last step of ``open_clip.image_transform``."""
+    mean, std = mean_std()
     return (pixels - mean) / std
 
 
@@ -300,10 +307,7 @@ def pretrain(model, pixels: Tensor, labels: Tensor, run: Run) -> None:
 
 def invert_normalized(images: Tensor) -> Tensor:
     """Colour inversion of normalised images: ``normalize(1 - x)`` from ``normalize(x)``."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    mean, std = mean_std()
     return (1 - 2 * mean) / std - images
 
 
