@@ -199,7 +199,7 @@ def strip_prefix(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 def _check_loads(checkpoint: Checkpoint, arch: Architecture) -> None:
     """Build the architecture and load the tensors into it, as every command will."""
-    build_classifier(arch, checkpoint, device="cpu", dtype=torch.float32)
+    build_classifier(arch, [checkpoint], device="cpu", dtype=torch.float32)
 
 
 def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -456,17 +456,18 @@ class ClipClassifier:
 
 
 def build_classifier(
-    arch: Architecture, checkpoint: Checkpoint, *, device, dtype: torch.dtype
+    arch: Architecture, checkpoints: Sequence[Checkpoint], *, device, dtype: torch.dtype
 ) -> ClipClassifier:
-    """The working classifier of ``checkpoint``: its architecture built (less the text members
-    an image-tower-only checkpoint lacks), with its stored head, checked against its keys and
-    shapes, and loaded with its tensors."""
+    """The working classifier of ``checkpoints`` (of one layout), holding the last: the
+    architecture built (less the text members an image-tower-only checkpoint lacks), with
+    the stored head, each checkpoint checked in turn against its keys and shapes."""
+    last = checkpoints[-1]
     model = build_model(arch)
-    drop_absent_text(model, checkpoint.tensors.keys())
-    head = head_shape(checkpoint)
-    classifier = ClipClassifier(model, head_shape=head, device=device, dtype=dtype)
-    check_architecture(classifier, checkpoint, arch)
-    classifier.load(checkpoint.tensors)
+    drop_absent_text(model, last.tensors.keys())
+    classifier = ClipClassifier(model, head_shape=head_shape(last), device=device, dtype=dtype)
+    for checkpoint in checkpoints:
+        check_architecture(classifier, checkpoint, arch)
+    classifier.load(last.tensors)
     return classifier
 
 

@@ -33,7 +33,6 @@ from .models import (
     ZeroShotHeads,
     build_classifier,
     build_tokenizer,
-    check_architecture,
     eval_transform,
     load_templates,
     resolve_architecture,
@@ -210,10 +209,7 @@ def open_checkpoints(
     if len(loaded) == 2:
         validate_pair(*loaded.values())
     arch = common_architecture(list(loaded.values()), model)
-    *others, last = loaded.values()
-    classifier = build_classifier(arch, last, device=device, dtype=dtype)
-    for ckpt in others:
-        check_architecture(classifier, ckpt, arch)
+    classifier = build_classifier(arch, list(loaded.values()), device=device, dtype=dtype)
     return loaded, arch, classifier
 
 
