@@ -49,7 +49,11 @@ def command(
         granularity=granularity,
         allow_nonfinite=inputs.allow_nonfinite,
     )
-    finish(report, layer_table(report.to_dict()), output, console(), form=rendering.format)
+    doc = report.to_dict()
+    finish(report, layer_table(doc), output, console(), form=rendering.format)
+    inferred = doc["inputs"]["architecture"].get("inferred")
+    if inferred and rendering.format == "table":
+        console().print(escape(inferred_text(inferred)), soft_wrap=True)
 
 
 def layer_table(doc: dict) -> Table:
@@ -69,10 +73,6 @@ def layer_table(doc: dict) -> Table:
         if pair:
             cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
         table.add_row(*cells)
-    inferred = doc["inputs"]["architecture"].get("inferred")
-    if inferred:
-        table.caption = escape(inferred_text(inferred))
-        table.caption_justify = "left"
     return table
 
 

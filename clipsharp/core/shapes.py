@@ -10,7 +10,8 @@ its layers by counting blocks. Heads are width / 64 and the activation GELU (Qui
 when asked): shapes cannot show either, so both are recorded as assumed.
 
 An image-tower-only checkpoint (no ``transformer.*``) gives only the text fields its
-leftovers show; the config is built with a text tower of no blocks, never used.
+leftovers show; its config holds a placeholder text tower of one block, which the
+working model drops as soon as it is built.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import torch
 from .checkpoint import has_text_tower
 
 HEAD_WIDTH = 64  # the width of one attention head in every OpenAI CLIP
+# The text config of an image-tower-only checkpoint: open_clip cannot build a CLIP without a
+# text tower, so one of one block is built and dropped at once (models.drop_absent_text).
+PLACEHOLDER_TEXT = {"layers": 1, "heads": 1}
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class ReadConfig:
     @property
     def text_fields(self) -> list[str] | None:
         """The text config fields the shapes fix, or None when the text tower is whole."""
-        if self.model_cfg["text_cfg"].get("layers"):
+        if "text.layers" in self.read:
             return None
         return [name.removeprefix("text.") for name in self.read if name.startswith("text.")]
 
@@ -63,14 +67,14 @@ def read_config(tensors: Mapping[str, torch.Tensor], *, quick_gelu: bool = False
     if unread:
         return None, unread
     assumed = _assumed(vision, text, quick_gelu)
-    heads = {"vision": {"head_width": HEAD_WIDTH}, "text": {}}
+    text_cfg = PLACEHOLDER_TEXT | text  # image-tower-only: a text tower to build and drop
     if text.get("layers"):
-        heads["text"] = {"heads": text["width"] // HEAD_WIDTH}
+        text_cfg["heads"] = text["width"] // HEAD_WIDTH
     model_cfg = {
         "embed_dim": read["embed_dim"],
         "quick_gelu": quick_gelu,
-        "vision_cfg": vision | heads["vision"],
-        "text_cfg": {"layers": 0, **text, **heads["text"]},
+        "vision_cfg": vision | {"head_width": HEAD_WIDTH},
+        "text_cfg": text_cfg,
     }
     return ReadConfig(model_cfg, read, assumed), []
 
@@ -160,6 +164,6 @@ def _assumed(vision: dict, text: dict, quick_gelu: bool) -> dict[str, str]:
     if text.get("layers"):
         assumed["text.heads"] = f"width / {HEAD_WIDTH} = {text['width'] // HEAD_WIDTH}"
     else:
-        assumed["text"] = "absent (image-tower-only): no text blocks"
+        assumed["text"] = "absent (image-tower-only): a placeholder of one block, dropped"
     assumed["activation"] = "QuickGELU" if quick_gelu else "GELU"
     return assumed
