@@ -63,7 +63,8 @@ def convert_checkpoint(
             (re-written with the architecture and provenance added).
         output: the ``.safetensors`` file to write, atomically; never the input.
         model: the architecture (open_clip name or config JSON); needed unless the input
-            records it or has an ``open_clip_config.json`` beside it.
+            records it, has an ``open_clip_config.json`` beside it, or its shapes show a
+            standard ViT CLIP (``core/shapes.py``).
         force: replace ``output`` when it exists.
         allow_nonfinite: accept NaN / Inf weights.
 
