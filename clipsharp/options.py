@@ -146,7 +146,8 @@ class InputOptions:
     model: str | None = option(
         None,
         "Architecture: an open_clip name (ViT-B-32) or a model-config JSON. "
-        "Default: the checkpoint's metadata, or open_clip_config.json beside it.",
+        "Default: the checkpoint's metadata, open_clip_config.json beside it, or the "
+        "tensors' shapes (a standard ViT CLIP, heads of 64, GELU).",
         metavar="NAME|FILE",
     )
     allow_nonfinite: bool = option(False, "Accept checkpoints holding NaN or Inf values.")

@@ -28,14 +28,7 @@ from ..core.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..core.models import (
-    Architecture,
-    ClipClassifier,
-    build_model,
-    check_architecture,
-    head_shape,
-    resolve_architecture,
-)
+from ..core.models import Architecture, build_classifier, resolve_architecture
 from ..errors import CheckpointError, ConfigError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts put it
@@ -70,7 +63,8 @@ def convert_checkpoint(
             (re-written with the architecture and provenance added).
         output: the ``.safetensors`` file to write, atomically; never the input.
         model: the architecture (open_clip name or config JSON); needed unless the input
-            records it or has an ``open_clip_config.json`` beside it.
+            records it, has an ``open_clip_config.json`` beside it, or its shapes show a
+            standard ViT CLIP (``core/shapes.py``).
         force: replace ``output`` when it exists.
         allow_nonfinite: accept NaN / Inf weights.
 
@@ -206,11 +200,7 @@ def strip_prefix(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 def _check_loads(checkpoint: Checkpoint, arch: Architecture) -> None:
     """Build the architecture and load the tensors into it, as every command will."""
-    classifier = ClipClassifier(
-        build_model(arch), head_shape=head_shape(checkpoint), device="cpu", dtype=torch.float32
-    )
-    check_architecture(classifier, checkpoint, arch)
-    classifier.load(checkpoint.tensors)
+    build_classifier(arch, [checkpoint], device="cpu", dtype=torch.float32)
 
 
 def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.checkpoint import Checkpoint
+from ..core.checkpoint import Checkpoint, has_text_tower
 from ..core.layers import layer_groups, tower_of
 from ..core.workspace import describe_checkpoints, open_checkpoints
 from ..errors import ConfigError
@@ -55,12 +55,21 @@ def run_inspect(
             "parameters": sum(t.numel() for t in tensors.values()),
             "tensors": len(tensors),
             "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
-            "head": "stored" if "head.weight" in tensors else "zero-shot",
+            "head": _head(tensors),
+            "text_tower": has_text_tower(tensors),
             "layers": len(layers),
             "changed_layers": sum(1 for row in layers if row.get("relative_change")),
         },
         seconds=time.perf_counter() - started,
     )
+
+
+def _head(tensors) -> str:
+    """``stored``, ``zero-shot`` (built from the text tower), or ``none`` (image-tower-only
+    without a stored head: no analysis can classify with it)."""
+    if "head.weight" in tensors:
+        return "stored"
+    return "zero-shot" if has_text_tower(tensors) else "none"
 
 
 def _layers(checkpoints: list[Checkpoint], granularity: str) -> list[dict]:

@@ -307,6 +307,10 @@ class Sharpness(Analysis):
     sharpness: SharpnessOptions = SharpnessOptions()
     command: ClassVar[str] = "sharpness"
 
+    def check(self, workspace: Workspace) -> None:
+        if self.sharpness.include_text:
+            workspace.require_text_tower("--include-text")
+
     def alphas(self, workspace: Workspace) -> list[float | None]:
         return list(self.options.path.alphas) if "zero_shot" in workspace.checkpoints else [None]
 

@@ -102,6 +102,8 @@ class Stragglers(Analysis):
 
     def check(self, workspace: Workspace) -> None:
         _rank_dataset(workspace, self.stragglers)  # a bad --rank-on fails before any work
+        if self.measure_options.include_text:
+            workspace.require_text_tower("--include-text")
 
     def config(self, workspace: Workspace) -> dict:
         config = run_config(workspace, self.options) | asdict(self.measure_options)

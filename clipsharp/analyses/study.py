@@ -100,6 +100,8 @@ def run_sweep(
         workspace = inputs.open(options.run.data, options.run.eval, progress)
         docs, files = {}, {}
         for analysis in analyses_of(options):
+            analysis.check(workspace)  # every analysis's options fit, before any work
+        for analysis in analyses_of(options):
             path = reports_dir / f"{name}.{analysis.command}.json"
             docs[analysis.command] = report_of(analysis, workspace, path, resume, progress, say)
             files[analysis.command] = str(path)

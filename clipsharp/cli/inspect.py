@@ -49,7 +49,11 @@ def command(
         granularity=granularity,
         allow_nonfinite=inputs.allow_nonfinite,
     )
-    finish(report, layer_table(report.to_dict()), output, console(), form=rendering.format)
+    doc = report.to_dict()
+    finish(report, layer_table(doc), output, console(), form=rendering.format)
+    inferred = doc["inputs"]["architecture"].get("inferred")
+    if inferred and rendering.format == "table":
+        console().print(escape(inferred_text(inferred)), soft_wrap=True)
 
 
 def layer_table(doc: dict) -> Table:
@@ -58,6 +62,8 @@ def layer_table(doc: dict) -> Table:
         f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
         f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
     )
+    if not s.get("text_tower", True):
+        title += ", image tower only"
     pair = "fine_tuned" in doc["inputs"]["checkpoints"]
     change = ["|ft-zs|/|zs|"] if pair else []
     table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
@@ -68,3 +74,10 @@ def layer_table(doc: dict) -> Table:
             cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
         table.add_row(*cells)
     return table
+
+
+def inferred_text(inferred: dict) -> str:
+    """What the shapes showed and what was assumed, as one paragraph."""
+    read = ", ".join(f"{name} {value:g}" for name, value in inferred["read"].items())
+    assumed = ", ".join(f"{name} {value}" for name, value in inferred["assumed"].items())
+    return f"inferred from tensor shapes: {read}; assumed: {assumed} (if wrong, pass --model)"

@@ -3,7 +3,9 @@
 A checkpoint is one safetensors file holding an open_clip model's state_dict
 (optionally with a classification head ``head.weight`` / ``head.bias``), or a
 HuggingFace transformers ``CLIPModel`` folder, read onto open_clip's keys (``hf.py``).
-Pickled checkpoints are never unpickled here.
+An image-tower-only checkpoint (WiSE-FT, model soups, task vectors) has no text
+transformer: it classifies with its stored head. Pickled checkpoints are never
+unpickled here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from ..errors import CheckpointError
 from ..files import file_sha256, write_atomic
 from . import hf
 
-__all__ = ["Checkpoint", "file_sha256", "load_checkpoint", "save_checkpoint", "validate_pair"]
+__all__ = [
+    "Checkpoint", "file_sha256", "has_text_tower", "load_checkpoint", "save_checkpoint",
+    "validate_pair",
+]  # fmt: skip
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
@@ -62,6 +67,14 @@ class Checkpoint:
     def format(self) -> str:
         """``transformers`` for a CLIPModel checkpoint, else ``open_clip``."""
         return self.metadata.get("clipsharp.format", "open_clip")
+
+
+TEXT_TOWER = ("transformer.", "text.")  # key prefixes of the text transformer (CLIP, custom text)
+
+
+def has_text_tower(keys: Iterable[str]) -> bool:
+    """False for an image-tower-only state_dict: no key of the text transformer."""
+    return any(key.startswith(TEXT_TOWER) for key in keys)
 
 
 HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REVISION], an open_clip model on the HuggingFace hub
@@ -338,6 +351,7 @@ def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
             f"the zero-shot {zero_shot.path} and the fine-tuned {fine_tuned.path} are the same "
             "checkpoint: the path between them is one point; give two different checkpoints"
         )
+    _check_same_towers(zero_shot, fine_tuned)
     zs, ft = zero_shot.tensors, fine_tuned.tensors
     only_zs, only_ft = sorted(zs.keys() - ft.keys()), sorted(ft.keys() - zs.keys())
     if only_zs or only_ft:
@@ -366,6 +380,20 @@ def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
                 f"checkpoints differ at the integer tensor {key}, which cannot be interpolated; "
                 "are they of the same model?"
             )
+
+
+def _check_same_towers(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
+    """Refuse a pair of which one is image-tower-only and the other has a text tower."""
+    if has_text_tower(zero_shot.tensors) == has_text_tower(fine_tuned.tensors):
+        return
+    whole, alone = (zero_shot, fine_tuned)
+    if not has_text_tower(zero_shot.tensors):
+        whole, alone = fine_tuned, zero_shot
+    raise CheckpointError(
+        f"{alone.name} is image-tower-only (no text transformer, transformer.*) but "
+        f"{whole.name} has a text tower: a pair must share one layout; give the other end "
+        "as the same code saved it (e.g. WiSE-FT's zeroshot.pt with its checkpoint_N.pt)"
+    )
 
 
 def _same_checkpoint(a: Checkpoint, b: Checkpoint) -> bool:

@@ -7,7 +7,8 @@ does: ``visual.embed``, ``visual.block.{i}``, ``visual.head``, ``text.embed``,
 integer index, else the top-level module. ``module`` granularity groups the
 tensors of one leaf module (a weight with its bias; norm statistics); ``tensor``
 takes each tensor alone. Every key belongs
-to exactly one group.
+to exactly one group, and groups are made from the keys there are: an
+image-tower-only checkpoint (no ``transformer.*``) has no ``text.block.*``.
 """
 
 from __future__ import annotations

@@ -3,16 +3,19 @@
 The architecture of a checkpoint is found, in this order: ``--model`` (an
 open_clip name or a config JSON file), the safetensors metadata
 (``clipsharp.model`` or ``clipsharp.model_config``), an
-``open_clip_config.json`` beside the file. Models are built from the config
-dict (never through a global registry) and filled from the checkpoint.
+``open_clip_config.json`` beside the file, and last the shapes of its tensors
+(a standard ViT CLIP, ``shapes.py``; named when it equals one of open_clip's
+configs). Models are built from the config dict (never through a global
+registry) and filled from the checkpoint. An image-tower-only checkpoint gives
+a model without the text members it lacks (``drop_absent_text``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,18 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..progress import Progress
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, has_text_tower
+from .shapes import ReadConfig, read_config
 
 HEAD_KEYS = ("head.weight", "head.bias")
 SCALE_KEYS = ("logit_scale", "logit_bias")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+NO_TEXT_TOWER = (
+    "{what} is image-tower-only (no text transformer, transformer.*) and has no stored head "
+    "(head.weight, head.bias), and a zero-shot head needs a text tower; attach its "
+    "classification head: clipsharp convert CHECKPOINT --head HEAD -o OUT.safetensors"
+)
+INFERRED = "tensor shapes"  # the source of an architecture read from the checkpoint's shapes
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,12 @@ class Architecture:
     name: str  # open_clip model name, or "custom"
     model_cfg: dict[str, Any] = field(hash=False)  # embed_dim, vision_cfg, text_cfg, ...
     preprocess_cfg: dict[str, Any] = field(hash=False)  # mean, std, interpolation, resize_mode
-    source: str  # "--model", "metadata", or the open_clip_config.json path
+    source: str  # "--model", "metadata", the open_clip_config.json path, or INFERRED
+    inferred: dict[str, Any] | None = field(default=None, hash=False)  # ReadConfig.describe()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source}
+        found = {"name": self.name, "source": self.source}
+        return found if self.inferred is None else found | {"inferred": self.inferred}
 
     def metadata(self) -> dict[str, str]:
         """Checkpoint metadata from which every command finds this architecture again:
@@ -51,8 +63,13 @@ class Architecture:
         return {"clipsharp.model_config": json.dumps(config, sort_keys=True)}
 
 
-def resolve_architecture(checkpoint: Checkpoint, model: str | None = None) -> Architecture:
-    """Find a checkpoint's architecture (see the module docstring for the order)."""
+def resolve_architecture(
+    checkpoint: Checkpoint, model: str | None = None, *, quick_gelu: bool = False
+) -> Architecture:
+    """Find a checkpoint's architecture (see the module docstring for the order).
+
+    ``quick_gelu``: read from the shapes, the activation is QuickGELU (OpenAI's weights and
+    what was fine-tuned from them), not open_clip's default GELU; shapes cannot tell."""
     if model:
         return _from_model_option(model)
     meta = checkpoint.metadata
@@ -66,9 +83,96 @@ def resolve_architecture(checkpoint: Checkpoint, model: str | None = None) -> Ar
     if beside.is_file():
         cfg = _parse_config_json(beside.read_text(encoding="utf-8"), str(beside))
         return _custom(cfg, source=str(beside))
-    raise CheckpointError(
-        f"cannot tell the architecture of {checkpoint.path}: pass --model NAME or --model "
-        "CONFIG.json, or store it in the metadata key clipsharp.model, or put an "
+    return inferred_architecture(checkpoint, quick_gelu=quick_gelu)
+
+
+def inferred_architecture(checkpoint: Checkpoint, *, quick_gelu: bool = False) -> Architecture:
+    """The architecture read from the checkpoint's shapes (``shapes.py``): the open_clip
+    config of that name when it is equal, else a custom one; either is built on the meta
+    device and must fit every key and shape. Refused, listing what could not be read."""
+    found, unread = read_config(checkpoint.tensors, quick_gelu=quick_gelu)
+    if found is None:
+        raise _cannot_tell(checkpoint, f"could not infer {'; '.join(unread)}")
+    arch = _named_fit(found, checkpoint) or Architecture("custom", found.model_cfg, {}, INFERRED)
+    misfit = _misfit(arch, checkpoint)
+    if misfit:
+        raise _cannot_tell(checkpoint, f"a standard ViT CLIP of its shapes does not fit ({misfit})")
+    return replace(arch, inferred=found.describe())
+
+
+def _named_fit(found: ReadConfig, checkpoint: Checkpoint) -> Architecture | None:
+    """The open_clip config equal to ``found``; refused when configs fit the shapes but none
+    is equal (their heads or activation are not those assumed: shapes cannot choose)."""
+    import open_clip
+
+    candidates = [_named(name, source=INFERRED) for name in open_clip.list_models()]
+    same_shapes = [
+        arch
+        for arch in candidates
+        if _is_standard_vit(arch.model_cfg)
+        and _view(arch.model_cfg, found, shapes=True) == _view(found.model_cfg, found, shapes=True)
+    ]
+    for arch in same_shapes:
+        if _view(arch.model_cfg, found) == _view(found.model_cfg, found):
+            return arch
+    fitting = [arch.name for arch in same_shapes if not _misfit(arch, checkpoint)]
+    if fitting:
+        activation = found.assumed["activation"]
+        raise _cannot_tell(
+            checkpoint,
+            f"its shapes fit {', '.join(fitting)}, but not with heads of 64 and {activation}, "
+            "and shapes cannot tell which",
+        )
+    return None
+
+
+def _is_standard_vit(cfg: Mapping[str, Any]) -> bool:
+    """An open_clip ViT image tower and text transformer (what ``shapes.py`` reads)."""
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    return (
+        isinstance(vision.get("layers", 12), int)
+        and not vision.get("timm_model_name")
+        and not text.get("hf_model_name")
+        and not cfg.get("custom_text")
+    )
+
+
+def _view(cfg: Mapping[str, Any], found: ReadConfig, *, shapes: bool = False) -> dict[str, Any]:
+    """What is compared of a config: the fields ``found`` read (``shapes``), or the whole
+    config with open_clip's defaults, its text tower only as far as ``found`` saw it."""
+    full = _canonical(cfg)
+    towers = {"vision": dict(full.get("vision_cfg", {})), "text": dict(full.get("text_cfg", {}))}
+    for tower in towers.values():
+        if isinstance(tower.get("mlp_ratio"), float | int) and isinstance(tower.get("width"), int):
+            tower["mlp_ratio"] = int(tower["width"] * tower["mlp_ratio"])  # open_clip's MLP width
+    if shapes:
+        flat = {"embed_dim": full.get("embed_dim")}
+        flat |= {f"{t}.{k}": v for t, tower in towers.items() for k, v in tower.items()}
+        return {name: flat.get(name) for name in found.read}
+    if found.text_fields is not None:
+        towers["text"] = {k: towers["text"].get(k) for k in found.text_fields}
+    top = ("embed_dim", "quick_gelu", "custom_text", "init_logit_bias", "nonscalar_logit_scale")
+    return {k: full.get(k) or None for k in top} | towers
+
+
+def _misfit(arch: Architecture, checkpoint: Checkpoint) -> str | None:
+    """Why ``arch`` (built on the meta device) does not hold the checkpoint's keys and
+    shapes, or None when it does."""
+    stored = {key: checkpoint.tensors[key].shape for key in HEAD_KEYS if head_shape(checkpoint)}
+    try:
+        model = build_model(arch, device="meta")
+        drop_absent_text(model, checkpoint.tensors.keys())
+        built = {key: t.shape for key, t in model.state_dict().items()}
+        check_keys(built | stored, checkpoint, arch)
+    except CheckpointError as e:
+        return str(e).split("; ")[0]
+    return None
+
+
+def _cannot_tell(checkpoint: Checkpoint, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot tell the architecture of {checkpoint.path}: {why}; pass --model NAME or "
+        "--model CONFIG.json, or store it in the metadata key clipsharp.model, or put an "
         "open_clip_config.json beside the file"
     )
 
@@ -175,9 +279,10 @@ def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return tensor
 
 
-def build_model(arch: Architecture) -> torch.nn.Module:
-    """An open_clip model of this architecture, in eval mode, on the CPU, its weights not
-    initialised (left as allocated): load a checkpoint into it before use."""
+def build_model(arch: Architecture, device: str | None = None) -> torch.nn.Module:
+    """An open_clip model of this architecture, in eval mode, on the CPU (or ``device``:
+    ``meta`` builds shapes only), its weights not initialised (left as allocated): load a
+    checkpoint into it before use."""
     from open_clip.model import CLIP, CustomTextCLIP
 
     cfg = json.loads(json.dumps(arch.model_cfg))  # a deep copy the constructor may change
@@ -188,13 +293,35 @@ def build_model(arch: Architecture) -> torch.nn.Module:
         cfg["vision_cfg"]["timm_model_pretrained"] = False
     cls = CustomTextCLIP if custom_text else CLIP
     try:
-        with _without_random_init():
+        with _without_random_init(), torch.device(device) if device else nullcontext():
             model = cls(**cfg)
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(
             f"open_clip cannot build architecture {arch.name} from {arch.source}: {e}"
         ) from e
     return model.eval()
+
+
+def drop_absent_text(model: torch.nn.Module, keys: Collection[str]) -> list[str]:
+    """For an image-tower-only checkpoint (``keys`` without a text transformer): remove from
+    ``model`` each text-side member (the text transformer, embeddings, final norm,
+    projection, scales) of which ``keys`` hold no tensor, so that no weight left as
+    allocated is ever part of the model. Returns the names removed (none with a text tower).
+
+    What is left is the image tower and the members ``keys`` hold, each loaded from them;
+    the model's ``encode_text`` cannot run, and nothing calls it (a stored head classifies).
+    """
+    if has_text_tower(keys):
+        return []
+    members = {key.split(".", 1)[0] for key in model.state_dict()} - {"visual"}
+    dropped = [
+        name
+        for name in sorted(members)
+        if not any(key == name or key.startswith(f"{name}.") for key in keys)
+    ]
+    for name in dropped:
+        delattr(model, name)
+    return dropped
 
 
 def eval_transform(arch: Architecture, model: torch.nn.Module) -> Callable:
@@ -292,6 +419,11 @@ class ClipClassifier:
             self.tensors["head.weight"] = self.head.weight.data
             self.tensors["head.bias"] = self.head.bias.data
 
+    @property
+    def has_text_tower(self) -> bool:
+        """False when built for an image-tower-only checkpoint: only a stored head classifies."""
+        return has_text_tower(self.tensors)
+
     @torch.no_grad()
     def write(self, key: str, value: torch.Tensor) -> None:
         self.tensors[key].copy_(value)
@@ -323,9 +455,30 @@ class ClipClassifier:
         return self.classify(self.features(images), head)
 
 
+def build_classifier(
+    arch: Architecture, checkpoints: Sequence[Checkpoint], *, device, dtype: torch.dtype
+) -> ClipClassifier:
+    """The working classifier of ``checkpoints`` (of one layout), holding the last: the
+    architecture built (less the text members an image-tower-only checkpoint lacks), with
+    the stored head, each checkpoint checked in turn against its keys and shapes."""
+    last = checkpoints[-1]
+    model = build_model(arch)
+    drop_absent_text(model, last.tensors.keys())
+    classifier = ClipClassifier(model, head_shape=head_shape(last), device=device, dtype=dtype)
+    for checkpoint in checkpoints:
+        check_architecture(classifier, checkpoint, arch)
+    classifier.load(last.tensors)
+    return classifier
+
+
 def check_architecture(classifier: ClipClassifier, checkpoint: Checkpoint, arch: Architecture):
     """Refuse a checkpoint whose keys or shapes differ from the architecture's, naming them."""
-    expected, found = classifier.tensors, checkpoint.tensors
+    check_keys({key: t.shape for key, t in classifier.tensors.items()}, checkpoint, arch)
+
+
+def check_keys(expected: Mapping[str, torch.Size], checkpoint: Checkpoint, arch: Architecture):
+    """Refuse a checkpoint whose keys or shapes are not ``expected``, naming the first."""
+    found = checkpoint.tensors
     missing = [k for k in expected if k not in found]
     extra = [k for k in found if k not in expected]
     where = f"architecture {arch.name} (from {arch.source})"
@@ -339,11 +492,11 @@ def check_architecture(classifier: ClipClassifier, checkpoint: Checkpoint, arch:
         raise CheckpointError(
             f"{checkpoint.path} has key {extra[0]} that {where} lacks; is --model right?"
         )
-    for key, tensor in expected.items():
-        if found[key].shape != tensor.shape:
+    for key, shape in expected.items():
+        if found[key].shape != shape:
             raise CheckpointError(
                 f"{checkpoint.path}: {key} has shape {tuple(found[key].shape)}, {where} "
-                f"expects {tuple(tensor.shape)}; is --model right?"
+                f"expects {tuple(shape)}; is --model right?"
             )
 
 
@@ -390,6 +543,8 @@ class ZeroShotHeads:
         in the head's outputs, or None when they are its classes, in order."""
         if self.classifier.head is not None:
             return self.columns(classnames)
+        if not self.classifier.has_text_tower:
+            raise CheckpointError(NO_TEXT_TOWER.format(what="the checkpoint"))
         key = (state, tuple(classnames))
         if key not in self._cache:
             self._cache[key] = self._build(key, progress)

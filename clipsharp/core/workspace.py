@@ -27,14 +27,13 @@ from .checkpoint import Checkpoint, load_checkpoint, validate_pair
 from .engine import Engine
 from .models import (
     DTYPES,
+    NO_TEXT_TOWER,
     Architecture,
     ClipClassifier,
     ZeroShotHeads,
-    build_model,
+    build_classifier,
     build_tokenizer,
-    check_architecture,
     eval_transform,
-    head_shape,
     load_templates,
     resolve_architecture,
     same_architecture,
@@ -100,6 +99,14 @@ class Workspace:
         finally:
             self.classifier.load(self.at_rest.tensors)
             self.heads.invalidate()
+
+    def require_text_tower(self, flag: str) -> None:
+        """Refuse ``flag`` (an option that needs the text tower) on image-tower-only weights."""
+        if not self.classifier.has_text_tower:
+            raise CheckpointError(
+                f"{flag} needs a text tower, which {self.at_rest.path} lacks (image-tower-only: "
+                f"no transformer.* keys); drop {flag}"
+            )
 
     def engine(self, batch_size: int, *, journal=None, progress=None) -> Engine:
         """An engine over this workspace's model and datasets (see ``engine.py``)."""
@@ -171,6 +178,8 @@ def open_workspace(
             device=device,
             dtype=DTYPES[evaluation.precision],
         )
+    if classifier.head is None and not classifier.has_text_tower:
+        raise CheckpointError(NO_TEXT_TOWER.format(what=list(loaded.values())[-1].path))
     templates = load_templates(evaluation.templates)
     head_names = _head_classnames(evaluation, loaded)
     heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
@@ -191,7 +200,8 @@ def open_checkpoints(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[dict[str, Checkpoint], Architecture, ClipClassifier]:
-    """Read, validate (as a pair when two) and build the working model holding the last one."""
+    """Read, validate (as a pair when two) and build the working model holding the last one
+    (an image-tower-only pair: without the text members the checkpoints lack)."""
     loaded = {
         role: load_checkpoint(path, allow_nonfinite=allow_nonfinite)
         for role, path in checkpoints.items()
@@ -199,13 +209,7 @@ def open_checkpoints(
     if len(loaded) == 2:
         validate_pair(*loaded.values())
     arch = common_architecture(list(loaded.values()), model)
-    last = list(loaded.values())[-1]
-    classifier = ClipClassifier(
-        build_model(arch), head_shape=head_shape(last), device=device, dtype=dtype
-    )
-    for ckpt in loaded.values():
-        check_architecture(classifier, ckpt, arch)
-    classifier.load(last.tensors)
+    classifier = build_classifier(arch, list(loaded.values()), device=device, dtype=dtype)
     return loaded, arch, classifier
 
 
