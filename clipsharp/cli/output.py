@@ -146,15 +146,18 @@ def uninterrupted() -> Iterator[None]:
 
 def run_files(inputs: InputOptions, run: RunOptions) -> list:
     """``(what, path)`` of every file and folder the shared options make a run read."""
+    from ..data.imagenet import LISTS
     from ..options import TEMPLATE_SETS
 
-    templates = None if run.eval.templates in TEMPLATE_SETS else run.eval.templates
+    def file(value: str | None, named: tuple[str, ...]) -> str | None:
+        return None if value in named else value
+
     return [
         *dataset_inputs("--id", [inputs.id] if inputs.id else []),
         *dataset_inputs("--ood", inputs.ood),
-        ("the --classnames file", run.data.classnames),
-        ("the --templates file", templates),
-        ("the --head-classnames file", run.eval.head_classnames),
+        ("the --classnames file", file(run.data.classnames, LISTS)),
+        ("the --templates file", file(run.eval.templates, TEMPLATE_SETS)),
+        ("the --head-classnames file", file(run.eval.head_classnames, LISTS)),
         ("the --model config", inputs.model),
     ]
 
