@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -234,6 +235,8 @@ def finish(
 
     if not is_main():
         return
+    for line in class_notes(report.to_dict()):
+        out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
     if form == "md":
         sys.stdout.write(markdown(summary))
     elif form == "table":
@@ -250,6 +253,21 @@ def finish(
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)
+
+
+def class_notes(doc: dict) -> list[str]:
+    """One line per dataset whose class names are not its own (ImageNet's, a list), and per
+    dataset mapped onto a stored head by an assumed order."""
+    config = doc.get("config") or {}
+    mapping = config.get("head_mapping") or {}
+    notes = []
+    for entry in (doc.get("inputs") or {}).get("datasets", []):
+        name, source = entry.get("name"), entry.get("class_names") or ""
+        if source.startswith(("imagenet", "--classnames imagenet")):
+            notes.append(f"{name}: class names {source}: CLIP's names of ImageNet's classes")
+        if "assumed" in mapping.get(name, ""):
+            notes.append(f"{name}: stored head: {mapping[name]}")
+    return notes
 
 
 def markdown(renderable: RenderableType) -> str:

@@ -120,9 +120,11 @@ def _listed(names: list[str], listed: str, what: str) -> ClassNames:
     if unknown:
         few = ", ".join(repr(name) for name in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        verb = "is" if len(unknown) == 1 else "are"
         raise DatasetError(
-            f"{len(unknown)} class {what} ({few}{more}) are neither wnids, indices 0-"
-            f"{len(kept) - 1} nor class names of --classnames {listed}; is it the right list?"
+            f"{len(unknown)} of its {len(names)} class {what} ({few}{more}) {verb} not in "
+            f"--classnames {listed} (as a wnid, an index 0-{len(kept) - 1} or a class name); "
+            "is it the right list?"
         )
     digits = all(name.isdigit() for name in names)
     form = "wnid" if imagenet.all_wnids(names) else "integer" if digits else "named"
@@ -130,15 +132,12 @@ def _listed(names: list[str], listed: str, what: str) -> ClassNames:
 
 
 def _from_file(names: list[str], path: Path, what: str) -> ClassNames:
-    """A file's names for a dataset's classes: by index (integer names), by wnid (a file of
-    1000, in ImageNet's order), by name (a superset), or one per class in order."""
+    """A file's names for a dataset's classes: by index (integer names), by name (names
+    the dataset's classes already have), or one per class, in the dataset's order."""
     given = read_classnames(path)
     source = f"--classnames {path}"
     if all(n.isdigit() for n in names) and all(int(n) < len(given) for n in names):
         return ClassNames([given[int(n)] for n in names], f"{source} (by index)")
-    if imagenet.all_wnids(names) and len(given) == 1000:
-        index = [imagenet.wnids().index(n) for n in names]
-        return ClassNames([given[i] for i in index], f"{source} (by wnid)", tuple(index))
     if set(names) <= set(given):
         return ClassNames(list(names), f"{source} (by name)")
     if len(given) != len(names):
