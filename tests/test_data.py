@@ -200,7 +200,7 @@ def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
         "fingerprint": loaded.fingerprint,
         "class_names": "dataset (ClassLabel names)",
         "classes": NAMES,
-        "classes_sha256": hashlib.sha256(json.dumps(NAMES).encode()).hexdigest()[:16],
+        "classes_digest": hashlib.sha256(json.dumps(NAMES).encode()).hexdigest()[:16],
     }
 
 

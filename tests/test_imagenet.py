@@ -299,7 +299,7 @@ def test_the_command_line_notes_and_records_the_class_names(pair, tmp_path):
     doc = json.loads(out.read_text())
     sources = {d["name"]: d["class_names"] for d in doc["inputs"]["datasets"]}
     assert sources == {"in_dist": "dataset (ClassLabel names)", "sketch": "imagenet (wnid folders)"}
-    assert all(len(d["classes_sha256"]) == 16 for d in doc["inputs"]["datasets"])
+    assert all(len(d["classes_digest"]) == 16 for d in doc["inputs"]["datasets"])
     assert doc["config"]["subset_logits"] == "restricted"
 
 

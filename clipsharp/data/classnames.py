@@ -34,7 +34,7 @@ class ClassNames:
         """The report's record of the names: the source, a digest, all or the first few."""
         digest = hashlib.sha256(json.dumps(self.names).encode()).hexdigest()[:16]
         shown = self.names if len(self.names) <= SHOWN else self.names[:FIRST]
-        return {"class_names": self.source, "classes": shown, "classes_sha256": digest}
+        return {"class_names": self.source, "classes": shown, "classes_digest": digest}
 
 
 def is_list(option: str | Path | None) -> bool:
