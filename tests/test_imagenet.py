@@ -265,6 +265,14 @@ def test_a_subset_of_a_stored_1000_row_head_restricted_and_all(pair, thousand, t
     assert doc["results"]["path"] == docs["restricted"]["results"]["path"]
     assert doc["config"]["head_mapping"]["imagenet-a"].endswith("by class name")
 
+    from timm.data import ImageNetInfo
+
+    wnids = tmp_path / "wnids.txt"  # a head that names its outputs by wnid
+    wnids.write_text("\n".join(ImageNetInfo().label_names()) + "\n")
+    by_wnid = options(head_classnames=str(wnids))
+    ws = workspace(pair, by_wnid, checkpoints=ends, datasets=[(folder, "ood")])
+    assert run_interpolation(ws, by_wnid).to_dict()["results"] == docs["restricted"]["results"]
+
 
 def test_a_zero_shot_head_over_all_of_imagenet_with_subset_logits_all(pair, tmp_path):
     """--subset-logits all with a zero-shot head: the head of ImageNet's 1000 names."""
