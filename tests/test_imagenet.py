@@ -370,3 +370,35 @@ def test_fewer_class_names_than_label_values_exit_2(pair, tmp_path):
     names.write_text("red\ngreen\n")
     message = refused(pair, tmp_path / "ints.parquet", "--classnames", names)
     assert "has label 2 outside [0, 2)" in message and "one name per label value" in message
+
+
+def test_a_names_file_fits_the_classes_by_index_by_name_or_one_per_class(tmp_path):
+    from clipsharp.data.classnames import named_classes
+
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(11)) + "\n")
+    by_index = named_classes(["10", "2"], names, "folders")  # folders sort '10' before '2'
+    assert by_index.names == ["class 10", "class 2"] and by_index.source.endswith("(by index)")
+    by_name = named_classes(["class 3", "class 1"], names, "folders")
+    assert by_name.names == ["class 3", "class 1"] and by_name.source.endswith("(by name)")
+    renamed = named_classes([f"c{i}" for i in range(11)], names, "ClassLabel names")
+    assert renamed.names[4] == "class 4" and renamed.source.endswith("class order)")
+    with pytest.raises(DatasetError, match="lists 11 names but the dataset has 2 classes"):
+        named_classes(["ant", "bee"], names, "folders")
+
+
+def test_the_report_lists_few_class_names_whole_and_many_by_digest():
+    import hashlib
+
+    from clipsharp.data.classnames import ClassNames
+
+    few = ClassNames(["a", "b"], "dataset (folder names)").describe()
+    assert few == {
+        "class_names": "dataset (folder names)",
+        "classes": ["a", "b"],
+        "classes_digest": hashlib.sha256(b'["a", "b"]').hexdigest()[:16],
+    }
+    many = ClassNames([f"c{i}" for i in range(1000)], "imagenet (wnid folders)").describe()
+    assert many["classes"] == [f"c{i}" for i in range(10)]
+    other = ClassNames([f"c{i}" for i in range(999)] + ["x"], "imagenet (wnid folders)")
+    assert other.describe()["classes_digest"] != many["classes_digest"]
