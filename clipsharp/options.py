@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TEMPLATE_SETS = ("openai", "simple")
+SUBSET_LOGITS = ("restricted", "all")  # --subset-logits: a subset's classes only, or every class
 SHARPNESS_KINDS = ("average", "worst")
 SHARPNESS_NORMS = ("l2", "linf")
 GRANULARITIES = ("block", "module", "tensor")
@@ -163,8 +164,12 @@ class DataOptions:
     label_column: str | None = option(
         None, "Label column (default: the one ClassLabel feature).", metavar="NAME", panel=DATA
     )
-    classnames: Path | None = option(
-        None, "File of class names: one per line, or a JSON list.", metavar="FILE", panel=DATA
+    classnames: str | None = option(
+        None,
+        "Class names: a FILE (one per line, or a JSON list), or imagenet, imagenet-a, "
+        "imagenet-r (CLIP's names of ImageNet's classes; folders may be wnids or indices).",
+        metavar="FILE|imagenet|imagenet-a|imagenet-r",
+        panel=DATA,
     )
     limit: int | None = option(
         None, "Evaluate a seeded subset of at most N examples per dataset.", metavar="N",
@@ -223,11 +228,18 @@ class EvalOptions:
         metavar="openai|simple|FILE",
         panel=EVAL,
     )
-    head_classnames: Path | None = option(
+    head_classnames: str | None = option(
         None,
         "Class names of a stored head (head.weight), in order: a file, one per line or a "
-        "JSON list. Datasets with fewer classes are mapped onto it by name.",
-        metavar="FILE",
+        "JSON list, or imagenet. Datasets with fewer classes are mapped onto it by name.",
+        metavar="FILE|imagenet",
+        panel=EVAL,
+    )
+    subset_logits: str = option(
+        "restricted",
+        "A dataset whose classes are some of the head's: restricted (logits of its classes "
+        "only, WiSE-FT's convention) or all (argmax over every class of the head).",
+        metavar="restricted|all",
         panel=EVAL,
     )
     block_images: int | None = option(
@@ -244,6 +256,7 @@ class EvalOptions:
         if self.block_images is not None and self.block_images < 1:
             raise ConfigError(f"--block-images must be at least 1, got {self.block_images}")
         check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--subset-logits", self.subset_logits, SUBSET_LOGITS)
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ def _labels_out_of_range(tmp_path, pair):
         (_not_clip, [], "resnet.safetensors has no key"),
         (_no_labels, None, "no ClassLabel"),
         (_empty, None, "no examples"),
-        (_labels_out_of_range, None, "outside"),
+        (_labels_out_of_range, None, "lists 2 names but the dataset has 4 classes"),
         (None, ["-o", "/no/such/folder/r.json"], "does not exist"),
         (None, ["--device", "tpu"], "--device 'tpu'"),
         (None, ["--exclude", "["], "--exclude '[' is not a valid regex"),

@@ -6,6 +6,7 @@ reading the datasets back through clipsharp.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -197,6 +198,9 @@ def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
         "num_examples": 24,
         "num_classes": 3,
         "fingerprint": loaded.fingerprint,
+        "class_names": "dataset (ClassLabel names)",
+        "classes": NAMES,
+        "classes_digest": hashlib.sha256(json.dumps(NAMES).encode()).hexdigest()[:16],
     }
 
 
@@ -242,10 +246,10 @@ def test_empty_dataset_is_an_error(tmp_path):
         load(tmp_path / "empty.parquet")
 
 
-def test_labels_outside_classnames_are_an_error(tmp_path):
+def test_classnames_fewer_than_the_classes_are_an_error(tmp_path):
     path = save_splits(tmp_path / "d", {"test": 3})  # labels 0, 1, 2
     (tmp_path / "two.txt").write_text("ant\nbee\n")
-    with pytest.raises(DatasetError, match=r"label 2 outside \[0, 2\).*two.txt"):
+    with pytest.raises(DatasetError, match=r"two.txt lists 2 names but the dataset has 3 classes"):
         load(path, classnames=tmp_path / "two.txt")
 
 

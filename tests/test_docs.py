@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_CONFIG, coloured_images, invoke
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
@@ -93,6 +93,7 @@ def layout(pair, tmp_path_factory) -> Path:
         images, labels = coloured_images(16, seed=10 + seed)
         split = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
         datasets.DatasetDict({"test": split}).save_to_disk(str(root / "data" / name))
+    _imagenet_layout(root, load_file(str(pair.zero_shot)))
     pair_args = [
         "zs.safetensors",
         "ft.safetensors",
@@ -136,6 +137,34 @@ def layout(pair, tmp_path_factory) -> Path:
         result = invoke("demo", "--quick", "--out", "clipsharp-demo", "--device", "cpu")
     assert result.exit_code == 0, result.output
     return root
+
+
+def _imagenet_layout(root: Path, state: dict) -> None:
+    """docs/imagenet.md's sets as users hold them (wnid folders, ImageNetV2's integer
+    folders; four real classes, tiny images) and a pair with a 1000-row stored head."""
+    wnids = ["n01498041", "n01531178", "n01534433", "n01558993"]  # ImageNet-A's first four
+    layouts = {
+        "imagenet/val": wnids, "imagenet-a": wnids, "imagenet-r": wnids[1:] + ["n01443537"],
+        "imagenet-sketch/sketch": wnids, "imagenetv2-matched-frequency-format-val":
+        ["6", "11", "13", "15"],
+    }  # fmt: skip
+    for seed, (folder, names) in enumerate(layouts.items()):
+        images, labels = coloured_images(8, seed=20 + seed)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            (root / "data" / folder / names[label]).mkdir(parents=True, exist_ok=True)
+            image.save(root / "data" / folder / names[label] / f"{i}.png")
+    gen = torch.Generator().manual_seed(0)
+    head = {"head.weight": torch.randn(1000, TINY_CONFIG["embed_dim"], generator=gen),
+            "head.bias": torch.zeros(1000)}  # fmt: skip
+    for name in ("wiseft-zs", "wiseft-ft"):
+        tensors = {**state, **head}
+        metadata = {"clipsharp.model_config": json.dumps(TINY_CONFIG)}
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(root / f"{name}.safetensors"),
+            metadata=metadata,
+        )
+        head = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in head.items()}
 
 
 class _inside:

@@ -16,7 +16,7 @@ from .params import offer
 @offer(
     *(
         f"evaluation.{name}"
-        for name in ("precision", "templates", "head_classnames", "block_images")
+        for name in ("precision", "templates", "head_classnames", "subset_logits", "block_images")
     )
 )
 def command(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -146,15 +147,18 @@ def uninterrupted() -> Iterator[None]:
 
 def run_files(inputs: InputOptions, run: RunOptions) -> list:
     """``(what, path)`` of every file and folder the shared options make a run read."""
+    from ..data.imagenet import LISTS
     from ..options import TEMPLATE_SETS
 
-    templates = None if run.eval.templates in TEMPLATE_SETS else run.eval.templates
+    def file(value: str | None, named: tuple[str, ...]) -> str | None:
+        return None if value in named else value
+
     return [
         *dataset_inputs("--id", [inputs.id] if inputs.id else []),
         *dataset_inputs("--ood", inputs.ood),
-        ("the --classnames file", run.data.classnames),
-        ("the --templates file", templates),
-        ("the --head-classnames file", run.eval.head_classnames),
+        ("the --classnames file", file(run.data.classnames, LISTS)),
+        ("the --templates file", file(run.eval.templates, TEMPLATE_SETS)),
+        ("the --head-classnames file", file(run.eval.head_classnames, LISTS)),
         ("the --model config", inputs.model),
     ]
 
@@ -231,6 +235,8 @@ def finish(
 
     if not is_main():
         return
+    for line in class_notes(report.to_dict()):
+        out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
     if form == "md":
         sys.stdout.write(markdown(summary))
     elif form == "table":
@@ -247,6 +253,21 @@ def finish(
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)
+
+
+def class_notes(doc: dict) -> list[str]:
+    """One line per dataset whose class names are not its own (ImageNet's, a list), and per
+    dataset mapped onto a stored head by an assumed order."""
+    config = doc.get("config") or {}
+    mapping = config.get("head_mapping") or {}
+    notes = []
+    for entry in (doc.get("inputs") or {}).get("datasets", []):
+        name, source = entry.get("name"), entry.get("class_names") or ""
+        if source.startswith(("imagenet", "--classnames imagenet")):
+            notes.append(f"{name}: class names {source}: CLIP's names of ImageNet's classes")
+        if "assumed" in mapping.get(name, ""):
+            notes.append(f"{name}: stored head: {mapping[name]}")
+    return notes
 
 
 def markdown(renderable: RenderableType) -> str:

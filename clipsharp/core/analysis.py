@@ -105,6 +105,11 @@ def run_config(workspace: Workspace, options: RunOptions) -> dict:
         "templates": options.eval.templates if workspace.classifier.head is None else None,
         "head": "zero-shot" if workspace.classifier.head is None else "stored",
         "head_classnames": workspace.heads.head_classnames,
+        "subset_logits": options.eval.subset_logits,
+        "head_mapping": {
+            d.name: workspace.heads.plan(d.classnames, d.classes.imagenet).how
+            for d in workspace.datasets
+        },
         "exclude": options.path.exclude,
         "extrapolate": options.path.extrapolate,
         "failure_threshold": options.path.failure_threshold,

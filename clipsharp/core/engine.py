@@ -145,7 +145,7 @@ class Engine:
         totals = torch.zeros(3, dtype=torch.float64, device=self.classifier.device)
         point.write()
         try:
-            head = self.heads.get(data.classnames, state=point.text, progress=self.progress)
+            head, targets = self.heads.for_data(data, state=point.text, progress=self.progress)
             with torch.inference_mode():
                 for b, (images, y) in enumerate(zip(batches, labels, strict=True)):
                     if stage:
@@ -153,6 +153,7 @@ class Engine:
                     else:
                         features = self.classifier.features(self._finish(data, images))
                     logits = self.classifier.classify(features, head)  # (B, C) fp32
+                    y = y if targets is None else targets[y]  # the label's column
                     loss_sum = F.cross_entropy(logits, y, reduction="sum")
                     _add(totals, logits, y, loss_sum)
         finally:
@@ -323,7 +324,7 @@ def loss_gradient(
     if classifier.head is not None:
         parameters |= {"head.weight": classifier.head.weight, "head.bias": classifier.head.bias}
     inputs = [parameters[key] for key in keys]
-    head = engine.heads.get(data.classnames, state=text)
+    head, targets = engine.heads.for_data(data, state=text)
     head = None if head is None else head.clone()  # a normal tensor: autograd may save it
     grads = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in inputs]
     totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)
@@ -334,6 +335,7 @@ def loss_gradient(
         with torch.enable_grad():
             for images, labels in engine.batches(data):
                 logits = classifier.classify(classifier.features(images), head)  # (B, C) fp32
+                labels = labels if targets is None else targets[labels]
                 loss_sum = F.cross_entropy(logits, labels, reduction="sum")
                 for total, grad in zip(grads, torch.autograd.grad(loss_sum, inputs), strict=True):
                     total += grad.float()

@@ -512,6 +512,17 @@ def head_shape(checkpoint: Checkpoint) -> torch.Size | None:
     return None
 
 
+@dataclass(frozen=True)
+class HeadPlan:
+    """How a dataset's labels meet the head: the classes a zero-shot head is built over,
+    the stored head's outputs kept, and each label's column among the logits."""
+
+    classnames: tuple[str, ...]  # zero-shot: the head's classes (the dataset's, or ImageNet's)
+    columns: torch.Tensor | None  # stored head: the outputs kept, in label order; None: all
+    targets: torch.Tensor | None  # (C,) each label's column of the logits; None: the label
+    how: str  # in words, for the report's config.head_mapping
+
+
 class ZeroShotHeads:
     """The head each dataset is classified with.
 
@@ -519,21 +530,32 @@ class ZeroShotHeads:
     text-tower ``state`` (an identity the caller gives to the text weights the model
     holds: the engine passes each point's), and kept until :meth:`invalidate`. A path
     that leaves the text tower alone encodes the class prompts once; one that moves it,
-    once per distinct text weights. With a
-    stored head, a dataset whose classes are a subset of the head's (ImageNet-R
-    style) is mapped by class name: its logits are the head's columns of its
-    classes (``head_classnames``: the stored head's class names, in order).
+    once per distinct text weights.
+
+    A dataset whose classes are some of the head's (ImageNet-A / -R against a 1000-class
+    head) is found in the stored head by class name, by wnid, or, for a 1000-output head
+    that records no names, by its ImageNet index (the standard order assumed). Its logits
+    are then the head's columns of its classes (``subset_logits="restricted"``, WiSE-FT's
+    projection), or every column, a prediction outside its classes counting as wrong
+    (``"all"``); a zero-shot head is built over its classes, or over ImageNet's 1000.
     """
 
     def __init__(
-        self, classifier: ClipClassifier, tokenizer, templates: Sequence, head_classnames=None
+        self,
+        classifier: ClipClassifier,
+        tokenizer,
+        templates: Sequence,
+        head_classnames=None,
+        subset_logits: str = "restricted",
     ) -> None:
         self.classifier = classifier
         self.tokenizer = tokenizer
         self.templates = templates
         self.head_classnames: list[str] | None = head_classnames
+        self.subset_logits = subset_logits
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._plans: dict[tuple, HeadPlan] = {}
 
     def get(
         self, classnames: Sequence[str], state: Hashable = None, progress: Progress | None = None
@@ -542,7 +564,7 @@ class ZeroShotHeads:
         is now the first time ``state`` asks. Stored head: the (C,) columns of these classes
         in the head's outputs, or None when they are its classes, in order."""
         if self.classifier.head is not None:
-            return self.columns(classnames)
+            return self.plan(classnames).columns
         if not self.classifier.has_text_tower:
             raise CheckpointError(NO_TEXT_TOWER.format(what="the checkpoint"))
         key = (state, tuple(classnames))
@@ -550,35 +572,81 @@ class ZeroShotHeads:
             self._cache[key] = self._build(key, progress)
         return self._cache[key]
 
+    def for_data(
+        self, data, state: Hashable = None, progress: Progress | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(head, targets)`` of a dataset (an ``EvalData``): the head ``classify`` takes,
+        and each label's column of the logits (None: the label itself)."""
+        plan = self.plan(data.classnames, data.classes.imagenet)
+        if self.classifier.head is not None:
+            return plan.columns, plan.targets
+        return self.get(plan.classnames, state, progress), plan.targets
+
     def invalidate(self) -> None:
         self._cache.clear()
 
-    def columns(self, classnames: Sequence[str]) -> torch.Tensor | None:
-        """The stored head's outputs for ``classnames``, mapped by name (see the class doc)."""
+    def plan(self, classnames: Sequence[str], imagenet: Sequence[int] | None = None) -> HeadPlan:
+        """How classes ``classnames`` (of standard ImageNet indices ``imagenet``, when
+        known) meet the head; see the class doc."""
+        key = (tuple(classnames), None if imagenet is None else tuple(imagenet))
+        if key not in self._plans:
+            if self.classifier.head is None:
+                self._plans[key] = self._zero_shot_plan(*key)
+            else:
+                self._plans[key] = self._stored_plan(*key)
+        return self._plans[key]
+
+    def _zero_shot_plan(self, classnames: tuple[str, ...], imagenet) -> HeadPlan:
+        if self.subset_logits == "all" and imagenet is not None and len(imagenet) < 1000:
+            from ..data.imagenet import clip_names
+
+            targets = torch.tensor(imagenet, device=self.classifier.device)
+            how = f"all: {len(imagenet)} of ImageNet's classes, argmax over its 1000"
+            return HeadPlan(clip_names(), None, targets, how)
+        return HeadPlan(classnames, None, None, f"zero-shot head of its {len(classnames)} classes")
+
+    def _stored_plan(self, classnames: tuple[str, ...], imagenet) -> HeadPlan:
+        outputs = self.classifier.head.out_features
+        index, how = self._head_index(classnames, imagenet)
+        if index == list(range(outputs)):
+            return HeadPlan(classnames, None, None, how)
+        found = torch.tensor(index, device=self.classifier.device)
+        if self.subset_logits == "all":
+            return HeadPlan(classnames, None, found, f"all {outputs} outputs; {how}")
+        return HeadPlan(classnames, found, None, f"restricted to {len(index)} outputs; {how}")
+
+    def _head_index(self, classnames: tuple[str, ...], imagenet) -> tuple[list[int], str]:
+        """The stored head's output of each class, and how it was found."""
         outputs = self.classifier.head.out_features
         names = self.head_classnames
         if names is None:
-            if len(classnames) != outputs:
-                raise DatasetError(
-                    f"a dataset has {len(classnames)} classes but the stored head has {outputs}; "
-                    "give the head's class names (--head-classnames FILE) to map them by name"
-                )
-            return None
+            if len(classnames) == outputs:
+                return list(range(outputs)), "the head's outputs in order"
+            if outputs == 1000 and imagenet is not None:
+                return list(imagenet), "ImageNet's standard order assumed (no head class names)"
+            raise DatasetError(
+                f"a dataset has {len(classnames)} classes but the stored head has {outputs}; "
+                "give the head's class names (--head-classnames FILE|imagenet) to map them"
+            )
         if len(names) != outputs:
             raise DatasetError(
                 f"--head-classnames lists {len(names)} names but the stored head has {outputs} "
                 "outputs; give one name per output, in order"
             )
-        missing = [c for c in classnames if c not in names]
-        if missing:
+        position = {name: i for i, name in enumerate(names)}
+        keys = [[name] for name in classnames]
+        if imagenet is not None:
+            from ..data.imagenet import wnids
+
+            keys = [[name, wnids()[i]] for name, i in zip(classnames, imagenet, strict=True)]
+        found = [next((position[k] for k in ks if k in position), None) for ks in keys]
+        if None in found:
+            missing = classnames[found.index(None)]
             raise DatasetError(
-                f"class {missing[0]!r} of a dataset is not among the stored head's class names; "
+                f"class {missing!r} of a dataset is not among the stored head's class names; "
                 "check --head-classnames or the dataset's --classnames"
             )
-        index = [names.index(c) for c in classnames]
-        if index == list(range(outputs)):
-            return None
-        return torch.tensor(index, device=self.classifier.device)
+        return found, "by class name"
 
     @torch.inference_mode()
     def _build(self, key: tuple[Hashable, tuple[str, ...]], progress=None) -> torch.Tensor:

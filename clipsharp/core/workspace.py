@@ -182,7 +182,9 @@ def open_workspace(
         raise CheckpointError(NO_TEXT_TOWER.format(what=list(loaded.values())[-1].path))
     templates = load_templates(evaluation.templates)
     head_names = _head_classnames(evaluation, loaded)
-    heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
+    heads = ZeroShotHeads(
+        classifier, build_tokenizer(arch), templates, head_names, evaluation.subset_logits
+    )
     transform = eval_transform(arch, classifier.model)
     with step(progress, "opening datasets"):
         datasets = load_all(list(specs), transform, data)
@@ -238,7 +240,7 @@ def _check_heads(heads: ZeroShotHeads, datasets: Sequence[EvalData]) -> None:
         return
     for d in datasets:
         try:
-            heads.columns(d.classnames)
+            heads.plan(d.classnames, d.classes.imagenet)
         except DatasetError as e:
             raise DatasetError(f"dataset {d.spec.text}: {e}") from e
 

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import DatasetError
 from ..options import DataOptions, auto_workers
+from .classnames import ClassNames, indexed_classes, is_list, named_classes, read_classnames
 from .sources import dataset_error, open_source, quiet_datasets
 from .specs import DatasetSpec, display_name, unique_names
 from .stream import ImageSource, ImageTransform, Transform
@@ -41,8 +42,12 @@ class EvalData:
     split: str  # the split actually used
     images: ImageSource  # decoded on demand, a batch at a time (never held whole)
     labels: torch.Tensor  # (N,) int64 in [0, num_classes)
-    classnames: list[str]
+    classes: ClassNames  # the class names, their source and their ImageNet identity
     fingerprint: str  # hex digest of source content, split, columns, subset and transform
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.classes.names
 
     @property
     def num_examples(self) -> int:
@@ -62,6 +67,7 @@ class EvalData:
             "num_examples": self.num_examples,
             "num_classes": self.num_classes,
             "fingerprint": self.fingerprint,
+            **self.classes.describe(),
         }
 
     def load_images(self, batch_size: int = 64) -> torch.Tensor:
@@ -121,7 +127,7 @@ class _Plan:
     rows: np.ndarray  # (N,) row of each example in the split
     base_dir: Path | None  # where relative image paths start
     labels: torch.Tensor  # (N,) int64
-    classnames: list[str]
+    classes: ClassNames
     identity: list[str]  # what the fingerprint covers, besides the transform
 
 
@@ -135,11 +141,11 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
         image_column, label_column = _columns(spec, whole, options)
         rows = _subset(len(whole), options)
         dataset = whole.select(rows)
-        labels, classnames = _labels(spec, dataset, label_column, options.classnames)
+        labels, classes = _labels(spec, dataset, label_column, options.classnames)
     subset = [] if options.limit is None else [str(options.limit), str(options.seed)]
     identity = [whole._fingerprint, split, image_column, label_column]
-    identity += [json.dumps(classnames), *subset]
-    return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classnames, identity)
+    identity += [json.dumps(classes.names), *subset]
+    return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classes, identity)
 
 
 def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData:
@@ -156,30 +162,7 @@ def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData
         cache_dir=options.cache_dir,
     )
     name = display_name(plan.spec)
-    return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classnames, fingerprint)
-
-
-def read_classnames(path: Path) -> list[str]:
-    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"--classnames {path} cannot be read ({e}); give a UTF-8 file") from e
-    if text.lstrip().startswith("["):
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"--classnames {path} is not valid JSON ({e})") from e
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise DatasetError(f"--classnames {path} must be a JSON list of strings")
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(f"--classnames {path} holds no class names; write one per line")
-    repeated = [name for name in names if names.count(name) > 1]
-    if repeated:
-        raise DatasetError(f"--classnames {path} repeats {repeated[0]!r}; names must be unique")
-    return names
+    return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classes, fingerprint)
 
 
 # ---- split, columns, labels ----------------------------------------------------------------
@@ -256,43 +239,67 @@ def _is_label_value(feature: Any) -> bool:
 
 
 def _labels(
-    spec: DatasetSpec, dataset: datasets.Dataset, column: str, classnames_file: Path | None
-) -> tuple[torch.Tensor, list[str]]:
-    """(N,) int64 class indices, and the class names they index."""
+    spec: DatasetSpec, dataset: datasets.Dataset, column: str, option: str | Path | None
+) -> tuple[torch.Tensor, ClassNames]:
+    """(N,) int64 class indices, and the class names they index (see ``classnames.py``)."""
     import datasets
 
     feature = dataset.features[column]
     values = dataset.with_format("arrow")[column].to_pylist()
     if any(value is None for value in values):
         raise dataset_error(spec, f"column {column!r} has missing labels")
-    classnames = read_classnames(classnames_file) if classnames_file else None
-    if _is_string(feature):
-        classnames = classnames or sorted(set(values))
-        index = {name: i for i, name in enumerate(classnames)}
-        unknown = sorted(set(values) - set(index))
-        if unknown:
+    try:
+        if _is_string(feature):
+            values, classes = _string_labels(spec, values, option)
+        elif isinstance(feature, datasets.ClassLabel):
+            folders = dataset.info.builder_name == "imagefolder"
+            what = "folders" if folders else "ClassLabel names"
+            classes = named_classes(list(feature.names), option, what)
+        elif not _is_label_value(feature):
             raise dataset_error(
-                spec, f"has label {unknown[0]!r}, not in --classnames {classnames_file}"
+                spec, f"column {column!r} holds no class labels; choose --label-column"
             )
-        values = [index[value] for value in values]
-    elif isinstance(feature, datasets.ClassLabel):
-        classnames = classnames or list(feature.names)
-    elif not _is_label_value(feature):
-        raise dataset_error(spec, f"column {column!r} holds no class labels; choose --label-column")
-    elif classnames is None:
-        raise dataset_error(
-            spec, f"has integer labels in {column!r}; give class names with --classnames"
-        )
+        elif option is None:
+            raise dataset_error(
+                spec, f"has integer labels in {column!r}; give class names with --classnames"
+            )
+        else:
+            classes = indexed_classes(option)
+    except DatasetError as e:
+        if str(e).startswith("dataset "):
+            raise
+        raise dataset_error(spec, str(e)) from e
     labels = torch.tensor(values, dtype=torch.int64)
-    bad = labels[(labels < 0) | (labels >= len(classnames))]
+    _check_range(spec, labels, classes, column)
+    return labels, classes
+
+
+def _string_labels(
+    spec: DatasetSpec, values: list[str], option: str | Path | None
+) -> tuple[list[int], ClassNames]:
+    """Label strings: the classes are their sorted values, or a FILE's names in its order."""
+    if option is None or is_list(option):
+        names = sorted(set(values))
+        classes = named_classes(names, option, "label values")
+        index = {name: i for i, name in enumerate(names)}
+        return [index[value] for value in values], classes
+    given = read_classnames(option)
+    index = {name: i for i, name in enumerate(given)}
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise dataset_error(spec, f"has label {unknown[0]!r}, not in --classnames {option}")
+    return [index[value] for value in values], ClassNames(given, f"--classnames {option}")
+
+
+def _check_range(spec: DatasetSpec, labels: torch.Tensor, classes: ClassNames, column: str):
+    bad = labels[(labels < 0) | (labels >= len(classes.names))]
     if len(bad):
-        source = f"--classnames {classnames_file}" if classnames_file else f"column {column!r}"
         raise dataset_error(
             spec,
-            f"has label {int(bad[0])} outside [0, {len(classnames)}), the class names of "
-            f"{source}; are these the right class names, or is this split unlabelled?",
+            f"has label {int(bad[0])} outside [0, {len(classes.names)}), the class names of "
+            f"{classes.source}; expected one name per label value: are these the right "
+            "class names, or is this split unlabelled?",
         )
-    return labels, classnames
 
 
 def _subset(num_rows: int, options: DataOptions) -> np.ndarray:
