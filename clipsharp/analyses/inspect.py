@@ -56,6 +56,7 @@ def run_inspect(
             "tensors": len(tensors),
             "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
             "head": "stored" if "head.weight" in tensors else "zero-shot",
+            "source_layout": checkpoints[-1].metadata.get("clipsharp.layout"),  # convert's
             "layers": len(layers),
             "changed_layers": sum(1 for row in layers if row.get("relative_change")),
         },

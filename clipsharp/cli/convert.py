@@ -70,7 +70,7 @@ def command(
         check_output(str(output))
     guard(
         [("-o", target) for _, target in pairs],
-        [*[("an input checkpoint", source) for source, _ in pairs],
+        [*[("the input checkpoint", source) for source, _ in pairs],
          ("the --head file", head), ("the --model config", inputs.model)],
     )  # fmt: skip
     options = {"model": inputs.model, "head": head, "force": force,

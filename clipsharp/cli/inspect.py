@@ -58,6 +58,8 @@ def layer_table(doc: dict) -> Table:
         f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
         f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
     )
+    if s.get("source_layout"):
+        title += f", converted from a {s['source_layout']}"
     pair = "fine_tuned" in doc["inputs"]["checkpoints"]
     change = ["|ft-zs|/|zs|"] if pair else []
     table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
