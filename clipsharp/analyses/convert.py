@@ -319,8 +319,9 @@ def tensors_only(state: Mapping, source: Path) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             wrappers = ", ".join(WRAPPER_KEYS)
+            kind = value.global_name if isinstance(value, Inert) else type(value).__name__
             raise CheckpointError(
-                f"{source}: entry {key!r} is of type {type(value).__name__}, not a tensor; store a "
+                f"{source}: entry {key!r} is of type {kind}, not a tensor; store a "
                 f"state_dict of tensors only (at the top level or under {wrappers})"
             )
         if value.layout != torch.strided or value.is_quantized:
