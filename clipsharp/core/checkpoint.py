@@ -3,7 +3,7 @@
 A checkpoint is one safetensors file holding an open_clip model's state_dict
 (optionally with a classification head ``head.weight`` / ``head.bias``), or a
 HuggingFace transformers ``CLIPModel`` folder, read onto open_clip's keys (``hf.py``).
-Pickled checkpoints are never unpickled here.
+Pickled checkpoints are never unpickled here: ``convert`` reads them (``pickles.py``).
 """
 
 from __future__ import annotations
@@ -216,8 +216,8 @@ def _check_readable(path: Path) -> None:
         )
     if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise CheckpointError(
-            f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
-            f"convert it first: clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
+            f"{path} is a pickled PyTorch checkpoint, which only convert reads (executing "
+            f"nothing): clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
         )
 
 
