@@ -141,7 +141,10 @@ def find_state(source: Path, allow_nonfinite: bool = False) -> Found:
     if source.suffix == ".safetensors":
         loaded = load_checkpoint(source, allow_nonfinite=allow_nonfinite)
         tensors, stripped = strip_prefix(loaded.tensors)
-        return Found(tensors, loaded.metadata, families.OPEN_CLIP, None, stripped)
+        layout = families.recognise(tensors.keys())
+        return Found(
+            families.to_open_clip(tensors, layout), loaded.metadata, layout, None, stripped
+        )
     root, pickled = load_pickle(source)
     state, wrapper, attributes = unwrap(root, pickled, source)
     tensors, stripped = strip_prefix(tensors_only(state, source))
