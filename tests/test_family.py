@@ -437,3 +437,75 @@ def test_an_open_clip_training_checkpoint_is_named(pair, config_file, tmp_path):
     buffer = io.BytesIO()
     torch.save(state, buffer)  # a plain state_dict is named as such
     assert families.recognise(state.keys()) is families.OPEN_CLIP
+
+
+class Block(torch.nn.Module):
+    """A module with a parameter, a buffer, a non-persistent buffer, a plain tensor
+    attribute (none of them in its state_dict but the first two) and a payload."""
+
+    def __init__(self, marker: Path) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.register_buffer("mask", torch.arange(2.0))
+        self.register_buffer("scratch", torch.zeros(1), persistent=False)
+        self.attn_mask = torch.eye(2)
+        self.hook = Payload(marker)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * self.mask + self.attn_mask.sum()
+
+
+def _saved(block: Block, path: Path, how: str) -> None:
+    if how == "legacy":
+        torch.save(block, path, _use_new_zipfile_serialization=False)
+    elif how == "zip":
+        torch.save(block, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(block, f, protocol=int(how.removeprefix("protocol-")))
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "protocol-0", "protocol-2", "protocol-4"])
+def test_a_module_pickle_gives_its_state_dict_and_runs_nothing(how, tmp_path):
+    block = Block(tmp_path / "executed")
+    _saved(block, tmp_path / "block.pt", how)
+    pickled = read_pickle(tmp_path / "block.pt")
+    recovered = recover_state_dict(pickled.root, pickled)
+    assert not (tmp_path / "executed").exists()
+    expected = block.state_dict()
+    assert list(recovered.tensors) == list(expected)  # scratch and attn_mask left out
+    assert all(torch.equal(recovered.tensors[k], v) for k, v in expected.items())
+    assert recovered.classes == {"": "test_family.Block", "lin": "torch.nn.modules.linear.Linear"}
+    assert recovered.attributes["lin.in_features"] == 3
+
+
+def test_a_torchscript_archive_gives_its_declared_tensors(tmp_path):
+    """Scripted, the plain tensor attribute is in data.pkl but, as its code/ declares, in
+    neither __parameters__ nor __buffers__; TorchScript keeps the non-persistent buffer."""
+    block = Block(tmp_path / "executed")
+    del block.hook
+    torch.jit.save(torch.jit.script(block), str(tmp_path / "block.pt"))
+    pickled = read_pickle(tmp_path / "block.pt")
+    recovered = recover_state_dict(pickled.root, pickled)
+    expected = torch.jit.load(str(tmp_path / "block.pt")).state_dict()
+    assert sorted(recovered.tensors) == sorted(expected) == ["lin.bias", "lin.weight", "mask",
+                                                              "scratch"]  # fmt: skip
+    assert all(torch.equal(recovered.tensors[k], v) for k, v in expected.items())
+
+
+def test_what_the_inert_reader_refuses(tmp_path):
+    from clipsharp.errors import CheckpointError
+
+    evil = tmp_path / "evil.pkl"  # a "tensor" rebuilt from no storage
+    evil.write_bytes(b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00)))\x89tR.")
+    with pytest.raises(CheckpointError, match="a tensor rebuilt from no storage"):
+        read_pickle(evil)
+    eval_call = tmp_path / "eval.pkl"  # builtins.eval stays a stand-in: called, it records
+    code = "open('x', 'w').write('ran')"
+    text = b"X" + len(code).to_bytes(4, "little") + code.encode()
+    eval_call.write_bytes(b"\x80\x02cbuiltins\neval\n" + text + b"\x85R.")
+    with pytest.raises(NameError):  # what a normal unpickler would run (here: no `x`)
+        pickle.loads(eval_call.read_bytes().replace(b"open", b"oops"))
+    stand_in = read_pickle(eval_call).root
+    assert stand_in.global_name == "builtins.eval" and stand_in.args == (code,)
+    assert not (tmp_path / "x").exists() and not Path("x").exists()
