@@ -111,7 +111,10 @@ def convert_checkpoint(
     found = find_state(source, allow_nonfinite)
     tensors = found.tensors
     if head is not None:
-        tensors = attach_head(tensors, read_head(Path(head)), source, Path(head))
+        attached = read_head(Path(head))
+        if not allow_nonfinite:
+            check_finite(attached, head)
+        tensors = attach_head(tensors, attached, source, Path(head))
     checkpoint = Checkpoint(path=source, tensors=tensors, metadata=found.metadata)
     arch = resolve_architecture(checkpoint, model)
     _check_loads(checkpoint, arch)
@@ -150,7 +153,7 @@ def find_state(source: Path, allow_nonfinite: bool = False) -> Found:
     tensors, stripped = strip_prefix(tensors_only(state, source))
     top_level = [str(k) for k in root] if isinstance(root, Mapping) and wrapper else []
     layout = families.recognise(tensors.keys(), top_level)
-    families.check_normalized(attributes, layout, source)
+    families.check_normalized(attributes, layout.head, source)
     tensors = families.to_open_clip(tensors, layout)
     if not allow_nonfinite:
         check_finite(tensors, source)
@@ -288,13 +291,14 @@ def read_head(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(root, torch.Tensor):
             root = {"weight": root, "bias": torch.zeros(root.shape[:1], dtype=root.dtype)}
         state, _, attributes = unwrap(root, pickled, path)
-    families.check_normalized(attributes, families.Layout("head", "", ""), path)
+    families.check_normalized(attributes, "", path)
     for prefix in HEAD_PREFIXES:
         weight, bias = state.get(f"{prefix}weight"), state.get(f"{prefix}bias")
         if isinstance(weight, torch.Tensor) and weight.dim() == 2:
             if bias is None:
                 bias = torch.zeros(weight.shape[:1], dtype=weight.dtype)
-            return {"head.weight": weight, "head.bias": bias}
+            if isinstance(bias, torch.Tensor):
+                return {"head.weight": weight, "head.bias": bias}
     raise CheckpointError(
         f"--head {path} holds no classification head (a weight of (classes, dimensions), "
         "with its bias); give a ClassificationHead, or a file of its weight and bias"

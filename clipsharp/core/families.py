@@ -70,18 +70,19 @@ def to_open_clip(tensors: Mapping[str, torch.Tensor], layout: Layout) -> dict[st
     return mapped
 
 
-def check_normalized(attributes: Mapping[str, Any], layout: Layout, source: Path) -> None:
+def check_normalized(attributes: Mapping[str, Any], head: str | None, source: Path) -> None:
     """Refuse a head that classifies unnormalised features.
 
     clipsharp's stored heads classify normalised image features (``features @ W.T + b``
     with ``features`` of unit norm), as WiSE-FT's ``ClassificationHead(normalize=True)``
     and model soups' ``ModelWrapper(normalize=True)`` do. A module pickle records the flag
     (on the head, or on the wrapper); a state_dict does not, and is read as its family
-    builds it (model soups: ``normalize=True``).
+    builds it (model soups: ``normalize=True``). ``head``: the head's key prefix (None:
+    no head; "": the head is the module itself).
     """
-    if layout.head is None:
+    if head is None:
         return
-    flags = [f"{layout.head}normalize", "normalize"]
+    flags = [f"{head}normalize", "normalize"]
     found = next((flag for flag in flags if flag in attributes), None)
     if found is not None and attributes[found] is not True:
         raise CheckpointError(
