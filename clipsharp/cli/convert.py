@@ -17,8 +17,8 @@ def command(
     checkpoints: Annotated[
         list[Path],
         typer.Argument(
-            help="Pickled PyTorch checkpoints (.pt, .pth, .bin, .ckpt): a state_dict, a whole "
-            "module (WiSE-FT, task vectors, model soups) or a TorchScript archive (OpenAI); "
+            help="Pickled PyTorch checkpoints (.pt, .pth, .bin, .ckpt): a state_dict (model "
+            "soups'), a whole module (WiSE-FT, task vectors) or a TorchScript archive (OpenAI); "
             "or .safetensors files to stamp with their architecture.",
             show_default=False,
         ),
