@@ -136,6 +136,11 @@ def _custom_class(tmp_path, state):
     return tmp_path / "in.pt"
 
 
+def _no_state(tmp_path, state):
+    torch.save(Payload(str(tmp_path / "executed")), tmp_path / "in.pt")
+    return tmp_path / "in.pt"
+
+
 def _non_tensor_entry(tmp_path, state):
     torch.save({**state, "epoch": 3}, tmp_path / "in.pt")
     return tmp_path / "in.pt"
@@ -157,15 +162,25 @@ def _garbage(tmp_path, state):
     return tmp_path / "in.pt"
 
 
+@pytest.mark.parametrize("make", [_payload, _custom_class])
+def test_objects_beside_the_tensors_are_never_run(state, config_file, tmp_path, make):
+    """weights_only refuses them; the inert reader reads them as data and runs nothing."""
+    source = make(tmp_path, state)
+    output = tmp_path / "out.safetensors"
+    result = invoke("convert", source, "-o", output, "--model", config_file)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "executed").exists()
+    assert load_file(str(output)).keys() == state.keys()
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (_payload, "holds objects other than tensors (an object of test_convert.ran_the_payload)"),
-        (_custom_class, "holds objects other than tensors (an object of test_convert.Training"),
         (_non_tensor_entry, "entry 'epoch' is of type int, not a tensor"),
         (_wrong_architecture, "has no key visual.proj"),
-        (_truncated, "in.pt is not a readable PyTorch checkpoint"),
-        (_garbage, "in.pt is not a checkpoint of plain tensors (Unsupported operand"),
+        (_truncated, "in.pt is not a readable pickle, torch.save file or TorchScript archive"),
+        (_garbage, "in.pt is not a readable pickle, torch.save file or TorchScript archive"),
+        (_no_state, "holds an object of test_convert.ran_the_payload, not a state_dict"),
     ],
 )
 def test_refused_inputs_exit_2_and_write_nothing(state, config_file, tmp_path, make, expected):

@@ -100,3 +100,16 @@ def test_cli_names_what_could_not_be_inferred_in_one_line(pair, tmp_path):
     assert "could not infer the text heads (width 32 is not a multiple of 64)" in result.stderr
     assert "pass --model NAME" in result.stderr
     assert TINY_CONFIG["text_cfg"]["width"] == 32
+
+
+@pytest.mark.parametrize(
+    "layout", ["WISE_FT", "MODEL_SOUPS", "TASK_VECTORS", "OPENAI", "OPEN_CLIP"]
+)
+def test_the_family_of_openai_weights_is_read_as_quickgelu(layout, tmp_path):
+    """Shapes cannot show QuickGELU: convert takes it from the layouts fine-tuned from
+    OpenAI's weights (analyses/convert.py passes ``layout.quick_gelu``)."""
+    from clipsharp.core import families
+
+    quick = getattr(families, layout).quick_gelu
+    arch = inferred(named_state("ViT-B-32"), tmp_path, quick_gelu=quick)
+    assert arch.name == ("ViT-B-32-quickgelu" if layout != "OPEN_CLIP" else "ViT-B-32")

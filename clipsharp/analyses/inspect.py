@@ -57,6 +57,7 @@ def run_inspect(
             "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
             "head": _head(tensors),
             "text_tower": has_text_tower(tensors),
+            "source_layout": checkpoints[-1].metadata.get("clipsharp.layout"),  # convert's
             "layers": len(layers),
             "changed_layers": sum(1 for row in layers if row.get("relative_change")),
         },

@@ -1,4 +1,4 @@
-"""``clipsharp convert``: a pickled checkpoint to safetensors, through ``weights_only`` loading."""
+"""``clipsharp convert``: pickled checkpoints to safetensors, executing nothing they hold."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from .params import offer
 
 @offer("inputs.id", "inputs.ood")
 def command(
-    checkpoint: Annotated[
-        Path,
+    checkpoints: Annotated[
+        list[Path],
         typer.Argument(
-            help="A pickled PyTorch checkpoint (.pt, .pth, .bin, .ckpt) holding a state_dict, "
-            "or a .safetensors file to stamp with its architecture.",
+            help="Pickled PyTorch checkpoints (.pt, .pth, .bin, .ckpt): a state_dict (model "
+            "soups'), a whole module (WiSE-FT, task vectors) or a TorchScript archive (OpenAI); "
+            "or .safetensors files to stamp with their architecture.",
             show_default=False,
         ),
     ],
@@ -27,52 +28,73 @@ def command(
         typer.Option(
             "--output",
             "-o",
-            metavar="FILE",
-            help="The .safetensors file to write (atomically).",
+            metavar="FILE|FOLDER",
+            help="The .safetensors file to write (atomically); with several checkpoints, "
+            "the folder to write each into, as NAME.safetensors.",
             show_default=False,
         ),
     ],
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace the output if it exists.")
-    ] = False,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A classification head saved apart (a ClassificationHead module, or its "
+            "weight and bias) to attach to each checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the outputs that exist.")] = False,
     *,
     inputs: InputOptions,
 ) -> None:
-    """Convert a pickled checkpoint to safetensors, executing nothing it holds.
+    """Convert pickled checkpoints to safetensors, executing nothing they hold.
 
-    Reads with torch.load(weights_only=True): tensors only; any other object is
-    refused. Finds the state_dict (plain, or under state_dict / model_state_dict /
-    model), strips a DataParallel 'module.' prefix, checks it against the
-    architecture, and writes it with the architecture and provenance in the
-    metadata, so no later command needs --model.
+    Reads with torch.load(weights_only=True), and what it refuses (whole modules,
+    bare pickles, TorchScript archives) with an unpickler that turns every class
+    and function into an inert stand-in, never called. Finds the state_dict
+    (plain, under state_dict / model_state_dict / model, or a module's), strips a
+    DataParallel 'module.' prefix, reads the layouts of WiSE-FT, task vectors,
+    model soups and OpenAI onto open_clip's keys and stored head, checks it
+    against the architecture, and writes it with the architecture and provenance
+    in the metadata, so no later command needs --model. One line per checkpoint;
+    one that fails does not stop the others, and makes the exit code 2.
 
     Example:
 
         clipsharp convert finetuned.pt -o finetuned.safetensors --model ViT-B-32
     """
-    from ..analyses.convert import convert_checkpoint
+    from ..analyses.convert import convert_each, plan_outputs
 
-    check_output(str(output))
+    pairs = plan_outputs(checkpoints, output)
+    if len(pairs) == 1 and pairs[0][1] == output:
+        check_output(str(output))
     guard(
-        [("-o", output)],
-        [("the input checkpoint", checkpoint), ("the --model config", inputs.model)],
-    )
-    done = convert_checkpoint(
-        checkpoint,
-        output,
-        model=inputs.model,
-        force=force,
-        allow_nonfinite=inputs.allow_nonfinite,
-    )
+        [("-o", target) for _, target in pairs],
+        [*[("the input checkpoint", source) for source, _ in pairs],
+         ("the --head file", head), ("the --model config", inputs.model)],
+    )  # fmt: skip
+    options = {"model": inputs.model, "head": head, "force": force,
+               "allow_nonfinite": inputs.allow_nonfinite}  # fmt: skip
+    failed = 0
+    for _, done in convert_each(pairs, **options):
+        if isinstance(done, Exception):
+            failed += 1
+            typer.echo(f"clipsharp convert: error: {done}", err=True)
+            continue
+        console().print(_line(done), markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _line(done) -> str:
     how = [
+        done.layout,
         f"from {done.wrapper!r}" if done.wrapper else "",
         "'module.' stripped" * done.stripped_prefix,
+        f"head from {done.head.name}" if done.head else "",
     ]
-    notes = f" ({', '.join(h for h in how if h)})" if any(how) else ""
-    console().print(
-        f"converted {done.source.name}{notes} -> {done.output}: {done.tensors} tensors, "
-        f"{done.parameters:,} parameters, architecture {done.architecture.name} "
-        f"(from {done.architecture.source})",
-        markup=False,
-        soft_wrap=True,
+    return (
+        f"converted {done.source.name} ({', '.join(h for h in how if h)}) -> {done.output}: "
+        f"{done.tensors} tensors, {done.parameters:,} parameters, architecture "
+        f"{done.architecture.name} (from {done.architecture.source})"
     )

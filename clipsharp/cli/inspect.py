@@ -64,6 +64,8 @@ def layer_table(doc: dict) -> Table:
     )
     if not s.get("text_tower", True):
         title += ", image tower only"
+    if s.get("source_layout"):
+        title += f", converted from a {s['source_layout']}"
     pair = "fine_tuned" in doc["inputs"]["checkpoints"]
     change = ["|ft-zs|/|zs|"] if pair else []
     table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])

@@ -5,7 +5,7 @@ A checkpoint is one safetensors file holding an open_clip model's state_dict
 HuggingFace transformers ``CLIPModel`` folder, read onto open_clip's keys (``hf.py``).
 An image-tower-only checkpoint (WiSE-FT, model soups, task vectors) has no text
 transformer: it classifies with its stored head. Pickled checkpoints are never
-unpickled here.
+unpickled here: ``convert`` reads them (``pickles.py``).
 """
 
 from __future__ import annotations
@@ -229,8 +229,8 @@ def _check_readable(path: Path) -> None:
         )
     if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise CheckpointError(
-            f"{path} is a pickled PyTorch checkpoint, which clipsharp never unpickles; "
-            f"convert it first: clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
+            f"{path} is a pickled PyTorch checkpoint, which only convert reads (executing "
+            f"nothing): clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
         )
 
 
