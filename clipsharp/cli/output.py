@@ -231,6 +231,7 @@ def finish(
 
     if not is_main():
         return
+    dataset_notes(report, out)
     if form == "md":
         sys.stdout.write(markdown(summary))
     elif form == "table":
@@ -247,6 +248,22 @@ def finish(
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)
+
+
+def dataset_notes(report: Report, out: Console) -> None:
+    """What opening the datasets found (empty class folders, images left out), on stderr."""
+    from rich.markup import escape
+
+    for entry in report.inputs.get("datasets", []):
+        name = escape(str(entry.get("name")))
+        for note in entry.get("notes", []):
+            out.print(f"[yellow]note:[/] {name}: {escape(note)}")
+        skipped = entry.get("skipped_images")
+        if skipped:
+            out.print(
+                f"[yellow]note:[/] {name}: {skipped['count']} images cannot be read and are "
+                f"left out (--skip-bad-images), first: {escape(skipped['first'][0])}"
+            )
 
 
 def markdown(renderable: RenderableType) -> str:

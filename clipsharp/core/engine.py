@@ -145,7 +145,9 @@ class Engine:
         totals = torch.zeros(3, dtype=torch.float64, device=self.classifier.device)
         point.write()
         try:
-            head = self.heads.get(data.classnames, state=point.text, progress=self.progress)
+            head = self.heads.get(
+                data.classnames, state=point.text, progress=self.progress, templates=data.templates
+            )
             with torch.inference_mode():
                 for b, (images, y) in enumerate(zip(batches, labels, strict=True)):
                     if stage:
@@ -323,7 +325,7 @@ def loss_gradient(
     if classifier.head is not None:
         parameters |= {"head.weight": classifier.head.weight, "head.bias": classifier.head.bias}
     inputs = [parameters[key] for key in keys]
-    head = engine.heads.get(data.classnames, state=text)
+    head = engine.heads.get(data.classnames, state=text, templates=data.templates)
     head = None if head is None else head.clone()  # a normal tensor: autograd may save it
     grads = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in inputs]
     totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)

@@ -383,14 +383,19 @@ class ZeroShotHeads:
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     def get(
-        self, classnames: Sequence[str], state: Hashable = None, progress: Progress | None = None
+        self,
+        classnames: Sequence[str],
+        state: Hashable = None,
+        progress: Progress | None = None,
+        templates: Sequence[str] | None = None,
     ) -> torch.Tensor | None:
         """Zero-shot: the (D, C) head of these class names, encoded by the text tower as it
-        is now the first time ``state`` asks. Stored head: the (C,) columns of these classes
-        in the head's outputs, or None when they are its classes, in order."""
+        is now the first time ``state`` asks, from ``templates`` (a dataset's own; None: the
+        run's). Stored head: the (C,) columns of these classes in the head's outputs, or
+        None when they are its classes, in order."""
         if self.classifier.head is not None:
             return self.columns(classnames)
-        key = (state, tuple(classnames))
+        key = (state, tuple(classnames), tuple(templates) if templates else None)
         if key not in self._cache:
             self._cache[key] = self._build(key, progress)
         return self._cache[key]
@@ -426,12 +431,12 @@ class ZeroShotHeads:
         return torch.tensor(index, device=self.classifier.device)
 
     @torch.inference_mode()
-    def _build(self, key: tuple[Hashable, tuple[str, ...]], progress=None) -> torch.Tensor:
+    def _build(self, key: tuple, progress=None) -> torch.Tensor:
         """(D, C): the class prompts encoded ten classes at a time (open_clip's own batches),
         reporting ``progress("zero-shot head", classes done, classes)``."""
         import open_clip
 
-        classnames = key[1]
+        classnames, templates = key[1], key[2] or self.templates
         self.encodings += 1
         columns = []
         for start in range(0, len(classnames), 10):
@@ -440,7 +445,7 @@ class ZeroShotHeads:
                     self.classifier.model,
                     self.tokenizer,
                     classnames[start : start + 10],
-                    self.templates,
+                    templates,
                     num_classes_per_batch=10,
                     device=self.classifier.device,
                 )

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +171,14 @@ def open_workspace(
             device=device,
             dtype=DTYPES[evaluation.precision],
         )
-    templates = load_templates(evaluation.templates)
+    templates = load_templates(evaluation.templates or "openai")
     head_names = _head_classnames(evaluation, loaded)
     heads = ZeroShotHeads(classifier, build_tokenizer(arch), templates, head_names)
     transform = eval_transform(arch, classifier.model)
     with step(progress, "opening datasets"):
         datasets = load_all(list(specs), transform, data)
+    if evaluation.templates is not None:  # --templates given: it is every dataset's
+        datasets = [replace(d, templates=None) for d in datasets]
     _check_heads(heads, datasets)
     return Workspace(
         loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images
