@@ -71,7 +71,7 @@ def shard_examples(folder: Path) -> tuple[list, list[int]]:
     return images, labels
 
 
-def plain_loop(state: dict, images, labels, templates) -> tuple[float, float]:
+def plain_loop(state: dict, images, labels, templates, classnames=CLASSNAMES) -> tuple:
     """Accuracy and mean loss of a zero-shot open_clip model, image by image."""
     import open_clip
     from open_clip.model import CLIP
@@ -82,7 +82,7 @@ def plain_loop(state: dict, images, labels, templates) -> tuple[float, float]:
     transform = open_clip.image_transform(32, is_train=False)
     correct, losses = 0, []
     with torch.no_grad():
-        head = open_clip.build_zero_shot_classifier(model, tokenizer, CLASSNAMES, templates)
+        head = open_clip.build_zero_shot_classifier(model, tokenizer, classnames, templates)
         for image, label in zip(images, labels, strict=True):
             features = F.normalize(model.encode_image(transform(image).unsqueeze(0)), dim=-1)
             logits = model.logit_scale.exp() * features @ head
@@ -155,7 +155,12 @@ def test_split_picks_the_shard_folder(wds):
         return load_eval_data(spec, lambda image: torch.zeros(3, 4, 4), DataOptions())
 
     train, test = load(f"{wds}:train"), load(str(wds))  # without :SPLIT, test
-    assert (train.split, train.num_examples, test.split, test.num_examples) == ("train", 6, "test", 14)
+    assert (train.split, train.num_examples, test.split, test.num_examples) == (
+        "train",
+        6,
+        "test",
+        14,
+    )
     assert train.labels.tolist() == shard_examples(wds / "train")[1]
     assert train.templates == tuple(t.replace("{c}", "{}") for t in TEMPLATES)
     assert train.fingerprint != test.fingerprint
