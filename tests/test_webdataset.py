@@ -130,8 +130,8 @@ def test_rows_are_those_of_datasets_own_webdataset_builder(wds):
     """Keys, labels and pixels as ``load_dataset("webdataset")`` streams them."""
     import datasets
 
-    from clipsharp.data.webdataset import open_split
     from clipsharp.data.stream import _open_image
+    from clipsharp.data.webdataset import open_split
 
     shards = [str(wds / "test" / f"{s}.tar") for s in range(2)]
     theirs = list(datasets.load_dataset("webdataset", data_files={"test": shards},
