@@ -95,10 +95,10 @@ def dataset_of(listed: ListedFolder, split: str, root: Path):
 
 def fingerprint(paths: list[str], root: Path) -> str:
     """sha256 over each file's path (relative to ``root``), size, mtime_ns and ctime_ns."""
-    digest = hashlib.sha256()
+    digest, prefix = hashlib.sha256(), os.path.join(str(root), "")
     for path in paths:
         stat = os.stat(path)
-        relative = os.path.relpath(path, root)
+        relative = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
         line = f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\n"
         digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
@@ -118,10 +118,11 @@ def _list_classes(folder: Path) -> tuple[list[tuple[str, str]], list[str], list[
         entries = _entries(folder / name)
         if entries is None or any(is_dir for _, is_dir in entries):
             return None
-        files = [f for f, _ in entries if Path(f).suffix.lower() in extensions]
+        files = [f for f, _ in entries if os.path.splitext(f)[1].lower() in extensions]
         if len(files) != len(entries):
             return None
-        rows += [(str(folder / name / f), name) for f in files]
+        at = os.path.join(folder, name, "")
+        rows += [(at + f, name) for f in files]
         if not files:
             empty.append(name)
     for path, _ in rows:
