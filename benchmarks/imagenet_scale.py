@@ -111,10 +111,11 @@ def opening(args, root: Path, zs: Path, ft: Path) -> None:
         print(f"  {files:>6} files: first batch after {seconds:6.2f} s, peak RSS {rows[-1][2]:.0f} MB")
     (_, t1, r1), (_, t2, r2) = rows[1], rows[2]
     ratio, per_file = t2 / t1, (r2 - r1) / (large - small)
+    verdict = {True: "met", False: "MISSED"}
     print(f"(a) time to first batch {large} / {small} files: {ratio:.2f}  (target <= "
-          f"{TARGET_TIME_RATIO:g}: {'met' if ratio <= TARGET_TIME_RATIO else 'MISSED'})")  # fmt: skip
+          f"{TARGET_TIME_RATIO:g}: {verdict[ratio <= TARGET_TIME_RATIO]})")  # fmt: skip
     print(f"(a) peak RSS growth: {per_file:.4f} MB per file  (target <= {TARGET_MB_PER_FILE}: "
-          f"{'met' if per_file <= TARGET_MB_PER_FILE else 'MISSED'})")  # fmt: skip
+          f"{verdict[per_file <= TARGET_MB_PER_FILE]})")  # fmt: skip
 
 
 def webdataset_copy(root: Path, folder: Path, shards: int = 4) -> Path:
@@ -126,8 +127,8 @@ def webdataset_copy(root: Path, folder: Path, shards: int = 4) -> Path:
     for s in range(shards):
         with tarfile.open(root / "test" / f"{s}.tar", "w") as tar:
             for i, path in enumerate(files[s * per : (s + 1) * per], start=s * per):
-                for name, data in ((f"s{i:07d}.jpg", path.read_bytes()),
-                                   (f"s{i:07d}.cls", str(classes.index(path.parent.name)).encode())):  # fmt: skip
+                label = str(classes.index(path.parent.name)).encode()
+                for name, data in ((f"s{i:07d}.jpg", path.read_bytes()), (f"s{i:07d}.cls", label)):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
