@@ -108,7 +108,8 @@ def opening(args, root: Path, zs: Path, ft: Path) -> None:
         gc.collect()
         seconds = time_to_first_batch(zs, ft, tree)
         rows.append((files, seconds, max_rss_mb()))
-        print(f"  {files:>6} files: first batch after {seconds:6.2f} s, peak RSS {rows[-1][2]:.0f} MB")
+        rss = rows[-1][2]
+        print(f"  {files:>6} files: first batch after {seconds:6.2f} s, peak RSS {rss:.0f} MB")
     (_, t1, r1), (_, t2, r2) = rows[1], rows[2]
     ratio, per_file = t2 / t1, (r2 - r1) / (large - small)
     verdict = {True: "met", False: "MISSED"}
