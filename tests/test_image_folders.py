@@ -108,6 +108,21 @@ def _crop():
                                transforms.PILToTensor()])  # fmt: skip
 
 
+@pytest.mark.parametrize("layout", ["listed", "read by load_dataset"])
+def test_a_folder_fingerprint_covers_every_file_stat(tmp_path, layout):
+    """Also for a layout clipsharp leaves to load_dataset (here: a text file beside)."""
+    root = write_folder(tmp_path / "folder", 8, seed=1)
+    if layout != "listed":
+        (root / "red" / "notes.txt").write_text("not an image\n")
+        assert list_image_folder(root.resolve()) is None
+    first = load(root).fingerprint
+    victim = sorted(root.glob("red/*.jpg"))[0]
+    stat = victim.stat()
+    victim.write_bytes(sorted(root.glob("blue/*.jpg"))[0].read_bytes())
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert load(root).fingerprint != first
+
+
 def test_the_fingerprint_covers_size_mtime_and_ctime_of_every_file(tmp_path):
     from clipsharp.data.folders import fingerprint
 

@@ -21,8 +21,12 @@ import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DatasetError
+
+if TYPE_CHECKING:
+    import datasets
 
 SKIPPED_NAMES = (".", "__")  # hidden files and folders, as datasets skips them
 
@@ -91,6 +95,23 @@ def dataset_of(listed: ListedFolder, split: str, root: Path):
     table = InMemoryTable(pa.Table.from_pydict(columns, schema=features.arrow_schema))
     info = datasets.DatasetInfo(features=features, builder_name="imagefolder")
     return datasets.Dataset(table, info=info, split=split, fingerprint=fingerprint(paths, root))
+
+
+def by_stat(dataset: datasets.Dataset, root: Path) -> datasets.Dataset:
+    """``dataset`` (as ``load_dataset`` read a folder) fingerprinted by :func:`fingerprint`
+    when its one image column holds local files only; ``datasets``' own fingerprint covers
+    only their mtimes."""
+    import datasets
+
+    images = [n for n, f in dataset.features.items() if isinstance(f, datasets.Image)]
+    if len(images) != 1 or dataset._indices is not None:
+        return dataset
+    column = dataset.data.column(images[0]).combine_chunks()
+    paths = column.field("path").to_pylist()
+    if column.field("bytes").null_count != len(column) or None in paths:
+        return dataset
+    found = fingerprint(paths, root)
+    return datasets.Dataset(dataset.data, info=dataset.info, split=dataset.split, fingerprint=found)
 
 
 def fingerprint(paths: list[str], root: Path) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetError
 from . import webdataset
-from .folders import dataset_of, list_image_folder
+from .folders import by_stat, dataset_of, list_image_folder
 from .specs import FILE_BUILDERS, GLOB_CHARS, DatasetSpec, is_local, local_path
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ def _open_folder(spec: DatasetSpec, path: Path) -> Opened:
         splits = {split: dataset_of(listed, split, path.resolve()) for split in listed.splits}
         return Opened(splits, path, notes=_empty_notes(listed.empty, listed.classes))
     loaded = guarded(spec, lambda: datasets.load_dataset(str(path.resolve())))
-    return Opened(_as_splits(loaded), path)
+    splits = {name: by_stat(split, path.resolve()) for name, split in _as_splits(loaded).items()}
+    return Opened(splits, path)
 
 
 class _Lazy(Mapping):
