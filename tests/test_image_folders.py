@@ -181,6 +181,7 @@ def test_skip_bad_images_resumes_and_shards_over_the_images_kept(pair, tmp_path)
     from conftest import workspace
 
     from clipsharp.analyses.interpolate import run_interpolation
+    from clipsharp.core.engine import evaluate
 
     root = write_folder(tmp_path / "folder", 16, seed=4)
     bad = truncate(sorted(root.glob("yellow/*"))[0])
@@ -203,6 +204,12 @@ def test_skip_bad_images_resumes_and_shards_over_the_images_kept(pair, tmp_path)
     resumed = run_interpolation(ws, options, journal=journal, resume=True)
     whole = run_interpolation(ws, options)
     assert resumed.results == whole.results and resumed.summary == whole.summary
+    data = ws.datasets[0]  # three ranks' shards of the 15 images kept add up to the whole
+    total = evaluate(ws.classifier, ws.heads, data, batch_size=4)
+    parts = [evaluate(ws.classifier, ws.heads, data, 4, rank=r, world_size=3) for r in range(3)]
+    assert sum(p.count for p in parts) == total.count == 15
+    assert sum(p.correct for p in parts) == total.correct
+    assert sum(p.loss_sum for p in parts) == pytest.approx(total.loss_sum, rel=1e-6)
 
 
 def test_an_empty_class_folder_is_said(pair, tmp_path):

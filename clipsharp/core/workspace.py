@@ -177,7 +177,8 @@ def open_workspace(
     transform = eval_transform(arch, classifier.model)
     with step(progress, "opening datasets"):
         datasets = load_all(list(specs), transform, data)
-    if evaluation.templates is not None:  # --templates given: it is every dataset's
+    if evaluation.templates is not None or classifier.head is not None:
+        # --templates given is every dataset's; a stored head uses no templates
         datasets = [replace(d, templates=None) for d in datasets]
     _check_heads(heads, datasets)
     return Workspace(

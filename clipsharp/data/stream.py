@@ -339,11 +339,12 @@ def _located(path: str, base_dir: Path | None) -> Path:
 def image_name(value: Any, row: int, base_dir: Path | None) -> str:
     """The file an image comes from, for messages: its path, its shard and member, or its row."""
     path = value.get("path") if isinstance(value, dict) else value
+    stored = isinstance(value, dict) and value.get("bytes") is not None  # in the dataset
     if isinstance(path, str) and is_member(path):
         return member_name(path)
-    if isinstance(path, str) and path:
+    if isinstance(path, str) and path and not stored:
         return f"image file {_located(path, base_dir)}"
-    return f"the image of row {row}"
+    return f"the image of row {row}" + (f" ({path})" if stored and path else "")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
