@@ -47,6 +47,8 @@ def list_image_folder(root: Path) -> ListedFolder | None:
         return None
     split_names = {name: _split_name(name) for name in folders}
     if all(split_names.values()):
+        if len(set(split_names.values())) != len(folders):
+            return None  # val/ and validation/: datasets merges them
         by_split = {split_names[name]: root / name for name in folders}
     elif any(_split_mentioned(name) for name in folders):
         return None  # datasets may read such a name as a split: leave it the same
@@ -149,6 +151,8 @@ def _list_classes(folder: Path) -> tuple[list[tuple[str, str]], list[str], list[
     for path, _ in rows:
         _check_name(path)
     found = sorted({c for _, c in rows})
+    if len(found) < 2:
+        return None  # datasets reads one class without labels, and that is refused
     return rows, found, empty
 
 
