@@ -192,6 +192,12 @@ class DataOptions:
         panel=DATA,
         name="--data-cache",
     )
+    skip_bad_images: bool = option(
+        False,
+        "Leave out images that cannot be decoded (counted in the report) instead of "
+        "stopping; every image is then decoded once when the dataset is opened.",
+        panel=DATA,
+    )
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -221,10 +227,11 @@ class EvalOptions:
     precision: str = option(
         "fp32", "Working-model dtype: fp32, bf16 or fp16.", metavar="fp32|bf16|fp16", panel=EVAL
     )
-    templates: str = option(
-        "openai",
+    templates: str | None = option(
+        None,
         "Prompt templates of the zero-shot head: openai (80), simple, or a FILE "
-        "of lines with {} for the class name.",
+        "of lines with {} for the class name. Default: openai, and a clip_benchmark "
+        "webdataset's own zeroshot_classification_templates.txt for that dataset.",
         metavar="openai|simple|FILE",
         panel=EVAL,
     )

@@ -325,14 +325,14 @@ def test_image_folder_with_split_subfolders(tmp_path):
     assert load(tmp_path / "root", "train").num_examples == 4
 
 
-def test_unreadable_image_names_the_row(tmp_path, image_folder):
+def test_unreadable_image_names_the_file(tmp_path, image_folder):
     root = tmp_path / "broken"
     for name in NAMES[:2]:
         (root / name).mkdir(parents=True)
         Image.fromarray(arrays(1, 60)[0]).save(root / name / "ok.png")
     (root / "bee" / "bad.png").write_bytes(b"not a png at all")
     broken = load(root)  # opening reads the labels; the images are decoded when streamed
-    with pytest.raises(DatasetError, match=r"the image of row \d cannot be read \(.*Error"):
+    with pytest.raises(DatasetError, match=r"cannot read image file .*bee/bad\.png \(.*Error"):
         broken.load_images()
 
 

@@ -133,6 +133,10 @@ def layout(pair, tmp_path_factory) -> Path:
     shutil.copy(root / "sharp.json", root / "sharpness.json")
     (root / "reports").mkdir()
     shutil.copy(root / "path.json", root / "reports" / "last-release.json")
+    from test_webdataset import write_webdataset
+
+    for seed, name in enumerate(("wds_imagenet-a", "wds_imagenet-r")):  # clip_benchmark's
+        write_webdataset(root / name, 8, seed=20 + seed)
     with _inside(root):  # the demo's folder, as `make demo` leaves it (toy recipe)
         result = invoke("demo", "--quick", "--out", "clipsharp-demo", "--device", "cpu")
     assert result.exit_code == 0, result.output

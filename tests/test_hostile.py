@@ -259,6 +259,8 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
         return Path(shutil.copy(given["zs"], tmp_path / "zs-copy.safetensors"))
     if name == "array":
         return write(tmp_path / "array.json", [1, 2])
+    if name in ("latin1-name", "short-webdataset"):
+        return hostile_folder(tmp_path / name, name)
     doc = json.loads(given["interpolate" if name != "layer-gap" else "layerwise"].read_text())
     if name == "metrics-gap":  # a dataset missing from one point of the path
         del doc["results"]["path"][1]["metrics"]["shifted"]
@@ -269,6 +271,24 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
     elif name == "baseline-list":
         doc["summary"] = ["shifted"]
     return write(tmp_path / f"{name}.json", doc)
+
+
+def hostile_folder(root: Path, name: str) -> Path:
+    """An image folder with a file name that is not UTF-8, or a webdataset missing shards."""
+    from conftest import coloured_images
+
+    images, labels = coloured_images(4, seed=0)
+    if name == "short-webdataset":
+        from test_webdataset import write_webdataset
+
+        write_webdataset(root, 4, seed=0, shards=1)
+        (root / "test" / "nshards.txt").write_text("3\n")
+        return root
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (root / CLASSNAMES[label]).mkdir(parents=True, exist_ok=True)
+        image.save(root / CLASSNAMES[label] / f"{i}.png")
+    os.rename(root / "red" / "0.png", os.fsencode(root / "red") + b"/caf\xe9.png")
+    return root
 
 
 EXIT_2 = {  # case -> (arguments, what the message names)
@@ -381,9 +401,17 @@ EXIT_2 = {  # case -> (arguments, what the message names)
         ["--report"],
     ),  # fmt: skip
     "demo --out a file": (["demo", "--out", "{classnames}"], ["--out", "{classnames}"]),
+    "an image folder holding a name that is not UTF-8": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{latin1-name}", "--alphas", "0"],
+        ["{latin1-name}/red/caf\\xe9.png", "not valid UTF-8", "rename it"],
+    ),  # fmt: skip
+    "a webdataset whose nshards.txt counts more shards": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{short-webdataset}", "--alphas", "0"],
+        ["{short-webdataset}/test/nshards.txt", "says 3 shards", "holds 1"],
+    ),  # fmt: skip
 }
 MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
-        "baseline-list")  # fmt: skip
+        "baseline-list", "latin1-name", "short-webdataset")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EXIT_2)
@@ -510,3 +538,81 @@ def test_the_resume_journal_beside_o_is_not_an_input_either(given, tmp_path, mon
                     "-o", str(tmp_path / "path.json"))  # fmt: skip
     refused(result, str(templates), "choose a path")
     assert snapshot(watched) == before and not (tmp_path / "path.json").exists()
+
+
+# ----------------------------------------------------------------------------- damaged images
+
+BAD_IMAGES = {  # case -> (the folder made, the file the error names)
+    "a truncated JPEG in an image folder": ("jpeg-folder", "{root}/green/1.jpg"),
+    "a truncated PNG in an image folder": ("png-folder", "{root}/green/1.png"),
+    "a truncated JPEG in a webdataset shard": (
+        "webdataset",
+        "{root}/test/0.tar member s0000001.jpg",
+    ),
+}
+
+
+def damaged(root: Path, kind: str) -> Path:
+    """Four images of which the second (class green) is cut to half its bytes."""
+    from conftest import coloured_images
+
+    if kind == "webdataset":
+        from test_webdataset import truncate_member, write_webdataset
+
+        write_webdataset(root, 4, seed=0, shards=1)
+        truncate_member(root / "test" / "0.tar", "s0000001.jpg")
+        return root
+    images, labels = coloured_images(4, seed=0)
+    suffix = ".jpg" if kind == "jpeg-folder" else ".png"
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (root / CLASSNAMES[label]).mkdir(parents=True, exist_ok=True)
+        image.save(root / CLASSNAMES[label] / f"{i}{suffix}")
+    bad = root / "green" / f"1{suffix}"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return root
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES)
+def test_a_damaged_image_is_named_or_skipped_and_counted(given, tmp_path, case):
+    """Exit 2 naming the file (decoded while streaming: the last line, after the progress
+    lines), or with --skip-bad-images a run over the others that counts it."""
+    kind, named = BAD_IMAGES[case]
+    root = damaged(tmp_path / kind, kind)
+    before = snapshot({"data": root, **given})
+    args = ["interpolate", given["zs"], given["ft"], "--ood", root, "--alphas", "0"]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("clipsharp interpolate: error:") and "Traceback" not in result.output
+    assert named.format(root=root) in line and "truncated" in line.lower() and "row" not in line
+    skipped = invoke(*args, "--skip-bad-images", "-o", tmp_path / "r.json")
+    assert skipped.exit_code == 0, skipped.output
+    entry = json.loads((tmp_path / "r.json").read_text())["inputs"]["datasets"][0]
+    assert entry["num_examples"] == 3 and entry["skipped_images"]["count"] == 1
+    (tmp_path / "r.json").unlink()
+    assert snapshot({"data": root, **given}) == before
+
+
+def test_data_cache_never_serves_images_replaced_with_their_mtime_set_back(given, tmp_path):
+    """Issue 23 item 4: images replaced by others (other bytes, sizes), ``touch -r`` back."""
+    from PIL import Image
+
+    root = damaged(tmp_path / "png-folder", "png-folder")
+    (root / "green" / "1.png").unlink()  # (only whole images here)
+    args = ["interpolate", given["zs"], given["ft"], "--ood", root, "--alphas", "0,1"]
+    cache = ["--data-cache", tmp_path / "cache"]
+
+    def path(*extra) -> list:
+        out = tmp_path / "r.json"
+        assert invoke(*args, *extra, "-o", out).exit_code == 0
+        doc = json.loads(out.read_text())
+        out.unlink()
+        return [doc["inputs"]["datasets"][0]["fingerprint"], doc["results"]["path"]]
+
+    first = path(*cache)
+    for i, image in enumerate(sorted(root.glob("*/*.png"))):
+        stat = image.stat()
+        Image.new("RGB", (40 + i, 36), (250, 250, 250 - 80 * i)).save(image)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cached, fresh = path(*cache), path()
+    assert cached == fresh and cached[0] != first[0]

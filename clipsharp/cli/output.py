@@ -237,6 +237,7 @@ def finish(
         return
     for line in class_notes(report.to_dict()):
         out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
+    dataset_notes(report, out)
     if form == "md":
         sys.stdout.write(markdown(summary))
     elif form == "table":
@@ -268,6 +269,22 @@ def class_notes(doc: dict) -> list[str]:
         if "assumed" in mapping.get(name, ""):
             notes.append(f"{name}: stored head: {mapping[name]}")
     return notes
+
+
+def dataset_notes(report: Report, out: Console) -> None:
+    """What opening the datasets found (empty class folders, images left out), on stderr."""
+    from rich.markup import escape
+
+    for entry in report.inputs.get("datasets", []):
+        name = escape(str(entry.get("name")))
+        for note in entry.get("notes", []):
+            out.print(f"[yellow]note:[/] {name}: {escape(note)}")
+        skipped = entry.get("skipped_images")
+        if skipped:
+            out.print(
+                f"[yellow]note:[/] {name}: {skipped['count']} images cannot be read and are "
+                f"left out (--skip-bad-images), first: {escape(skipped['first'][0])}"
+            )
 
 
 def markdown(renderable: RenderableType) -> str:

@@ -102,7 +102,7 @@ def run_config(workspace: Workspace, options: RunOptions) -> dict:
         "batch_size": options.eval.batch_size,
         "device": str(workspace.device),
         "precision": options.eval.precision,
-        "templates": options.eval.templates if workspace.classifier.head is None else None,
+        "templates": None if workspace.classifier.head else options.eval.templates or "openai",
         "head": "zero-shot" if workspace.classifier.head is None else "stored",
         "head_classnames": workspace.heads.head_classnames,
         "subset_logits": options.eval.subset_logits,

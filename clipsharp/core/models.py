@@ -558,16 +558,21 @@ class ZeroShotHeads:
         self._plans: dict[tuple, HeadPlan] = {}
 
     def get(
-        self, classnames: Sequence[str], state: Hashable = None, progress: Progress | None = None
+        self,
+        classnames: Sequence[str],
+        state: Hashable = None,
+        progress: Progress | None = None,
+        templates: Sequence[str] | None = None,
     ) -> torch.Tensor | None:
         """Zero-shot: the (D, C) head of these class names, encoded by the text tower as it
-        is now the first time ``state`` asks. Stored head: the (C,) columns of these classes
-        in the head's outputs, or None when they are its classes, in order."""
+        is now the first time ``state`` asks, from ``templates`` (a dataset's own; None: the
+        run's). Stored head: the (C,) columns of these classes in the head's outputs, or
+        None when they are its classes, in order."""
         if self.classifier.head is not None:
             return self.plan(classnames).columns
         if not self.classifier.has_text_tower:
             raise CheckpointError(NO_TEXT_TOWER.format(what="the checkpoint"))
-        key = (state, tuple(classnames))
+        key = (state, tuple(classnames), tuple(templates) if templates else None)
         if key not in self._cache:
             self._cache[key] = self._build(key, progress)
         return self._cache[key]
@@ -580,7 +585,8 @@ class ZeroShotHeads:
         plan = self.plan(data.classnames, data.classes.imagenet)
         if self.classifier.head is not None:
             return plan.columns, plan.targets
-        return self.get(plan.classnames, state, progress), plan.targets
+        head = self.get(plan.classnames, state, progress, templates=data.templates)
+        return head, plan.targets
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -649,12 +655,12 @@ class ZeroShotHeads:
         return found, "by class name"
 
     @torch.inference_mode()
-    def _build(self, key: tuple[Hashable, tuple[str, ...]], progress=None) -> torch.Tensor:
+    def _build(self, key: tuple, progress=None) -> torch.Tensor:
         """(D, C): the class prompts encoded ten classes at a time (open_clip's own batches),
         reporting ``progress("zero-shot head", classes done, classes)``."""
         import open_clip
 
-        classnames = key[1]
+        classnames, templates = key[1], key[2] or self.templates
         self.encodings += 1
         columns = []
         for start in range(0, len(classnames), 10):
@@ -663,7 +669,7 @@ class ZeroShotHeads:
                     self.classifier.model,
                     self.tokenizer,
                     classnames[start : start + 10],
-                    self.templates,
+                    templates,
                     num_classes_per_batch=10,
                     device=self.classifier.device,
                 )

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,7 @@ def open_workspace(
         )
     if classifier.head is None and not classifier.has_text_tower:
         raise CheckpointError(NO_TEXT_TOWER.format(what=list(loaded.values())[-1].path))
-    templates = load_templates(evaluation.templates)
+    templates = load_templates(evaluation.templates or "openai")
     head_names = _head_classnames(evaluation, loaded)
     heads = ZeroShotHeads(
         classifier, build_tokenizer(arch), templates, head_names, evaluation.subset_logits
@@ -188,6 +188,9 @@ def open_workspace(
     transform = eval_transform(arch, classifier.model)
     with step(progress, "opening datasets"):
         datasets = load_all(list(specs), transform, data)
+    if evaluation.templates is not None or classifier.head is not None:
+        # --templates given is every dataset's; a stored head uses no templates
+        datasets = [replace(d, templates=None) for d in datasets]
     _check_heads(heads, datasets)
     return Workspace(
         loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images

@@ -24,7 +24,8 @@ from ..options import DataOptions, auto_workers
 from .classnames import ClassNames, indexed_classes, is_list, named_classes, read_classnames
 from .sources import dataset_error, open_source, quiet_datasets
 from .specs import DatasetSpec, display_name, unique_names
-from .stream import ImageSource, ImageTransform, Transform
+from .stream import ImageSource, ImageTransform, Transform, unreadable
+from .webdataset import TEMPLATES
 
 if TYPE_CHECKING:
     import datasets
@@ -44,6 +45,9 @@ class EvalData:
     labels: torch.Tensor  # (N,) int64 in [0, num_classes)
     classes: ClassNames  # the class names, their source and their ImageNet identity
     fingerprint: str  # hex digest of source content, split, columns, subset and transform
+    notes: tuple[str, ...] = ()  # what opening it found worth saying (stderr and report)
+    templates: tuple[str, ...] | None = None  # its own prompt templates (a webdataset's)
+    skipped: tuple[str, ...] = ()  # images left out by --skip-bad-images, and why
 
     @property
     def classnames(self) -> list[str]:
@@ -68,6 +72,9 @@ class EvalData:
             "num_classes": self.num_classes,
             "fingerprint": self.fingerprint,
             **self.classes.describe(),
+            **({"notes": list(self.notes)} if self.notes else {}),
+            **({"templates": f"the dataset's {TEMPLATES}"} if self.templates else {}),
+            **({"skipped_images": skipped_entry(self.skipped)} if self.skipped else {}),
         }
 
     def load_images(self, batch_size: int = 64) -> torch.Tensor:
@@ -129,15 +136,17 @@ class _Plan:
     labels: torch.Tensor  # (N,) int64
     classes: ClassNames
     identity: list[str]  # what the fingerprint covers, besides the transform
+    notes: tuple[str, ...]  # see EvalData
+    templates: tuple[str, ...] | None
 
 
 def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
     with quiet_datasets():
-        splits, base_dir = open_source(spec)
-        split = _choose_split(spec, sorted(splits))
-        if len(splits[split]) == 0:
+        opened = open_source(spec)
+        split = _choose_split(spec, sorted(opened.splits))
+        whole = _images_from_structs(opened.splits[split])
+        if len(whole) == 0:
             raise dataset_error(spec, f"split {split!r} has no examples")
-        whole = _images_from_structs(splits[split])
         image_column, label_column = _columns(spec, whole, options)
         rows = _subset(len(whole), options)
         dataset = whole.select(rows)
@@ -145,14 +154,60 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
     subset = [] if options.limit is None else [str(options.limit), str(options.seed)]
     identity = [whole._fingerprint, split, image_column, label_column]
     identity += [json.dumps(classes.names), *subset]
-    return _Plan(spec, split, dataset, image_column, rows, base_dir, labels, classes, identity)
+    notes = tuple(opened.notes.get(split, ()))
+    templates = tuple(opened.templates) if opened.templates else None
+    return _Plan(
+        spec, split, dataset, image_column, rows, opened.base_dir, labels, classes, identity,
+        notes, templates,
+    )  # fmt: skip
 
 
 def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData:
+    images = _images(plan, transform, options)
+    skipped: tuple[str, ...] = ()
+    if options.skip_bad_images:
+        plan, skipped = _without_bad_images(plan, images)
+        images = _images(plan, transform, options) if skipped else images
+    name = display_name(plan.spec)
+    return EvalData(
+        name, plan.spec, plan.split, images, plan.labels, plan.classes, images.fingerprint,
+        plan.notes, plan.templates, skipped,
+    )  # fmt: skip
+
+
+def _without_bad_images(plan: _Plan, images: ImageSource) -> tuple[_Plan, tuple[str, ...]]:
+    """The plan without the examples whose image cannot be decoded (each decoded once)."""
+    bad = unreadable(images)
+    if not bad:
+        return plan, ()
+    if len(bad) == len(plan.rows):
+        raise dataset_error(plan.spec, f"none of its {len(bad)} images can be read: {bad[0][1]}")
+    keep = np.ones(len(plan.rows), dtype=bool)
+    keep[[position for position, _ in bad]] = False
+    kept = np.flatnonzero(keep)
+    identity = [*plan.identity, "skipped", *(str(plan.rows[p]) for p, _ in bad)]
+    return replace(
+        plan, dataset=plan.dataset.select(kept), rows=plan.rows[kept],
+        labels=plan.labels[torch.from_numpy(kept)], identity=identity,
+    ), tuple(why for _, why in bad)  # fmt: skip
+
+
+def skipped_entry(skipped: tuple[str, ...]) -> dict:
+    """The report's account of the images --skip-bad-images left out: count, first ten."""
+    return {"count": len(skipped), "first": list(skipped[:10])}
+
+
+def _images(plan: _Plan, transform: Transform, options: DataOptions) -> ImageSource:
+    import datasets
+
     fingerprint = _digest([*plan.identity, repr(transform)])
-    images = ImageSource(
+    dataset = plan.dataset.select_columns([plan.image_column])
+    if isinstance(dataset.features[plan.image_column], datasets.Image):
+        # decoded by the stream, which then knows the file a bad image came from
+        dataset = dataset.cast_column(plan.image_column, datasets.Image(decode=False))
+    return ImageSource(
         describe=plan.spec.text,
-        dataset=plan.dataset.select_columns([plan.image_column]),
+        dataset=dataset,
         column=plan.image_column,
         rows=plan.rows,
         base_dir=plan.base_dir,
@@ -161,8 +216,6 @@ def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData
         num_workers=auto_workers() if options.num_workers is None else options.num_workers,
         cache_dir=options.cache_dir,
     )
-    name = display_name(plan.spec)
-    return EvalData(name, plan.spec, plan.split, images, plan.labels, plan.classes, fingerprint)
 
 
 # ---- split, columns, labels ----------------------------------------------------------------

@@ -7,41 +7,102 @@ imported inside functions because it is slow to import.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetError
+from . import webdataset
+from .folders import by_stat, dataset_of, list_image_folder
 from .specs import FILE_BUILDERS, GLOB_CHARS, DatasetSpec, is_local, local_path
 
 if TYPE_CHECKING:
     import datasets
 
 
-def open_source(spec: DatasetSpec) -> tuple[dict[str, datasets.Dataset], Path | None]:
-    """The splits of a source, and the folder that relative image paths start from."""
-    import datasets
+@dataclass(frozen=True)
+class Opened:
+    """A source's splits, and what else its folder says about them."""
 
+    splits: Mapping[str, datasets.Dataset]  # a webdataset's are indexed when asked for
+    base_dir: Path | None  # where relative image paths start
+    notes: dict[str, list[str]] = field(default_factory=dict)  # split -> said on stderr
+    templates: list[str] | None = None  # the dataset's own prompt templates (webdatasets)
+
+
+def open_source(spec: DatasetSpec) -> Opened:
+    """The splits of a source, and the folder that relative image paths start from."""
     source, path = spec.source, local_path(spec.source)
     if GLOB_CHARS.search(source):
         files = sorted(Path(f) for f in glob.glob(str(path), recursive=True))
         if not files:
             raise dataset_error(spec, f"the pattern {source} matches no files")
-        return _load_files(spec, files), files[0].parent
+        return Opened(_load_files(spec, files), files[0].parent)
     if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return _as_splits(guarded(spec, lambda: datasets.load_from_disk(str(path)))), path
-        return _as_splits(guarded(spec, lambda: datasets.load_dataset(str(path.resolve())))), path
+        return _open_folder(spec, path)
     if path.is_file():
-        return _load_files(spec, [path]), path.parent
+        return Opened(_load_files(spec, [path]), path.parent)
     if is_local(source):
         raise dataset_error(
             spec,
             f"{source} does not exist; give a folder written by save_to_disk, an image "
             "folder, a parquet/arrow/json/csv file, or a hub name",
         )
-    return _load_hub(spec), None
+    return Opened(_load_hub(spec), None)
+
+
+def _open_folder(spec: DatasetSpec, path: Path) -> Opened:
+    """A save_to_disk folder, a webdataset, an image folder listed here, or any other folder
+    ``load_dataset`` reads."""
+    import datasets
+
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return Opened(_as_splits(guarded(spec, lambda: datasets.load_from_disk(str(path)))), path)
+    if webdataset.is_webdataset(path):
+        splits = _Lazy(
+            {
+                split: functools.partial(webdataset.open_split, path, at, split)
+                for split, at in webdataset.shard_folders(path).items()
+            }
+        )
+        return Opened(splits, path, templates=webdataset.read_templates(path))
+    listed = list_image_folder(path.resolve())
+    if listed is not None:
+        splits = {split: dataset_of(listed, split, path.resolve()) for split in listed.splits}
+        return Opened(splits, path, notes=_empty_notes(listed.empty, listed.classes))
+    loaded = guarded(spec, lambda: datasets.load_dataset(str(path.resolve())))
+    splits = {name: by_stat(split, path.resolve()) for name, split in _as_splits(loaded).items()}
+    return Opened(splits, path)
+
+
+class _Lazy(Mapping):
+    """Splits opened when asked for: a webdataset indexes only the split it is read for."""
+
+    def __init__(self, openers: dict[str, Callable[[], Any]]) -> None:
+        self.openers = openers
+
+    def __getitem__(self, split: str) -> Any:
+        return self.openers[split]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.openers)
+
+    def __len__(self) -> int:
+        return len(self.openers)
+
+
+def _empty_notes(empty: dict[str, list[str]], classes: dict[str, list[str]]) -> dict:
+    return {
+        split: [
+            f"class folder {name!r} holds no images and is left out: "
+            f"{len(classes[split])} classes, not {len(classes[split]) + len(names)}"
+            for name in names
+        ]
+        for split, names in empty.items()
+    }
 
 
 def _load_files(spec: DatasetSpec, files: list[Path]) -> dict[str, datasets.Dataset]:

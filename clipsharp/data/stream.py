@@ -27,6 +27,7 @@ import torch
 from ..errors import DatasetError
 from ..files import write_atomic
 from .sources import reason
+from .webdataset import is_member, member_bytes, member_name
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -107,13 +108,13 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         source, position = self.source, self.positions[i]
-        row = int(source.rows[position])
+        row, value = int(source.rows[position]), None
         try:
             value = source.dataset[position][source.column]
             image = _to_rgb(_open_image(value, source.base_dir))
             return row, source.transform.host(image), None
         except Exception as e:  # PIL and datasets raise many types for a bad file
-            return row, None, reason(e)
+            return row, None, f"{image_name(value, row, source.base_dir)} ({reason(e)})"
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,8 @@ class ImageSource:
         for row, tensor, why in items:
             if tensor is None:
                 raise DatasetError(
-                    f"dataset {self.describe!r}: the image of row {row} cannot be read ({why}); "
-                    "fix it"
+                    f"dataset {self.describe!r}: cannot read {why}; replace or remove it, or "
+                    "pass --skip-bad-images to leave such images out"
                 )
             if shape is not None and tensor.shape != shape:
                 raise DatasetError(
@@ -202,6 +203,26 @@ class ImageSource:
         except OSError as e:
             raise DatasetError(f"--data-cache {folder} cannot be created ({e.strerror})") from e
         return folder / f"{self.fingerprint}-{shard.start}-{shard.stop}.npy"
+
+
+def unreadable(source: ImageSource) -> list[tuple[int, str]]:
+    """(position, what and why) of every image that cannot be decoded and transformed, in
+    order: each image is decoded once, by the same code as the stream (--skip-bad-images)."""
+    loader = torch.utils.data.DataLoader(
+        _Rows(source, range(len(source))),
+        batch_size=64,
+        num_workers=source.num_workers,
+        collate_fn=_failures,
+    )
+    found, done = [], 0
+    for batch in loader:
+        found += [(done + offset, why) for offset, why in batch]
+        done += 64
+    return found
+
+
+def _failures(items: list) -> list[tuple[int, str]]:
+    return [(offset, why) for offset, (_, tensor, why) in enumerate(items) if tensor is None]
 
 
 def _read_cache(path: Path, count: int, batch_size: int, skip: int) -> _CachedBatches | None:
@@ -290,15 +311,40 @@ def _digest(row: np.ndarray) -> np.uint64:
 
 
 def _open_image(value: Any, base_dir: Path | None) -> Image.Image:
-    """A decoded image, or one opened from a path relative to the dataset's folder."""
+    """A decoded image: given, opened from a path (relative to the dataset's folder), or
+    decoded by ``datasets.Image`` from an image column's ``{"bytes", "path"}`` (the bytes of
+    a webdataset's member read from its shard)."""
+    import datasets
     from PIL import Image
 
     if isinstance(value, Image.Image):
         return value
+    if isinstance(value, dict) and {"bytes", "path"} <= set(value):
+        path, data = value["path"], value["bytes"]
+        if data is None and is_member(path):
+            data = member_bytes(path)
+        elif data is None and path is not None:
+            path = str(_located(path, base_dir))
+        return datasets.Image().decode_example({"path": path, "bytes": data})
     if not isinstance(value, str):
         raise TypeError(f"expected an image or a file path, got {type(value).__name__}")
-    path = Path(value).expanduser()
-    return Image.open(path if path.is_absolute() or base_dir is None else base_dir / path)
+    return Image.open(_located(value, base_dir))
+
+
+def _located(path: str, base_dir: Path | None) -> Path:
+    found = Path(path).expanduser()
+    return found if found.is_absolute() or base_dir is None else base_dir / found
+
+
+def image_name(value: Any, row: int, base_dir: Path | None) -> str:
+    """The file an image comes from, for messages: its path, its shard and member, or its row."""
+    path = value.get("path") if isinstance(value, dict) else value
+    stored = isinstance(value, dict) and value.get("bytes") is not None  # in the dataset
+    if isinstance(path, str) and is_member(path):
+        return member_name(path)
+    if isinstance(path, str) and path and not stored:
+        return f"image file {_located(path, base_dir)}"
+    return f"the image of row {row}" + (f" ({path})" if stored and path else "")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
