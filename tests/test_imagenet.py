@@ -402,3 +402,34 @@ def test_the_report_lists_few_class_names_whole_and_many_by_digest():
     assert many["classes"] == [f"c{i}" for i in range(10)]
     other = ClassNames([f"c{i}" for i in range(999)] + ["x"], "imagenet (wnid folders)")
     assert other.describe()["classes_digest"] != many["classes_digest"]
+
+
+def test_a_webdataset_of_imagenet_a_against_a_stored_1000_row_head(pair, thousand, tmp_path):
+    """clip_benchmark's wds_imagenet-a (CLIP names in classnames.txt) with WiSE-FT's 1000-row
+    head: --classnames imagenet-a places each class among ImageNet's outputs by its name;
+    the numbers are the restricted logits by hand, on the same images as PNG members."""
+    import tarfile
+
+    _, files = image_folder(tmp_path / "images", WNIDS)
+    root = tmp_path / "wds_imagenet-a"
+    (root / "test").mkdir(parents=True)
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for i, (path, label) in enumerate(files):
+            tar.add(path, arcname=f"s{i:07d}.png")
+            cls = tmp_path / f"{i}.cls"
+            cls.write_text(str(label))
+            tar.add(cls, arcname=f"s{i:07d}.cls")
+    (root / "classnames.txt").write_text("\n".join(CLIP_NAMES) + "\n")
+    run = options(classnames="imagenet-a")
+    ends = {"zero_shot": thousand[0], "fine_tuned": thousand[1]}
+    ws = workspace(pair, run, checkpoints=ends, datasets=[(root, "ood")])
+    doc = run_interpolation(ws, run).to_dict()
+    targets = [label for _, label in files]
+    for index, path in ((0, thousand[0]), (-1, thousand[1])):
+        expected = scores(stored_logits(path, files)[:, INDICES], targets)
+        got = measured(doc, index, "wds_imagenet-a")
+        assert got[0] == pytest.approx(expected[0], abs=1e-12)
+        assert got[1] == pytest.approx(expected[1], rel=1e-4)
+    entry = doc["inputs"]["datasets"][0]
+    assert entry["class_names"].startswith("imagenet-a (--classnames imagenet-a")
+    assert "standard order assumed" in doc["config"]["head_mapping"]["wds_imagenet-a"]
