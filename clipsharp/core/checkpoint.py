@@ -409,34 +409,46 @@ def save_checkpoint(
     """Write tensors atomically (temporary file in the same folder, fsync, rename).
 
     The metadata is stored with ``clipsharp.version`` added; all values must be strings.
+    The file is the safetensors format, written here tensor by tensor (see
+    :func:`safetensors_header`): its errors are the ``OSError`` they are (a full disk names
+    the file), it leaves no temporary file of its own, and it streams into a FIFO.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     metadata = {"clipsharp.version": __version__, **metadata}
     tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in tensors.items()}
+    header, order = safetensors_header(tensors, metadata)
 
     def write(tmp: Path) -> None:
-        from safetensors import SafetensorError
-
-        try:
-            save_file(tensors, str(tmp), metadata=dict(metadata))
-        except SafetensorError as e:  # its I/O errors, as the OSError they are
-            raise _os_error(e, tmp) from e
+        with open(tmp, "wb") as f:
+            f.write(header)
+            for key in order:
+                f.write(memoryview(tensors[key].reshape(-1).view(torch.uint8).numpy()))
 
     write_atomic(path, write)
 
 
-def _os_error(error: Exception, path: Path) -> Exception:
-    """The ``OSError`` behind a safetensors error (``... (os error 28)``), or the error itself."""
-    import os
-    import re
-
-    found = re.search(r"\(os error (\d+)\)", str(error))
-    if found is None:
-        return error
-    code = int(found.group(1))
-    return OSError(code, os.strerror(code), str(path))
+def safetensors_header(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> tuple[bytes, list[str]]:
+    """The 8-byte length and JSON header of a safetensors file of ``tensors``, and the order
+    their bytes follow it in: widest dtype first, then by name, so each tensor starts at a
+    multiple of its width (the header is padded with spaces to 8 bytes). Keys are sorted:
+    the same tensors give the same bytes."""
+    names = {dtype: name for name, dtype in _torch_dtypes().items()}
+    order = sorted(tensors, key=lambda key: (-tensors[key].element_size(), key))
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for key in order:
+        tensor = tensors[key]
+        if tensor.dtype not in names:
+            raise CheckpointError(f"{key} has dtype {tensor.dtype}, which safetensors cannot store")
+        size = tensor.numel() * tensor.element_size()
+        entry = {"dtype": names[tensor.dtype], "shape": list(tensor.shape)}
+        header[key] = entry | {"data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, order
 
 
 def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:

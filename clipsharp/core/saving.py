@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, ClipsharpError, ConfigError
-from ..files import is_stream, write_atomic
+from ..files import check_writable, is_stream, write_atomic
 from . import hf
 from .checkpoint import Checkpoint, save_checkpoint
 from .models import Architecture
@@ -45,6 +45,7 @@ def check_target(output: Path, form: str, flag: str = "-o") -> None:
     if form != hf.FORMAT:
         if output.is_dir():
             raise ConfigError(f"{flag} {output} is a folder; give a .safetensors file name")
+        check_writable(output, flag)  # a block device, a socket
         return
     if output.suffix == ".safetensors" or (output.exists() and not output.is_dir()):
         raise ConfigError(
