@@ -37,11 +37,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
         return
     check_writable(path, "cannot write", folder=folder)
     sweep_stale(path)
+    tmp, lock = None, -1
     try:
-        tmp, lock = _staging(path, folder)
-    except OSError as e:
-        raise ClipsharpError(f"cannot write {path}: {e.strerror}; choose another path") from e
-    try:
+        tmp, lock = _staging(path, folder)  # the file, and a descriptor locking it
         write(tmp)
         if folder:
             honour_umask(tmp, mode=0o777)
@@ -55,9 +53,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
         raise ClipsharpError(
             f"cannot write {path}: {e.strerror or e}; free space or choose another path"
         ) from e
-    finally:
-        _remove(tmp)
-        os.close(lock)
+    finally:  # also on Ctrl-C and SIGTERM (see clipsharp.cli.output.Terminated)
+        if tmp is not None:
+            _remove(tmp)
+            os.close(lock)
 
 
 def special_file(path: Path) -> str | None:

@@ -596,8 +596,17 @@ def reader(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
 STREAMED = {  # case -> arguments writing into {stream}
     "inspect -o": ["inspect", "{zs}", "-o", "{stream}"],
     "interpolate -o (no journal beside it)": [
-        "interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--alphas", "0,1", "--device",
-        "cpu", "-o", "{stream}",
+        "interpolate",
+        "{zs}",
+        "{ft}",
+        "--ood",
+        "{shifted}",
+        "--alphas",
+        "0,1",
+        "--device",
+        "cpu",
+        "-o",
+        "{stream}",
     ],  # fmt: skip
     "merge -o": ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{stream}"],
     "prune -o": ["prune", "{ft}", "--layers", "visual.block.0", "-o", "{stream}"],
@@ -727,3 +736,221 @@ def test_a_checkpoint_changed_while_it_is_read_exits_2(given, monkeypatch, chang
     monkeypatch.setattr(checkpoint, "hashlib", SimpleNamespace(sha256=Hash))
     result = invoke("inspect", given["ft"])
     refused(result, str(given["ft"]), "changed while it was read")
+
+
+@pytest.fixture()
+def full_disk(tmp_path) -> Path:
+    """A 1 MiB tmpfs filled to its last byte by one file, ``filler``."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+    for size in (1 << 16, 1 << 10, 1):
+        try:
+            while True:
+                os.write(fd, b"\0" * size)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    os.close(fd)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+FULL_DISK = {  # case -> (arguments, the file the message names)
+    "merge -o": (
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{full}/m.safetensors"],
+        "{full}/m.safetensors",
+    ),  # fmt: skip
+    "prune -o": (
+        ["prune", "{ft}", "--layers", "visual.block.0", "-o", "{full}/p.safetensors"],
+        "{full}/.p.safetensors.pending",
+    ),  # fmt: skip
+    "convert -o": (["convert", "{ft}", "-o", "{full}/c.safetensors"], "{full}/c.safetensors"),
+    "inspect -o (a report)": (
+        ["inspect", "{zs}", "-o", "{full}/r.json", "--format", "json"],
+        "{full}/r.json",
+    ),
+    "prune --report": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{full}/p.json",
+            "--format",
+            "json",
+        ],
+        "{full}/p.json",
+    ),  # fmt: skip
+    "interpolate's journal": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,1",
+            "--device",
+            "cpu",
+            "-o",
+            "{full}/r.json",
+        ],
+        "{full}/r.json.partial",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", FULL_DISK)
+def test_a_full_disk_exits_2_naming_the_file_and_leaves_nothing(given, tmp_path, full_disk,
+                                                                 case):  # fmt: skip
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()}
+    names |= {"full": str(full_disk), "out": str(tmp_path / "out")}
+    args, named = FULL_DISK[case]
+    before = snapshot(given)
+    result = invoke(*(arg.format(**names) for arg in args))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if "error" in line]  # after progress
+    assert errors == result.stderr.strip().splitlines()[-1:], result.stderr
+    assert f"cannot write {named.format(**names)}: No space left on device" in errors[0]
+    assert "internal error" not in errors[0] and "Traceback" not in result.output
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]
+    assert not list((tmp_path / "out").iterdir())
+    assert snapshot(given) == before
+
+
+def test_a_run_sweeps_the_stale_temporary_files_of_its_own_output(given, tmp_path):
+    """Temporary files a killed run left for -o r.json go on the next write of r.json; a live
+    writer's (locked), another output's, a user's look-alikes and symlinks stay."""
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "user.txt").write_text("mine")
+    stale = [out / ".r.json.abcd1234.tmp", out / ".r.json.q_9z0000.tmp"]
+    stale[0].write_text("{half a report")
+    stale[1].mkdir()  # a staging folder
+    (stale[1] / "inner").write_text("x")
+    kept = [out / ".r.json.live0000.tmp", out / ".r.json.tmp", out / ".r.json.abc123.tmp",
+            out / ".other.json.abcd1234.tmp", out / "r.json.abcd1234.tmp"]  # fmt: skip
+    for path in kept:
+        path.write_text("kept")
+    os.symlink(out / "user.txt", out / ".r.json.link0000.tmp")
+    live = os.open(kept[0], os.O_RDONLY)
+    fcntl.flock(live, fcntl.LOCK_EX)  # another run writing r.json now
+    try:
+        result = invoke("inspect", given["zs"], "-o", out / "r.json")
+    finally:
+        os.close(live)
+    assert result.exit_code == 0, result.output
+    left = sorted(p.name for p in out.iterdir())
+    expected = ["r.json", "user.txt", ".r.json.link0000.tmp", *(p.name for p in kept)]
+    assert left == sorted(expected)
+    assert (out / "user.txt").read_text() == "mine"
+
+
+def test_prune_removes_a_pending_checkpoint_a_killed_prune_left(given, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".p.safetensors.pending").write_bytes(b"half a checkpoint")
+    result = invoke("prune", given["ft"], "--layers", "visual.block.0", "-o", out / "p.safetensors")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == ["p.safetensors"]
+
+
+# SIGTERM (what CI runners send on a timeout) at the worst moment of each write: the function
+# named is wrapped to send it to the process once it returned
+TERMINATE = """
+import importlib, os, signal, sys, time
+module, _, path = sys.argv[1].partition(":")  # module:attribute[.attribute]
+owner = importlib.import_module(module)
+*outer, name = path.split(".")
+for part in outer:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+
+def terminated(*args, **kwargs):
+    done = original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+    return done
+
+setattr(owner, name, terminated)
+from clipsharp.cli import main
+sys.argv = ["clipsharp", *sys.argv[2:]]
+main()
+"""
+
+TERMINATED = {  # case -> (the function after which SIGTERM comes, arguments, files left in out)
+    "merge while its temporary file is written": (
+        "clipsharp.files:_staging",
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{out}/m.safetensors"],
+        [],
+    ),  # fmt: skip
+    "merge once its temporary file is written": (
+        "clipsharp.files:honour_umask",
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{out}/m.safetensors"],
+        [],
+    ),  # fmt: skip
+    "prune with its checkpoint pending": (
+        "clipsharp.analyses.prune:run_prune",
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{out}/p.json",
+        ],
+        [],
+    ),  # fmt: skip
+    "interpolate with its journal written": (
+        "clipsharp.core.journal:Journal._write",
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,0.5,1",
+            "--device",
+            "cpu",
+            "-o",
+            "{out}/r.json",
+        ],
+        ["r.json.partial"],  # kept for --resume, as after Ctrl-C
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.slow  # a subprocess terminated mid-run
+@pytest.mark.parametrize("case", TERMINATED)
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(given, tmp_path, case):
+    out = tmp_path / "out"
+    out.mkdir()
+    names = {name: str(path) for name, path in given.items()} | {"out": str(out)}
+    target, args, left = TERMINATED[case]
+    args = [arg.format(**names) for arg in args]
+    before = snapshot(given)
+    done = subprocess.run([sys.executable, "-c", TERMINATE, target, *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "clipsharp: terminated"
+    assert sorted(p.name for p in out.iterdir()) == left
+    assert snapshot(given) == before
+    if left:  # the journal serves --resume
+        resumed = invoke(*args, "--resume")
+        assert resumed.exit_code == 0, resumed.output
+        assert [p.name for p in out.iterdir()] == ["r.json"]
