@@ -145,7 +145,12 @@ def _staging(path: Path, folder: bool) -> tuple[Path, int]:
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         tmp = Path(name)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:  # Ctrl-C or SIGTERM before the caller holds it
+        os.close(fd)
+        _remove(tmp)
+        raise
     return tmp, fd
 
 

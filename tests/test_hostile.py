@@ -892,7 +892,7 @@ main()
 
 TERMINATED = {  # case -> (the function after which SIGTERM comes, arguments, files left in out)
     "merge while its temporary file is written": (
-        "clipsharp.files:_staging",
+        "clipsharp.core.checkpoint:write_tensors",
         ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{out}/m.safetensors"],
         [],
     ),  # fmt: skip

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -419,12 +419,17 @@ def save_checkpoint(
     header, order = safetensors_header(tensors, metadata)
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            for key in order:
-                f.write(memoryview(tensors[key].reshape(-1).view(torch.uint8).numpy()))
+        with open(tmp, "wb") as file:
+            write_tensors(file, header, [tensors[key] for key in order])
 
     write_atomic(path, write)
+
+
+def write_tensors(file: BinaryIO, header: bytes, tensors: Iterable[torch.Tensor]) -> None:
+    """The header, then each tensor's bytes (contiguous CPU tensors, in the header's order)."""
+    file.write(header)
+    for tensor in tensors:
+        file.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
 
 
 def safetensors_header(
