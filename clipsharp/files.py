@@ -86,7 +86,7 @@ def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
             "file name"
         )
     if not path.parent.is_dir():
-        raise ClipsharpError(f"{flag} {path}: folder {path.parent} does not exist")
+        raise ClipsharpError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
 
 
 def _write_stream(path: Path, write: Callable[[Path], None]) -> None:
