@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import ClipsharpError, ConfigError
+
+# the kinds of file that are written into as they are, never replaced (``-o /dev/null``,
+# ``-o >(gzip > r.json.gz)``, a FIFO some reader waits on)
+STREAMS = {stat.S_IFCHR: "a character device", stat.S_IFIFO: "a FIFO"}
+UNWRITABLE = {stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: bool = False) -> None:
@@ -18,17 +25,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
     An interrupted write leaves either the old file or the new one, never half of one. With
     ``folder``, ``tmp`` is an empty folder that ``write`` fills; it replaces the folder at
     ``path`` (a crash between removing the old folder and renaming the new one leaves none).
+
+    A character device or a FIFO at ``path`` is written into as a stream (``write(path)``),
+    never replaced; a block device or a socket is refused. The temporary file is locked
+    while it is written; the unlocked ones a killed run left for ``path`` are removed first
+    (see :func:`sweep_stale`).
     """
     path = Path(path)
-    if path.is_dir() and not folder:
-        raise ClipsharpError(f"cannot write {path}: it is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise ClipsharpError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not folder and is_stream(path):
+        _write_stream(path, write)
+        return
+    check_writable(path, "cannot write", folder=folder)
+    sweep_stale(path)
+    tmp, lock = None, -1
     try:
-        tmp = _staging(path, folder)
-    except OSError as e:
-        raise ClipsharpError(f"cannot write {path}: {e.strerror}; choose another path") from e
-    try:
+        tmp, lock = _staging(path, folder)  # the file, and a descriptor locking it
         write(tmp)
         if folder:
             honour_umask(tmp, mode=0o777)
@@ -42,21 +53,112 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
         raise ClipsharpError(
             f"cannot write {path}: {e.strerror or e}; free space or choose another path"
         ) from e
-    finally:
-        if folder:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+    finally:  # also on Ctrl-C and SIGTERM (see clipsharp.cli.output.Terminated)
+        if tmp is not None:
+            _remove(tmp)
+            os.close(lock)
 
 
-def _staging(path: Path, folder: bool) -> Path:
-    """An empty temporary file (or folder) beside ``path``."""
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``"a FIFO"``), else
+    None (also when nothing is there). Symlinks are followed: ``/dev/fd/63`` is a FIFO."""
+    try:
+        kind = stat.S_IFMT(path.stat().st_mode)
+    except (OSError, ValueError):
+        return None
+    return STREAMS.get(kind) or UNWRITABLE.get(kind)
+
+
+def is_stream(path: str | Path) -> bool:
+    """A character device or a FIFO: written into, never replaced, no journal beside it."""
+    return special_file(Path(path)) in STREAMS.values()
+
+
+def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
+    """Refuse a path that no file can be written to: a folder (unless ``folder``), a block
+    device or a socket, or one whose folder is missing."""
+    if path.is_dir() and not folder:
+        raise ClipsharpError(f"{flag} {path}: it is a folder; give a file name")
+    kind = special_file(path)
+    if kind in UNWRITABLE.values():
+        raise ClipsharpError(
+            f"{flag} {path}: it is {kind}, which clipsharp neither writes nor replaces; give a "
+            "file name"
+        )
+    if not path.parent.is_dir():
+        raise ClipsharpError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
+
+
+def _write_stream(path: Path, write: Callable[[Path], None]) -> None:
+    """Write into a character device or a FIFO as it is: no temporary file, no rename."""
+    try:
+        write(path)
+    except OSError as e:  # a reader that went away (EPIPE), a full device
+        raise ClipsharpError(f"cannot write {path}: {e.strerror or e}; check its reader") from e
+
+
+def staging_name(path: Path) -> re.Pattern[str]:
+    """The names of the temporary files and folders of :func:`write_atomic` for ``path``:
+    ``.NAME.XXXXXXXX.tmp``, eight characters as ``tempfile`` draws them."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def sweep_stale(path: Path) -> list[Path]:
+    """Remove the temporary files and folders a killed run left beside ``path``; return them.
+
+    Only names of :func:`staging_name` for this ``path``, regular files and real folders (no
+    symlinks), and only those no live writer locks: a run writing ``path`` now keeps its own.
+    """
+    import fcntl
+
+    pattern, removed = staging_name(path), []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name) or entry.is_symlink():
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            os.close(fd)
+            continue
+        _remove(Path(entry.path))
+        os.close(fd)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _staging(path: Path, folder: bool) -> tuple[Path, int]:
+    """An empty temporary file (or folder) beside ``path``, and a descriptor locking it."""
+    import fcntl
+
     prefix = f".{path.name}."
     if folder:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        fd = os.open(tmp, os.O_RDONLY)
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:  # Ctrl-C or SIGTERM before the caller holds it
+        os.close(fd)
+        _remove(tmp)
+        raise
+    return tmp, fd
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def honour_umask(path: str | Path, mode: int = 0o666) -> None:

@@ -8,13 +8,18 @@ and every input folder's listing are what they were before.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -86,8 +91,10 @@ def snapshot(files: dict[str, Path]) -> dict[str, object]:
         if path.is_dir():
             for inner in sorted(path.rglob("*")):
                 state[str(inner)] = file_sha256(inner) if inner.is_file() else "folder"
-        elif path.exists():
+        elif path.is_file():
             state[str(path)] = file_sha256(path)
+        elif path.exists():  # a FIFO or a device: its kind and number, never read
+            state[str(path)] = (path.stat().st_mode, path.stat().st_rdev)
     return state
 
 
@@ -215,6 +222,7 @@ DATA_LOSS = {  # case -> (arguments, the input named in the message)
     "convert -o the checkpoint": (["convert", "{ft}", "-o", "{ft}"], "{ft}"),
     "-o the config file": (["inspect", "{zs}", "-o", "clipsharp.toml"], "clipsharp.toml"),
     "demo --out the config file": (["demo", "--out", "clipsharp.toml"], "clipsharp.toml"),
+    "demo --out a user's folder": (["demo", "--out", "{shifted}", "--quick"], "{shifted}"),
 }
 
 
@@ -261,6 +269,13 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
         return write(tmp_path / "array.json", [1, 2])
     if name in ("latin1-name", "short-webdataset"):
         return hostile_folder(tmp_path / name, name)
+    if name == "fifo":
+        os.mkfifo(tmp_path / "r.fifo")
+        return tmp_path / "r.fifo"
+    if name == "socket":  # the file of a Unix socket stays after the socket is closed
+        with socket.socket(socket.AF_UNIX) as bound:
+            bound.bind(str(tmp_path / "r.sock"))
+        return tmp_path / "r.sock"
     doc = json.loads(given["interpolate" if name != "layer-gap" else "layerwise"].read_text())
     if name == "metrics-gap":  # a dataset missing from one point of the path
         del doc["results"]["path"][1]["metrics"]["shifted"]
@@ -409,9 +424,18 @@ EXIT_2 = {  # case -> (arguments, what the message names)
         ["interpolate", "{zs}", "{ft}", "--ood", "{short-webdataset}", "--alphas", "0"],
         ["{short-webdataset}/test/nshards.txt", "says 3 shards", "holds 1"],
     ),  # fmt: skip
+    "--resume with -o a FIFO": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "-o", "{fifo}", "--resume"],
+        ["--resume", "{fifo}", "a FIFO"],
+    ),  # fmt: skip
+    "-o a socket": (["inspect", "{zs}", "-o", "{socket}"], ["-o {socket}", "a socket"]),
+    "merge -o a socket": (
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{socket}"],
+        ["{socket}", "a socket"],
+    ),  # fmt: skip
 }
 MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
-        "baseline-list", "latin1-name", "short-webdataset")  # fmt: skip
+        "baseline-list", "latin1-name", "short-webdataset", "fifo", "socket")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EXIT_2)
@@ -616,3 +640,423 @@ def test_data_cache_never_serves_images_replaced_with_their_mtime_set_back(given
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     cached, fresh = path(*cache), path()
     assert cached == fresh and cached[0] != first[0]
+
+
+# ----------------------------------------------------------------------------- issue 23
+
+
+def test_demo_out_over_a_users_project_is_refused(tmp_path):
+    """The README's own layout (proj/data/in_dist, proj/zero_shot.safetensors, ...) is a
+    user's project, not a demo folder: nothing in it is replaced."""
+    project = tmp_path / "proj"
+    for name in ("data/in_dist/a.arrow", "data/shifted/a.arrow", "zero_shot.safetensors",
+                 "study.json"):  # fmt: skip
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(name)
+    before = snapshot({"project": project})
+    line = refused(invoke("demo", "--out", project, "--quick"), f"--out {project}", "demo.json")
+    assert "holds data, study.json, zero_shot.safetensors" in line
+    assert snapshot({"project": project}) == before
+
+
+def test_a_demo_folder_is_one_holding_its_record(tmp_path):
+    from clipsharp.demo.build import check_demo_folder, demo_record
+
+    empty, marked, building, other = (tmp_path / name for name in ("e", "m", "b", "o"))
+    for folder in (empty, marked, building, other):
+        folder.mkdir()
+    (marked / "demo.json").write_text(json.dumps({"recipe_hash": "ab12", "seed": 0}))
+    (marked / "reports").mkdir()
+    (building / "demo.json").write_text(json.dumps({"recipe_hash": None}))
+    (other / "demo.json").write_text(json.dumps({"name": "someone else's demo.json"}))
+    for folder in (empty, marked, building, tmp_path / "new"):
+        check_demo_folder(folder)  # accepted
+    assert demo_record(marked)["recipe_hash"] == "ab12" and demo_record(other) is None
+    with pytest.raises(Exception, match="holds demo.json and is not a clipsharp demo folder"):
+        check_demo_folder(other)
+
+
+def test_an_interrupted_demo_build_leaves_its_marker(tmp_path, monkeypatch):
+    """The record is written, without a recipe hash, before the first file: a build stopped
+    half-way is still the demo's folder, and is rebuilt (not reused) by the next run."""
+    import clipsharp.demo.build as build
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "write_data", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_demo(tmp_path / "demo", recipe=build.DemoRecipe.tiny())
+    assert build.demo_record(tmp_path / "demo")["recipe_hash"] is None
+    build.check_demo_folder(tmp_path / "demo")
+
+
+def reader(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
+    """A thread that reads ``fifo`` to its end, as ``cat fifo`` would."""
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    thread.start()
+    return thread, got
+
+
+STREAMED = {  # case -> arguments writing into {stream}
+    "inspect -o": ["inspect", "{zs}", "-o", "{stream}"],
+    "interpolate -o (no journal beside it)": [
+        "interpolate",
+        "{zs}",
+        "{ft}",
+        "--ood",
+        "{shifted}",
+        "--alphas",
+        "0,1",
+        "--device",
+        "cpu",
+        "-o",
+        "{stream}",
+    ],  # fmt: skip
+    "merge -o": ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{stream}"],
+    "prune -o": ["prune", "{ft}", "--layers", "visual.block.0", "-o", "{stream}"],
+}
+
+
+def streamed(given, stream: Path, case: str):
+    names = {name: str(path) for name, path in given.items()} | {"stream": str(stream)}
+    return invoke(*(arg.format(**names) for arg in STREAMED[case]))
+
+
+def written_form(case: str, data: bytes) -> None:
+    """What came through the stream is the whole report or checkpoint."""
+    if case.startswith(("merge", "prune")):
+        from safetensors.torch import load
+
+        assert "visual.proj" in load(data)
+    else:
+        assert json.loads(data)["command"] == case.split()[0]
+
+
+@pytest.mark.parametrize("case", STREAMED)
+def test_o_into_a_fifo_writes_the_stream(given, tmp_path, case):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fifo = folder / "r.fifo"
+    os.mkfifo(fifo)
+    before = snapshot(given)
+    thread, got = reader(fifo)
+    result = streamed(given, fifo, case)
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)) if thread.is_alive() else None
+    thread.join(30)
+    assert result.exit_code == 0, result.output
+    written_form(case, got[0])
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in folder.iterdir()] == ["r.fifo"]  # no temporary, no journal
+    assert snapshot(given) == before
+
+
+@pytest.mark.parametrize("case", STREAMED)
+def test_o_into_a_character_device_writes_into_it(given, tmp_path, case):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    null = folder / "null"
+    try:  # the issue's `mknod fakedev/null c 1 3`: another /dev/null
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    before = snapshot(given)
+    result = streamed(given, null, case)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(null.stat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
+    assert [p.name for p in folder.iterdir()] == ["null"]
+    assert snapshot(given) == before
+
+
+def test_a_checkpoint_rewritten_after_it_is_read_changes_no_weight(given):
+    """What a run uses is what it read, and the sha256 it reports is of those bytes: a file
+    rewritten in place (``dd conv=notrunc``) after the read changes neither."""
+    from clipsharp.core.checkpoint import load_checkpoint
+
+    original = given["ft"].read_bytes()
+    loaded = load_checkpoint(given["ft"])
+    expected = {key: tensor.clone() for key, tensor in loaded.tensors.items()}
+    with open(given["ft"], "r+b") as f:  # other weights, same size, same header
+        f.seek(len(original) // 2)
+        f.write(os.urandom(len(original) - len(original) // 2))
+    assert loaded.sha256 == hashlib.sha256(original).hexdigest() != file_sha256(given["ft"])
+    assert all(torch.equal(loaded.tensors[key], expected[key]) for key in expected)
+
+
+TRUNCATED = """
+import os, sys
+from clipsharp.core.checkpoint import load_checkpoint
+loaded = load_checkpoint(sys.argv[1])
+os.truncate(sys.argv[1], 0)  # `cp` over it: truncated first
+print(sum(float(t.double().sum()) for t in loaded.tensors.values() if t.is_floating_point()))
+"""
+
+
+def test_a_checkpoint_truncated_while_in_use_is_no_bus_error(given):
+    from clipsharp.core.checkpoint import load_checkpoint
+
+    total = sum(float(t.double().sum()) for t in load_checkpoint(given["ft"]).tensors.values()
+                if t.is_floating_point())  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", TRUNCATED, str(given["ft"])],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -7 (SIGBUS) under a mmap
+    assert float(done.stdout) == pytest.approx(total, rel=1e-12)
+
+
+CHANGES = {  # how a writer changes the file while it is read
+    "rewritten in place": lambda path, size: _rewrite(path, size // 2, b"\x01" * 64),
+    "truncated": lambda path, size: os.truncate(path, size // 2),
+    "grown": lambda path, size: _rewrite(path, size, b"\0" * 64),
+}
+
+
+def _rewrite(path: Path, at: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+    stamp = path.stat().st_mtime_ns + 1_000_000  # a clock tick later, as a writer's would be
+    os.utime(path, ns=(stamp, stamp))
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_checkpoint_changed_while_it_is_read_exits_2(given, monkeypatch, change):
+    import clipsharp.core.checkpoint as checkpoint
+
+    size, calls = given["ft"].stat().st_size, []
+
+    class Hash:  # a writer strikes between the first and second chunks the reader hashes
+        def __init__(self):
+            self.inner = hashlib.sha256()
+
+        def update(self, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                CHANGES[change](given["ft"], size)
+            self.inner.update(data)
+
+        def hexdigest(self):
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(checkpoint, "READ_CHUNK", 4096)
+    monkeypatch.setattr(checkpoint, "hashlib", SimpleNamespace(sha256=Hash))
+    result = invoke("inspect", given["ft"])
+    refused(result, str(given["ft"]), "changed while it was read")
+
+
+@pytest.fixture()
+def full_disk(tmp_path) -> Path:
+    """A 1 MiB tmpfs filled to its last byte by one file, ``filler``."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+    for size in (1 << 16, 1 << 10, 1):
+        try:
+            while True:
+                os.write(fd, b"\0" * size)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    os.close(fd)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+FULL_DISK = {  # case -> (arguments, the file the message names)
+    "merge -o": (
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{full}/m.safetensors"],
+        "{full}/m.safetensors",
+    ),  # fmt: skip
+    "prune -o": (
+        ["prune", "{ft}", "--layers", "visual.block.0", "-o", "{full}/p.safetensors"],
+        "{full}/.p.safetensors.pending",
+    ),  # fmt: skip
+    "convert -o": (["convert", "{ft}", "-o", "{full}/c.safetensors"], "{full}/c.safetensors"),
+    "inspect -o (a report)": (
+        ["inspect", "{zs}", "-o", "{full}/r.json", "--format", "json"],
+        "{full}/r.json",
+    ),
+    "prune --report": (
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{full}/p.json",
+            "--format",
+            "json",
+        ],
+        "{full}/p.json",
+    ),  # fmt: skip
+    "interpolate's journal": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,1",
+            "--device",
+            "cpu",
+            "-o",
+            "{full}/r.json",
+        ],
+        "{full}/r.json.partial",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", FULL_DISK)
+def test_a_full_disk_exits_2_naming_the_file_and_leaves_nothing(given, tmp_path, full_disk,
+                                                                 case):  # fmt: skip
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()}
+    names |= {"full": str(full_disk), "out": str(tmp_path / "out")}
+    args, named = FULL_DISK[case]
+    before = snapshot(given)
+    result = invoke(*(arg.format(**names) for arg in args))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if "error" in line]  # after progress
+    assert errors == result.stderr.strip().splitlines()[-1:], result.stderr
+    assert f"cannot write {named.format(**names)}: No space left on device" in errors[0]
+    assert "internal error" not in errors[0] and "Traceback" not in result.output
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]
+    assert not list((tmp_path / "out").iterdir())
+    assert snapshot(given) == before
+
+
+def test_a_run_sweeps_the_stale_temporary_files_of_its_own_output(given, tmp_path):
+    """Temporary files a killed run left for -o r.json go on the next write of r.json; a live
+    writer's (locked), another output's, a user's look-alikes and symlinks stay."""
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "user.txt").write_text("mine")
+    stale = [out / ".r.json.abcd1234.tmp", out / ".r.json.q_9z0000.tmp"]
+    stale[0].write_text("{half a report")
+    stale[1].mkdir()  # a staging folder
+    (stale[1] / "inner").write_text("x")
+    kept = [out / ".r.json.live0000.tmp", out / ".r.json.tmp", out / ".r.json.abc123.tmp",
+            out / ".other.json.abcd1234.tmp", out / "r.json.abcd1234.tmp"]  # fmt: skip
+    for path in kept:
+        path.write_text("kept")
+    os.symlink(out / "user.txt", out / ".r.json.link0000.tmp")
+    live = os.open(kept[0], os.O_RDONLY)
+    fcntl.flock(live, fcntl.LOCK_EX)  # another run writing r.json now
+    try:
+        result = invoke("inspect", given["zs"], "-o", out / "r.json")
+    finally:
+        os.close(live)
+    assert result.exit_code == 0, result.output
+    left = sorted(p.name for p in out.iterdir())
+    expected = ["r.json", "user.txt", ".r.json.link0000.tmp", *(p.name for p in kept)]
+    assert left == sorted(expected)
+    assert (out / "user.txt").read_text() == "mine"
+
+
+def test_prune_removes_a_pending_checkpoint_a_killed_prune_left(given, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".p.safetensors.pending").write_bytes(b"half a checkpoint")
+    result = invoke("prune", given["ft"], "--layers", "visual.block.0", "-o", out / "p.safetensors")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == ["p.safetensors"]
+
+
+# SIGTERM (what CI runners send on a timeout) at the worst moment of each write: the function
+# named is wrapped to send it to the process once it returned
+TERMINATE = """
+import importlib, os, signal, sys, time
+module, _, path = sys.argv[1].partition(":")  # module:attribute[.attribute]
+owner = importlib.import_module(module)
+*outer, name = path.split(".")
+for part in outer:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+
+def terminated(*args, **kwargs):
+    done = original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+    return done
+
+setattr(owner, name, terminated)
+from clipsharp.cli import main
+sys.argv = ["clipsharp", *sys.argv[2:]]
+main()
+"""
+
+TERMINATED = {  # case -> (the function after which SIGTERM comes, arguments, files left in out)
+    "merge while its temporary file is written": (
+        "clipsharp.core.checkpoint:write_tensors",
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{out}/m.safetensors"],
+        [],
+    ),  # fmt: skip
+    "merge once its temporary file is written": (
+        "clipsharp.files:honour_umask",
+        ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{out}/m.safetensors"],
+        [],
+    ),  # fmt: skip
+    "prune with its checkpoint pending": (
+        "clipsharp.analyses.prune:run_prune",
+        [
+            "prune",
+            "{ft}",
+            "--layers",
+            "visual.block.0",
+            "-o",
+            "{out}/p.safetensors",
+            "--report",
+            "{out}/p.json",
+        ],
+        [],
+    ),  # fmt: skip
+    "interpolate with its journal written": (
+        "clipsharp.core.journal:Journal._write",
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,0.5,1",
+            "--device",
+            "cpu",
+            "-o",
+            "{out}/r.json",
+        ],
+        ["r.json.partial"],  # kept for --resume, as after Ctrl-C
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.slow  # a subprocess terminated mid-run
+@pytest.mark.parametrize("case", TERMINATED)
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(given, tmp_path, case):
+    out = tmp_path / "out"
+    out.mkdir()
+    names = {name: str(path) for name, path in given.items()} | {"out": str(out)}
+    target, args, left = TERMINATED[case]
+    args = [arg.format(**names) for arg in args]
+    before = snapshot(given)
+    done = subprocess.run([sys.executable, "-c", TERMINATE, target, *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "clipsharp: terminated"
+    assert sorted(p.name for p in out.iterdir()) == left
+    assert snapshot(given) == before
+    if left:  # the journal serves --resume
+        resumed = invoke(*args, "--resume")
+        assert resumed.exit_code == 0, resumed.output
+        assert [p.name for p in out.iterdir()] == ["r.json"]

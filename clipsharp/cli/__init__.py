@@ -96,14 +96,17 @@ USAGE = 2
 FILE_SYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
                errno.ENOTDIR, errno.ENAMETOOLONG}  # fmt: skip
 INTERNAL_ERROR = 3
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT
+TERMINATED = 143  # 128 + SIGTERM
 
 
 def handle_errors(command):
     """The typer command of ``command``: its options dataclasses offered as flags (see
-    ``params.py``). Expected errors: one line on stderr and exit 2. Ctrl-C: exit 130.
-    Bugs: exit 3. Also serves ``--show-config`` for every command that has it.
+    ``params.py``). Expected errors: one line on stderr and exit 2. Ctrl-C: exit 130;
+    SIGTERM, cleaned up alike: exit 143. Bugs: exit 3. Also serves ``--show-config`` for every
+    command that has it.
     """
+    from .output import Terminated, terminate_as_interrupt
 
     surface = Surface.of(command)  # worked out once, not at every call
 
@@ -114,15 +117,17 @@ def handle_errors(command):
             return None
         try:
             check_finite(ctx, kwargs)
-            return command(**surface.grouped(kwargs))
+            with terminate_as_interrupt():
+                return command(**surface.grouped(kwargs))
         except ClipsharpError as e:
             typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except typer.Exit:
             raise
-        except KeyboardInterrupt:
-            typer.echo("clipsharp: interrupted", err=True)
-            raise typer.Exit(INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            typer.echo(f"clipsharp: {'terminated' if terminated else 'interrupted'}", err=True)
+            raise typer.Exit(TERMINATED if terminated else INTERRUPTED) from None
         except Exception as e:
             if _debug(ctx):
                 raise

@@ -41,11 +41,18 @@ def check_output(output: str | None, flag: str = "-o") -> Path | None:
     Returns the report path, or None when the report goes to stdout. Whether it is
     also an input is :func:`guard`'s job.
     """
+    from ..files import check_writable, is_stream
+
     if output is None or output == "-":
         return None
     path = Path(output)
     if path.is_dir():
         raise ClipsharpError(f"{flag} {output} is a folder; give a file name")
+    check_writable(path, flag)
+    if is_stream(path):  # written into as it is (see clipsharp.files.write_atomic)
+        if not os.access(path, os.W_OK):
+            raise ClipsharpError(f"{flag} {output} is not writable")
+        return path
     if not path.parent.is_dir():
         raise ClipsharpError(
             f"{flag} {output}: folder {path.parent} does not exist; create it first"
@@ -74,15 +81,15 @@ def guard(outputs: Paths, inputs: Paths) -> None:
 
     Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
     """
-    from ..files import check_outputs, journal_path
+    from ..files import check_outputs, is_stream, journal_path
     from .config_file import find_config
 
     found = find_config(Path.cwd())
     config = [("the config file", found[0])] if found else []
-    journals = [  # a report's --resume journal is written beside it
+    journals = [  # a report's --resume journal is written beside it (never beside a stream)
         (f"the journal of {flag}", journal_path(Path(path)))
         for flag, path in outputs
-        if flag == "-o" and path not in (None, "-")
+        if flag == "-o" and path not in (None, "-") and not is_stream(path)
     ]
     check_outputs([*outputs, *journals], [*inputs, *config])
 
@@ -128,7 +135,8 @@ def _until_glob(parts: Sequence[str]) -> Iterator[str]:
 
 @contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, then raise it: files written together are all written."""
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise them (:class:`Terminated` for
+    SIGTERM): files written together are all written."""
     import signal
     import threading
 
@@ -136,13 +144,46 @@ def uninterrupted() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+
+    def hold(signum, frame):
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and previous is not signal.SIG_IGN:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    live = [sig for sig in caught if previous[sig] is not signal.SIG_IGN]
+    if signal.SIGTERM in live:
+        raise Terminated
+    if live:
         raise KeyboardInterrupt
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI runners and ``timeout`` send), raised where Ctrl-C would be: the same
+    clean-up runs (temporary files removed, the ``--resume`` journal kept); exit 143."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def run_files(inputs: InputOptions, run: RunOptions) -> list:
@@ -196,11 +237,19 @@ def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
 
 
 def check_resume(resume: bool, output: Path | None) -> Path | None:
-    """The journal file of a run written to ``output`` (None when the report goes to stdout)."""
+    """The journal file of a run written to ``output`` (None when the report goes to stdout,
+    a character device or a FIFO)."""
+    from ..files import is_stream, journal_path, special_file
+
     if resume and output is None:
         raise ClipsharpError("--resume needs -o FILE: the journal of the run sits beside it")
-    from ..files import journal_path
-
+    if output is not None and is_stream(output):
+        if resume:
+            raise ClipsharpError(
+                f"--resume needs -o FILE, a regular file: -o {output} is "
+                f"{special_file(output)}, beside which no journal is kept"
+            )
+        return None
     return journal_path(output) if output else None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -45,6 +45,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]  # open_clip keys
     metadata: dict[str, str]
     files: tuple[Path, ...] = ()  # the safetensors files behind ``path``, when not itself
+    digests: tuple[str, ...] = ()  # sha256 of each file's bytes as they were read, in order
 
     @property
     def name(self) -> str:
@@ -52,15 +53,18 @@ class Checkpoint:
 
     @cached_property
     def sha256(self) -> str:
-        """The file's sha256, read once (reports of several analyses share it).
+        """The sha256 of the bytes the tensors were read from (reports of several analyses
+        share it): hashed while they were read, so a file rewritten since is not mistaken for
+        them. A checkpoint made in memory: its file's sha256 now.
 
         A transformers folder: that of its ``model.safetensors``; of shards, the sha256 of
         their ``sha256sum`` listing (``HASH  NAME`` lines, in order).
         """
         files = self.files or (self.path,)
+        digests = self.digests or tuple(file_sha256(f) for f in files)
         if len(files) == 1:
-            return file_sha256(files[0])
-        listing = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
+            return digests[0]
+        listing = "".join(f"{digest}  {f.name}\n" for digest, f in zip(digests, files, strict=True))
         return hashlib.sha256(listing.encode()).hexdigest()
 
     @property
@@ -172,39 +176,120 @@ def load_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
     if layout is not None:
         return _load_transformers(layout, allow_nonfinite)
     _check_readable(path)
-    metadata, tensors = _read_safetensors(path)
-    if not tensors:
+    read = _read_safetensors(path)
+    if not read.tensors:
         raise CheckpointError(f"{path} holds no tensors; is it a model checkpoint?")
     if not allow_nonfinite:
-        check_finite(tensors, path)
-    return Checkpoint(path=path, tensors=tensors, metadata=metadata)
+        check_finite(read.tensors, path)
+    return Checkpoint(path, read.tensors, read.metadata, digests=(read.sha256,))
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """The metadata and tensors of one safetensors file, its header checked first."""
-    from safetensors import SafetensorError, safe_open
+@dataclass(frozen=True)
+class TensorFile:
+    """One safetensors file as it was read: its metadata, its tensors, the sha256 of its bytes."""
 
-    check_header(path)
+    metadata: dict[str, str]
+    tensors: dict[str, torch.Tensor]
+    sha256: str
+
+
+def _read_safetensors(path: Path) -> TensorFile:
+    """One safetensors file read into memory once, hashed as it is read, its header checked.
+
+    The tensors are views of those bytes (no memory map: a file rewritten or truncated
+    while a run uses it cannot change its weights, nor kill it with a bus error), so the
+    sha256 reports give is that of the weights used.
+    """
+    data, sha256 = _read_once(path)
+    length = int.from_bytes(bytes(data[:8].numpy()), "little")
+    header = parse_header(path, bytes(data[: 8 + min(length, MAX_HEADER)].numpy()), len(data))
+    metadata = header.pop("__metadata__", None) or {}
+    start = 8 + length
+    tensors = {key: _view(data, start, entry) for key, entry in header.items()}
+    if any(tensor is None for tensor in tensors.values()):  # a dtype torch names otherwise
+        tensors = _decoded(path, data)
+    return TensorFile({str(k): str(v) for k, v in dict(metadata).items()}, tensors, sha256)
+
+
+READ_CHUNK = 64 << 20  # bytes read (and hashed) at a time
+
+
+def _read_once(path: Path) -> tuple[torch.Tensor, str]:
+    """The bytes of ``path`` (a uint8 tensor) and their sha256; a file that changed while it
+    was read (size, mtime, ctime) is refused."""
+    import os
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        data = torch.empty(before.st_size, dtype=torch.uint8)
+        view, done = memoryview(data.numpy()), 0
+        while done < len(data):
+            count = f.readinto(view[done : done + READ_CHUNK])
+            if not count:
+                break
+            digest.update(view[done : done + count])
+            done += count
+        longer = bool(f.read(1))
+        after = os.fstat(f.fileno())
+    stamps = [(s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in (before, after)]
+    if done < len(data) or longer or stamps[0] != stamps[1]:
+        raise CheckpointError(
+            f"{path} changed while it was read ({before.st_size} bytes when opened, "
+            f"{after.st_size} after): something is writing it; run again once it is written"
+        )
+    return data, digest.hexdigest()
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    """safetensors' dtype names -> torch's, for those this torch has."""
+    names = {
+        "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+        "I32": "int32", "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16",
+        "BF16": "bfloat16", "F32": "float32", "F64": "float64", "F8_E5M2": "float8_e5m2",
+        "F8_E4M3": "float8_e4m3fn", "F8_E8M0": "float8_e8m0fnu",
+    }  # fmt: skip
+    return {key: getattr(torch, name) for key, name in names.items() if hasattr(torch, name)}
+
+
+def _view(data: torch.Tensor, start: int, entry: dict) -> torch.Tensor | None:
+    """A tensor of the header as a view of the file's bytes (a copy when misaligned)."""
+    import sys
+
+    dtype = _torch_dtypes().get(entry["dtype"])
+    if dtype is None or sys.byteorder != "little":
+        return None
+    begin, end = (start + int(offset) for offset in entry["data_offsets"])
+    raw = data[begin:end]
+    if begin % dtype.itemsize:  # torch views a dtype only at a multiple of its width
+        raw = raw.clone()
+    return raw.view(dtype).reshape([int(n) for n in entry["shape"]])
+
+
+def _decoded(path: Path, data: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every tensor decoded by safetensors from the bytes read (dtypes :func:`_view` lacks)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        return load(bytes(data.numpy()))
+    except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({_first_line(e)}); "
             "it may be truncated or corrupt: export or download it again"
         ) from e
-    return metadata, tensors
 
 
 def _load_transformers(layout: hf.Layout, allow_nonfinite: bool) -> Checkpoint:
     """A transformers CLIPModel (one file or shards), its tensors under open_clip's keys."""
     metadata: dict[str, str] = {}
     tensors: dict[str, torch.Tensor] = {}
+    digests = []
     for file in layout.weights:
-        found, part = _read_safetensors(file)
-        metadata |= found
-        tensors |= part
+        read = _read_safetensors(file)
+        metadata |= read.metadata
+        tensors |= read.tensors
+        digests.append(read.sha256)
     listed = hf.expected_keys(layout)
     if listed is not None and listed != tensors.keys():
         missing = sorted(listed ^ tensors.keys())
@@ -216,7 +301,7 @@ def _load_transformers(layout: hf.Layout, allow_nonfinite: bool) -> Checkpoint:
     if not allow_nonfinite:
         check_finite(tensors, layout.path)
     metadata = {k: v for k, v in metadata.items() if k != "clipsharp.model"} | hf.describe(layout)
-    return Checkpoint(layout.path, tensors, metadata, files=layout.weights)
+    return Checkpoint(layout.path, tensors, metadata, layout.weights, tuple(digests))
 
 
 def _check_readable(path: Path) -> None:
@@ -253,19 +338,29 @@ def check_header(path: Path) -> None:
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        if not 0 < length <= min(size - 8, MAX_HEADER):
-            raise _unreadable(path, f"a header of {length} bytes in a file of {size}")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _unreadable(path, f"its header is not JSON: {e}") from e
+        parse_header(path, f.read(8 + MAX_HEADER), size)
+
+
+def parse_header(path: Path, head: bytes, size: int) -> dict[str, Any]:
+    """The header of a safetensors file of ``size`` bytes that begins with ``head``, checked
+    as :func:`check_header` says."""
+    length = int.from_bytes(head[:8], "little")
+    if not 0 < length <= min(size - 8, MAX_HEADER):
+        raise _unreadable(path, f"a header of {length} bytes in a file of {size}")
+    try:
+        header = json.loads(head[8 : 8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _unreadable(path, f"its header is not JSON: {e}") from e
     if not isinstance(header, dict):
         raise _unreadable(path, "its header is not a JSON object")
     data = size - 8 - length
     for key, entry in header.items():
         if key != "__metadata__":
             _check_entry(path, key, entry, data)
+    metadata = header.get("__metadata__")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _unreadable(path, "its __metadata__ is not a JSON object")
+    return header
 
 
 def _check_entry(path: Path, key: str, entry: Any, data: int) -> None:
@@ -327,17 +422,51 @@ def save_checkpoint(
     """Write tensors atomically (temporary file in the same folder, fsync, rename).
 
     The metadata is stored with ``clipsharp.version`` added; all values must be strings.
+    The file is the safetensors format, written here tensor by tensor (see
+    :func:`safetensors_header`): its errors are the ``OSError`` they are (a full disk names
+    the file), it leaves no temporary file of its own, and it streams into a FIFO.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     metadata = {"clipsharp.version": __version__, **metadata}
     tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in tensors.items()}
+    header, order = safetensors_header(tensors, metadata)
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=dict(metadata))
+        with open(tmp, "wb") as file:
+            write_tensors(file, header, [tensors[key] for key in order])
 
     write_atomic(path, write)
+
+
+def write_tensors(file: BinaryIO, header: bytes, tensors: Iterable[torch.Tensor]) -> None:
+    """The header, then each tensor's bytes (contiguous CPU tensors, in the header's order)."""
+    file.write(header)
+    for tensor in tensors:
+        file.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+
+
+def safetensors_header(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> tuple[bytes, list[str]]:
+    """The 8-byte length and JSON header of a safetensors file of ``tensors``, and the order
+    their bytes follow it in: widest dtype first, then by name, so each tensor starts at a
+    multiple of its width (the header is padded with spaces to 8 bytes). Keys are sorted:
+    the same tensors give the same bytes."""
+    names = {dtype: name for name, dtype in _torch_dtypes().items()}
+    order = sorted(tensors, key=lambda key: (-tensors[key].element_size(), key))
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for key in order:
+        tensor = tensors[key]
+        if tensor.dtype not in names:
+            raise CheckpointError(f"{key} has dtype {tensor.dtype}, which safetensors cannot store")
+        size = tensor.numel() * tensor.element_size()
+        entry = {"dtype": names[tensor.dtype], "shape": list(tensor.shape)}
+        header[key] = entry | {"data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, order
 
 
 def validate_pair(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, ClipsharpError, ConfigError
-from ..files import write_atomic
+from ..files import check_writable, is_stream, write_atomic
 from . import hf
 from .checkpoint import Checkpoint, save_checkpoint
 from .models import Architecture
@@ -45,6 +45,7 @@ def check_target(output: Path, form: str, flag: str = "-o") -> None:
     if form != hf.FORMAT:
         if output.is_dir():
             raise ConfigError(f"{flag} {output} is a folder; give a .safetensors file name")
+        check_writable(output, flag)  # a block device, a socket
         return
     if output.suffix == ".safetensors" or (output.exists() and not output.is_dir()):
         raise ConfigError(
@@ -102,8 +103,15 @@ def _write_transformers(
 
 
 def commit(staged: Path, output: Path) -> None:
-    """Move a staged file, or the files of a staged folder (``config.json`` last), to ``output``."""
+    """Move a staged file, or the files of a staged folder (``config.json`` last), to ``output``.
+
+    Into a character device or a FIFO, the staged file's bytes are written, never a rename.
+    """
     try:
+        if is_stream(output):
+            write_atomic(output, lambda target: _copy(staged, target))
+            staged.unlink()
+            return
         if not staged.is_dir():
             staged.replace(output)
             return
@@ -119,6 +127,11 @@ def commit(staged: Path, output: Path) -> None:
             else "nothing was kept"
         )
         raise ClipsharpError(f"cannot write -o {output}: {e.strerror}; {kept}") from e
+
+
+def _copy(staged: Path, target: Path) -> None:
+    with open(staged, "rb") as source, open(target, "wb") as sink:
+        shutil.copyfileobj(source, sink)
 
 
 def discard(staged: Path) -> None:

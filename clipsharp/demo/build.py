@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..data.sources import quiet_datasets
+from ..errors import ConfigError
 from ..files import write_atomic
 from ..progress import Progress
 
@@ -386,17 +387,43 @@ def artifacts(root: Path, recipe: DemoRecipe, built: bool) -> DemoArtifacts:
     )
 
 
+RECORD = "demo.json"  # the demo's marker: a JSON object with a "recipe_hash" key
+
+
+def demo_record(root: Path) -> dict | None:
+    """The record of a clipsharp demo folder: ``root/demo.json``, a JSON object holding
+    ``recipe_hash`` (null while the demo is being built); None when ``root`` has none."""
+    try:
+        record = json.loads((root / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "recipe_hash" in record else None
+
+
+def check_demo_folder(root: Path, flag: str = "--out") -> None:
+    """Refuse a folder that exists, is not empty and is not a clipsharp demo folder: the
+    demo replaces its own files in it, and would replace a user's of the same names."""
+    if not root.is_dir() or demo_record(root) is not None:
+        return
+    found = sorted(path.name for path in root.iterdir())
+    if not found:
+        return
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise ConfigError(
+        f"{flag} {root} holds {shown} and is not a clipsharp demo folder (it has no {RECORD} "
+        f"with a recipe_hash); choose a path for {flag} that is new, empty or a demo folder"
+    )
+
+
 def is_cached(found: DemoArtifacts, fingerprint: str) -> bool:
     """True when ``demo.json`` records this recipe and every file exists."""
-    record = found.root / "demo.json"
-    if not record.is_file():
-        return False
-    try:
-        cached = json.loads(record.read_text()).get("recipe_hash")
-    except (OSError, ValueError):
-        return False
+    record = demo_record(found.root)
     paths = [found.zero_shot, *found.fine_tuned.values(), found.in_dist, found.shifted]
-    return cached == fingerprint and all(path.exists() for path in paths)
+    return (
+        record is not None
+        and record["recipe_hash"] == fingerprint
+        and all(path.exists() for path in paths)
+    )
 
 
 def write_data(found: DemoArtifacts, recipe: DemoRecipe) -> tuple[Tensor, Tensor]:
@@ -475,18 +502,29 @@ def build_demo(
 
     Returns:
         The paths; ``built`` is False when everything came from the cache.
+
+    Raises:
+        ConfigError: ``root`` exists, is not empty and is not a demo folder (see
+            :func:`check_demo_folder`).
     """
     recipe = recipe or DemoRecipe()
     root = Path(root)
+    check_demo_folder(root)
     fingerprint = recipe.fingerprint(seed)
     if not force and is_cached(artifacts(root, recipe, built=False), fingerprint):
         return artifacts(root, recipe, built=False)
     found = artifacts(root, recipe, built=True)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "demo.json").unlink(missing_ok=True)
+    write_record(root, None, seed, recipe)  # marks the folder, matches no recipe until built
     with deterministic_torch():
         pixels, labels = write_data(found, recipe)
         build_models(found, pixels, labels, Run(recipe, seed, progress))
-    record = {"recipe_hash": fingerprint, "seed": seed, "clipsharp_version": __version__}
-    (root / "demo.json").write_text(json.dumps(record | {"recipe": asdict(recipe)}, indent=2))
+    write_record(root, fingerprint, seed, recipe)
     return found
+
+
+def write_record(root: Path, fingerprint: str | None, seed: int, recipe: DemoRecipe) -> None:
+    """``root/demo.json``: the recipe hash (None while building), seed, version, recipe."""
+    record = {"recipe_hash": fingerprint, "seed": seed, "clipsharp_version": __version__}
+    text = json.dumps(record | {"recipe": asdict(recipe)}, indent=2)
+    write_atomic(root / RECORD, lambda staging: staging.write_text(text, encoding="utf-8"))
