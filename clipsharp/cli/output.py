@@ -97,9 +97,10 @@ def guard(outputs: Paths, inputs: Paths) -> None:
 
     Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
     """
-    from ..files import check_outputs, journal_path
+    from ..files import check_name_lengths, check_outputs, journal_path
     from .config_file import find_config
 
+    check_name_lengths(outputs)
     found = find_config(Path.cwd())
     config = [("the config file", found[0])] if found else []
     journals = [  # a report's --resume journal is written beside it
