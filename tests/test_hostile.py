@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CLASSNAMES, TINY_CONFIG, invoke
+from safetensors.torch import load_file
 
 from clipsharp.files import file_sha256
-from clipsharp.reports.report import SCHEMA
+from clipsharp.reports.report import MAX_BYTES, SCHEMA
 
 
 @pytest.fixture()
@@ -86,8 +87,10 @@ def snapshot(files: dict[str, Path]) -> dict[str, object]:
         if path.is_dir():
             for inner in sorted(path.rglob("*")):
                 state[str(inner)] = file_sha256(inner) if inner.is_file() else "folder"
-        elif path.exists():
+        elif path.is_file():
             state[str(path)] = file_sha256(path)
+        elif path.exists():  # a FIFO or a device: hashing it would read (or block on) it
+            state[str(path)] = path.stat().st_mode
     return state
 
 
@@ -259,6 +262,20 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
         return Path(shutil.copy(given["zs"], tmp_path / "zs-copy.safetensors"))
     if name == "array":
         return write(tmp_path / "array.json", [1, 2])
+    if name == "deep":  # nested far past any report: json's parser recurses once a level
+        text = '{"schema": "%s", "command": "interpolate", "config": %s}'
+        (tmp_path / "deep.json").write_text(text % (SCHEMA, "[" * 100_000 + "]" * 100_000))
+        return tmp_path / "deep.json"
+    if name == "huge":  # past the size limit (sparse: no 64 MiB written), never read whole
+        with open(tmp_path / "huge.json", "wb") as f:
+            f.truncate(MAX_BYTES + 1)
+        return tmp_path / "huge.json"
+    if name == "ft-pt":  # the fine-tuned weights as a torch.save pickle, for convert
+        torch.save(load_file(given["ft"]), tmp_path / "ft.pt")
+        return tmp_path / "ft.pt"
+    if name == "fifo":  # what <(cat zs.safetensors) gives: a pipe, readable once
+        os.mkfifo(tmp_path / "zs.fifo")
+        return tmp_path / "zs.fifo"
     doc = json.loads(given["interpolate" if name != "layer-gap" else "layerwise"].read_text())
     if name == "metrics-gap":  # a dataset missing from one point of the path
         del doc["results"]["path"][1]["metrics"]["shifted"]
@@ -381,9 +398,56 @@ EXIT_2 = {  # case -> (arguments, what the message names)
         ["--report"],
     ),  # fmt: skip
     "demo --out a file": (["demo", "--out", "{classnames}"], ["--out", "{classnames}"]),
+    "check: a report nested 100000 deep": (
+        ["check", "{deep}", "--min-gain", "0"],
+        ["{deep}", "nested more than 32 levels"],
+    ),  # fmt: skip
+    "show: a report nested 100000 deep": (["show", "{deep}"], ["{deep}", "nested"]),
+    "plot: a report nested 100000 deep": (
+        ["plot", "{deep}", "-o", "{out}/f.png"],
+        ["{deep}", "nested"],
+    ),  # fmt: skip
+    "study: a report nested 100000 deep": (["study", "{deep}"], ["{deep}", "nested"]),
+    "check: a report over 64 MiB": (["check", "{huge}", "--min-gain", "0"], ["{huge}", "64 MiB"]),
+    "show: a report over 64 MiB": (["show", "{huge}"], ["{huge}", "64 MiB"]),
+    "plot: a report over 64 MiB": (["plot", "{huge}", "-o", "{out}/f.png"], ["{huge}", "64 MiB"]),
+    "study: a report over 64 MiB": (["study", "{huge}"], ["{huge}", "64 MiB"]),
+    "convert --model a checkpoint": (
+        ["convert", "{ft-pt}", "--model", "{zs}", "-o", "{out}/c.safetensors"],
+        ["--model {zs}", "an open_clip name", "config JSON"],
+    ),  # fmt: skip
+    "--alphas: a list of 10001": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            ",".join(str(i / 10_000) for i in range(10_001)),
+        ],
+        ["--alphas", "10001", "10000"],
+    ),  # fmt: skip
+    "--alphas: a range of 10001": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--alphas", "0:1:0.0001"],
+        ["--alphas", "10001", "10000"],
+    ),  # fmt: skip
+    "a checkpoint that is a pipe": (["inspect", "{fifo}"], ["{fifo}", "not a regular file"]),
+    "convert of a pipe": (
+        ["convert", "{fifo}", "-o", "{out}/c.safetensors"],
+        ["{fifo}", "not a regular file"],
+    ),  # fmt: skip
+    "-o a name with no room for its journal": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "-o", "{out}/" + "r" * 240 + ".json"],
+        ["-o", "245 bytes", "at most 223"],
+    ),  # fmt: skip
+    "--format md with -o -": (
+        ["inspect", "{zs}", "--format", "md", "-o", "-"],
+        ["--format md", "-o -", "stdout"],
+    ),  # fmt: skip
 }
 MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
-        "baseline-list")  # fmt: skip
+        "baseline-list", "deep", "huge", "ft-pt", "fifo")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EXIT_2)
@@ -400,6 +464,99 @@ def test_bad_input_exits_2_with_one_line_naming_it(given, tmp_path, case):
     assert "KeyError" not in line and "TypeError" not in line and "schema None" not in line
     assert snapshot(watched) == before
     assert not list((tmp_path / "out").iterdir())
+
+
+# an integer option out of range: refused with the other options, before any checkpoint is
+# read (the checkpoints named here do not exist: reading them first would say so instead)
+INTEGERS = {  # case -> (arguments, the flag named)
+    "--seed -1 with --limit": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1", "--limit", "5"],
+        "--seed",
+    ),  # fmt: skip
+    "study --seed -1": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1"],
+        "--seed",
+    ),  # fmt: skip
+    "demo --seed -1": (["demo", "--out", "{out}/demo", "--seed", "-1"], "--seed"),
+    "--limit 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "0"],
+        "--limit",
+    ),  # fmt: skip
+    "--limit -3": (
+        ["layerwise", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "-3"],
+        "--limit",
+    ),  # fmt: skip
+    "--batch-size 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--batch-size", "0"],
+        "--batch-size",
+    ),  # fmt: skip
+    "--block-images 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--block-images", "0"],
+        "--block-images",
+    ),  # fmt: skip
+    "--num-workers -1": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--num-workers", "-1"],
+        "--num-workers",
+    ),  # fmt: skip
+    "--iterations 0": (
+        ["sharpness", "{gone}", "--ood", "{shifted}", "--iterations", "0"],
+        "--iterations",
+    ),  # fmt: skip
+    "--top-k 0": (
+        ["stragglers", "{gone}", "{gone}", "--ood", "{shifted}", "--top-k", "0"],
+        "--top-k",
+    ),  # fmt: skip
+    "--bootstrap 0": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--bootstrap", "0"],
+        "--bootstrap",
+    ),  # fmt: skip
+    "--permutations 0": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--permutations", "0"],
+        "--permutations",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", INTEGERS)
+def test_integer_options_are_checked_before_any_checkpoint(given, tmp_path, case):
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()}
+    names |= {"out": str(tmp_path / "out"), "gone": str(tmp_path / "gone.safetensors")}
+    args, flag = INTEGERS[case]
+    before = snapshot(given)
+    line = refused(invoke(*(arg.format(**names) for arg in args)), flag)
+    assert "gone.safetensors" not in line
+    assert snapshot(given) == before
+    assert not list((tmp_path / "out").iterdir())
+
+
+CONFIG_FILES = {  # case -> (file, its text, what the message names)
+    "[tool] clipsharp = a string": (
+        "pyproject.toml",
+        '[tool]\nclipsharp = "yes"\n',
+        ["pyproject.toml", "tool.clipsharp"],
+    ),  # fmt: skip
+    "tool = a string": ("pyproject.toml", 'tool = "x"\n', ["pyproject.toml", "tool = 'x'"]),
+    "clipsharp.toml nested 100000 deep": (
+        "clipsharp.toml",
+        "a = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        ["clipsharp.toml", "nested too deeply"],
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_FILES)
+def test_a_broken_config_file_is_exit_2_for_every_command(given, tmp_path, monkeypatch, case):
+    """Exit 2, not 1: ``check`` must not look like a failed gate."""
+    name, text, named = CONFIG_FILES[case]
+    (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    watched = {**given, "config": tmp_path / name}
+    before = snapshot(watched)
+    for args in (["check", given["interpolate"], "--min-gain", "0"], ["inspect", given["zs"]]):
+        refused(invoke(*args), *named)
+    assert snapshot(watched) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])
 
 
 def test_config_file_of_the_wrong_type_names_file_and_key(given, tmp_path, monkeypatch):
