@@ -667,3 +667,202 @@ def test_the_resume_journal_beside_o_is_not_an_input_either(given, tmp_path, mon
                     "-o", str(tmp_path / "path.json"))  # fmt: skip
     refused(result, str(templates), "choose a path")
     assert snapshot(watched) == before and not (tmp_path / "path.json").exists()
+
+
+# ----------------------------------------------------------------------------- stdout
+
+
+def clipsharp_process(
+    args, tmp_path: Path, env_extra: dict | None = None, **streams
+) -> subprocess.CompletedProcess:
+    """``clipsharp ARGS`` in a process of its own (a pipe closed early cannot be had in
+    this one), its stderr captured; ``streams``: stdout and preexec_fn for subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "NO_COLOR": "1",
+           **(env_extra or {})}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "clipsharp", *map(str, args)], stderr=subprocess.PIPE,
+        text=True, timeout=300, cwd=tmp_path, env=env, **streams,
+    )  # fmt: skip
+
+
+def closed_pipe() -> int:
+    """The writing end of a pipe whose reader is gone: what ``| true`` or ``| head`` leave."""
+    read, written = os.pipe()
+    os.close(read)
+    return written
+
+
+PIPES = {  # case -> (arguments, the exit code the run earned, a file it must write)
+    "interpolate -o - | true": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,1",
+            "--device",
+            "cpu",
+            "-o",
+            "-",
+        ],
+        0,
+        None,
+    ),  # fmt: skip
+    "check --format json | true, passed": (
+        ["check", "{interpolate}", "--min-gain", "0", "--format", "json"],
+        0,
+        None,
+    ),  # fmt: skip
+    "check --format json | true, failed": (
+        ["check", "{interpolate}", "--min-gain", "0.5", "--format", "json"],
+        1,
+        None,
+    ),  # fmt: skip
+    "--format json -o FILE | true": (
+        ["inspect", "{zs}", "--format", "json", "-o", "{out}/pipe.json"],
+        0,
+        "pipe.json",
+    ),  # fmt: skip
+    "show --format md | true": (["show", "{layerwise}", "--format", "md"], 0, None),
+}
+
+
+@pytest.mark.slow  # a process of its own for each
+@pytest.mark.parametrize("case", PIPES)
+def test_a_closed_pipe_ends_quietly_with_the_exit_code_of_the_run(given, tmp_path, case):
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()} | {"out": str(tmp_path / "out")}
+    args, code, written = PIPES[case]
+    before = snapshot(given)
+    stdout = closed_pipe()
+    try:
+        done = clipsharp_process([a.format(**names) for a in args], tmp_path, stdout=stdout)
+    finally:
+        os.close(stdout)
+    assert done.returncode == code, done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert snapshot(given) == before
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert made == ([written] if written else [])
+    if written:  # a closed stdout never stops a file output
+        assert json.loads((tmp_path / "out" / written).read_text())["command"] == "inspect"
+
+
+@pytest.mark.slow  # a process of its own for each
+def test_a_closed_stdout_is_refused_before_any_work(given, tmp_path):
+    for args in (["inspect", given["zs"], "-o", "-"], ["check", given["interpolate"],
+                 "--min-gain", "0", "--format", "json"]):  # fmt: skip
+        done = clipsharp_process(args, tmp_path, preexec_fn=lambda: os.close(1))  # >&-
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "stdout, which is closed" in line and "-o FILE" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.slow  # a process of its own
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_full_stdout_is_named(given, tmp_path):
+    with open("/dev/full", "w") as full:
+        done = clipsharp_process(["inspect", given["zs"], "-o", "-"], tmp_path, stdout=full)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "cannot write to stdout (No space left on device)" in line
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- terminal
+
+# what a hostile report can hold in a name: clear the screen, retitle the window, ring, a C1
+# CSI, and rich markup
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07[bold]x[/bold]\x9bq"
+ESCAPED = "\\x1b[2J\\x1b]0;pwned"  # as it must print: the escapes spelled out
+
+
+def hostile_report(files: dict, tmp_path: Path, source: str = "interpolate") -> Path:
+    """A report of ``source`` whose dataset is named HOSTILE."""
+    text = files[source].read_text().replace('"shifted"', json.dumps(HOSTILE))
+    path = tmp_path / f"hostile-{source}.json"
+    path.write_text(text)
+    return path
+
+
+TERMINAL = {  # case -> arguments (the hostile report as {report})
+    "show": ["show", "{report}"],
+    "show --format md": ["show", "{report}", "--format", "md"],
+    "show a layerwise report": ["show", "{layerwise}"],
+    "check": ["check", "{report}", "--min-gain", "0.5"],
+    "check --format md": ["check", "{report}", "--min-gain", "0.5", "--format", "md"],
+    "check --require a missing field": ["check", "{report}", "--require", "nothing>0"],
+    "study: the error names the field": ["study", "{broken}"],
+}
+
+
+@pytest.mark.parametrize("case", TERMINAL)
+def test_control_characters_from_a_report_are_printed_escaped(given, tmp_path, case):
+    report = hostile_report(given, tmp_path)
+    broken = json.loads(report.read_text())
+    del broken["summary"][HOSTILE]["gain"]
+    names = {"report": report, "layerwise": hostile_report(given, tmp_path, "layerwise"),
+             "broken": write(tmp_path / "broken.json", broken)}  # fmt: skip
+    result = invoke(*(arg.format(**names) for arg in TERMINAL[case]))
+    printed = result.stdout + result.stderr
+    assert result.exit_code in (0, 1, 2), printed
+    assert not {"\x1b", "\x07", "\x9b"} & set(printed), printed
+    assert ESCAPED in printed and "\\x9bq" in printed
+    assert "[bold]x[/bold]" in printed  # markup shown as written, never applied
+
+
+@pytest.mark.slow  # a run on a dataset folder of that name
+def test_control_characters_in_a_dataset_name_are_printed_escaped(given, tmp_path):
+    name = "s\x1b]0;pwned\x07\x9bq"  # no [ ]: a folder name with them reads as a glob
+    named = shutil.copytree(given["shifted"], tmp_path / "data" / name)
+    result = invoke("interpolate", given["zs"], given["ft"], "--ood", named, "--alphas", "0,1",
+                    "--device", "cpu", "--format", "md", "-o", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = result.stdout + result.stderr
+    assert not {"\x1b", "\x07", "\x9b"} & set(printed), printed
+    assert "\\x1b]0;pwned" in printed and "\\x9bq" in printed  # (rich drops the BEL)
+    assert name in json.loads((tmp_path / "r.json").read_text())["summary"]  # as spelled
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A read-only folder: a read-only tmpfs as root (who writes anywhere else), else 0500."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow  # a process of its own (datasets reads HF_HOME once, at import)
+def test_a_read_only_hf_home_is_named(given, tmp_path, read_only):
+    from conftest import coloured_images
+
+    images, labels = coloured_images(8, seed=4)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "folder" / CLASSNAMES[label]).mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "folder" / CLASSNAMES[label] / f"{i}.png")
+    given = {**given, "folder": tmp_path / "folder"}
+    before = snapshot(given)
+    done = clipsharp_process(
+        ["interpolate", given["zs"], given["ft"], "--ood", "folder", "--device", "cpu"],
+        tmp_path, stdout=subprocess.DEVNULL, env_extra={"HF_HOME": str(read_only)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "HF_HOME" in line and str(read_only) in line and "cannot be written" in line
+    assert snapshot(given) == before

@@ -82,7 +82,7 @@ def layer_table(doc: dict) -> Table:
         s = row[focus]
         collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
         table.add_row(
-            escape(row["layer"]), escape(towers[row["layer"]]), signed(s["gain"]),
+            escape(row["layer"]), escape(towers.get(row["layer"], "-")), signed(s["gain"]),
             signed(s["depth"]), signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
         )  # fmt: skip
     unchanged = [r["layer"] for r in rows if r["unchanged"]]
