@@ -250,3 +250,30 @@ def _same_path(output: Path, other: Path) -> str | None:
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# bytes a run may add to an output's name for the files it writes beside it: write_atomic's
+# .NAME.XXXXXXXX.tmp (14), the journal NAME.partial (8) with its .rankR under torchrun and
+# its own staging file (29 in all), prune's .NAME.pending (9)
+DERIVED_NAMES = 32
+
+
+def check_name_lengths(outputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse, before any work, an output whose name leaves no room for the names derived
+    from it (:data:`DERIVED_NAMES`) under the file system's limit (NAME_MAX, 255 bytes on
+    most): such a run would fail only once it wrote its journal."""
+    for flag, given in outputs:
+        if given is None or str(given) == "-":
+            continue
+        path = Path(given)
+        try:
+            limit = os.pathconf(path.parent, "PC_NAME_MAX")
+        except (OSError, ValueError):  # no such folder (refused elsewhere) or no limit known
+            limit = 255
+        size = len(os.fsencode(path.name))
+        if size + DERIVED_NAMES > limit:
+            raise ConfigError(
+                f"{flag} {path.name[:24]}...: the name is {size} bytes, and the files "
+                f"written beside it add up to {DERIVED_NAMES} more, past this file system's "
+                f"limit of {limit}; give a name of at most {limit - DERIVED_NAMES} bytes"
+            )

@@ -87,6 +87,12 @@ def parse_rhos(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a seed numpy's generators cannot take (they need an integer >= 0)."""
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
+
+
 def check_regex(option: str, pattern: str | None) -> None:
     """Refuse a pattern that is not a valid regular expression, naming the option."""
     if pattern is None:
@@ -95,6 +101,9 @@ def check_regex(option: str, pattern: str | None) -> None:
         re.compile(pattern)
     except re.error as e:
         raise ConfigError(f"{option} {pattern!r} is not a valid regex ({e})") from e
+
+
+MAX_ALPHAS = 10_000  # points of a path, listed or a range
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:
@@ -117,7 +126,11 @@ def parse_alphas(text: str) -> tuple[float, ...]:
         if len(parts) != 3:
             raise ConfigError(f"--alphas {text!r}: a range is start:stop:step, e.g. 0:1:0.1")
         return tuple(sorted(set(_inclusive_range(*parts))))
-    return tuple(sorted(set(parts)))
+    alphas = tuple(sorted(set(parts)))
+    if len(alphas) > MAX_ALPHAS:
+        raise ConfigError(f"--alphas lists {len(alphas)} points, more than {MAX_ALPHAS}; "
+                          "give fewer")  # fmt: skip
+    return alphas
 
 
 def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
@@ -126,8 +139,9 @@ def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
             f"--alphas range {start:g}:{stop:g}:{step:g} needs start <= stop and a positive step"
         )
     span = (stop - start) / step  # may overflow to inf
-    if span >= 10_000:
-        raise ConfigError(f"--alphas range gives {span:.0f} points or more; use a larger step")
+    if span + 1e-9 >= MAX_ALPHAS:  # floor(span) + 1 points would be more than MAX_ALPHAS
+        raise ConfigError(f"--alphas range gives {span + 1:.0f} points, more than {MAX_ALPHAS}; "
+                          "use a larger step")  # fmt: skip
     count = int(math.floor(span + 1e-9)) + 1
     # Rounding keeps 0.1 * 3 from printing as 0.30000000000000004 in reports.
     return [round(start + i * step, 10) for i in range(count)]
@@ -200,6 +214,7 @@ class DataOptions:
     )
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of examples, got {self.limit}")
         if self.num_workers is not None and self.num_workers < 0:

@@ -24,9 +24,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import CLASSNAMES, TINY_CONFIG, invoke
+from safetensors.torch import load_file
 
 from clipsharp.files import file_sha256
-from clipsharp.reports.report import SCHEMA
+from clipsharp.reports.report import MAX_BYTES, SCHEMA
 
 
 @pytest.fixture()
@@ -276,6 +277,20 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
         with socket.socket(socket.AF_UNIX) as bound:
             bound.bind(str(tmp_path / "r.sock"))
         return tmp_path / "r.sock"
+    if name == "deep":  # nested far past any report: json's parser recurses once a level
+        text = '{"schema": "%s", "command": "interpolate", "config": %s}'
+        (tmp_path / "deep.json").write_text(text % (SCHEMA, "[" * 100_000 + "]" * 100_000))
+        return tmp_path / "deep.json"
+    if name == "huge":  # past the size limit (sparse: no 64 MiB written), never read whole
+        with open(tmp_path / "huge.json", "wb") as f:
+            f.truncate(MAX_BYTES + 1)
+        return tmp_path / "huge.json"
+    if name == "ft-pt":  # the fine-tuned weights as a torch.save pickle, for convert
+        torch.save(load_file(given["ft"]), tmp_path / "ft.pt")
+        return tmp_path / "ft.pt"
+    if name == "zs-fifo":  # what <(cat zs.safetensors) gives: a pipe, readable once
+        os.mkfifo(tmp_path / "zs.fifo")
+        return tmp_path / "zs.fifo"
     doc = json.loads(given["interpolate" if name != "layer-gap" else "layerwise"].read_text())
     if name == "metrics-gap":  # a dataset missing from one point of the path
         del doc["results"]["path"][1]["metrics"]["shifted"]
@@ -433,9 +448,57 @@ EXIT_2 = {  # case -> (arguments, what the message names)
         ["merge", "{zs}", "{ft}", "--alpha", "0.5", "-o", "{socket}"],
         ["{socket}", "a socket"],
     ),  # fmt: skip
+    "check: a report nested 100000 deep": (
+        ["check", "{deep}", "--min-gain", "0"],
+        ["{deep}", "nested more than 32 levels"],
+    ),  # fmt: skip
+    "show: a report nested 100000 deep": (["show", "{deep}"], ["{deep}", "nested"]),
+    "plot: a report nested 100000 deep": (
+        ["plot", "{deep}", "-o", "{out}/f.png"],
+        ["{deep}", "nested"],
+    ),  # fmt: skip
+    "study: a report nested 100000 deep": (["study", "{deep}"], ["{deep}", "nested"]),
+    "check: a report over 64 MiB": (["check", "{huge}", "--min-gain", "0"], ["{huge}", "64 MiB"]),
+    "show: a report over 64 MiB": (["show", "{huge}"], ["{huge}", "64 MiB"]),
+    "plot: a report over 64 MiB": (["plot", "{huge}", "-o", "{out}/f.png"], ["{huge}", "64 MiB"]),
+    "study: a report over 64 MiB": (["study", "{huge}"], ["{huge}", "64 MiB"]),
+    "convert --model a checkpoint": (
+        ["convert", "{ft-pt}", "--model", "{zs}", "-o", "{out}/c.safetensors"],
+        ["--model {zs}", "an open_clip name", "config JSON"],
+    ),  # fmt: skip
+    "--alphas: a list of 10001": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            ",".join(str(i / 10_000) for i in range(10_001)),
+        ],
+        ["--alphas", "10001", "10000"],
+    ),  # fmt: skip
+    "--alphas: a range of 10001": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--alphas", "0:1:0.0001"],
+        ["--alphas", "10001", "10000"],
+    ),  # fmt: skip
+    "a checkpoint that is a pipe": (["inspect", "{zs-fifo}"], ["{zs-fifo}", "not a regular file"]),
+    "convert of a pipe": (
+        ["convert", "{zs-fifo}", "-o", "{out}/c.safetensors"],
+        ["{zs-fifo}", "not a regular file"],
+    ),  # fmt: skip
+    "-o a name with no room for its journal": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "-o", "{out}/" + "r" * 240 + ".json"],
+        ["-o", "245 bytes", "at most 223"],
+    ),  # fmt: skip
+    "--format md with -o -": (
+        ["inspect", "{zs}", "--format", "md", "-o", "-"],
+        ["--format md", "-o -", "stdout"],
+    ),  # fmt: skip
 }
 MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
-        "baseline-list", "latin1-name", "short-webdataset", "fifo", "socket")  # fmt: skip
+        "baseline-list", "latin1-name", "short-webdataset", "fifo", "socket", "deep", "huge",
+        "ft-pt", "zs-fifo")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EXIT_2)
@@ -452,6 +515,99 @@ def test_bad_input_exits_2_with_one_line_naming_it(given, tmp_path, case):
     assert "KeyError" not in line and "TypeError" not in line and "schema None" not in line
     assert snapshot(watched) == before
     assert not list((tmp_path / "out").iterdir())
+
+
+# an integer option out of range: refused with the other options, before any checkpoint is
+# read (the checkpoints named here do not exist: reading them first would say so instead)
+INTEGERS = {  # case -> (arguments, the flag named)
+    "--seed -1 with --limit": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1", "--limit", "5"],
+        "--seed",
+    ),  # fmt: skip
+    "study --seed -1": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1"],
+        "--seed",
+    ),  # fmt: skip
+    "demo --seed -1": (["demo", "--out", "{out}/demo", "--seed", "-1"], "--seed"),
+    "--limit 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "0"],
+        "--limit",
+    ),  # fmt: skip
+    "--limit -3": (
+        ["layerwise", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "-3"],
+        "--limit",
+    ),  # fmt: skip
+    "--batch-size 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--batch-size", "0"],
+        "--batch-size",
+    ),  # fmt: skip
+    "--block-images 0": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--block-images", "0"],
+        "--block-images",
+    ),  # fmt: skip
+    "--num-workers -1": (
+        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--num-workers", "-1"],
+        "--num-workers",
+    ),  # fmt: skip
+    "--iterations 0": (
+        ["sharpness", "{gone}", "--ood", "{shifted}", "--iterations", "0"],
+        "--iterations",
+    ),  # fmt: skip
+    "--top-k 0": (
+        ["stragglers", "{gone}", "{gone}", "--ood", "{shifted}", "--top-k", "0"],
+        "--top-k",
+    ),  # fmt: skip
+    "--bootstrap 0": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--bootstrap", "0"],
+        "--bootstrap",
+    ),  # fmt: skip
+    "--permutations 0": (
+        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--permutations", "0"],
+        "--permutations",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", INTEGERS)
+def test_integer_options_are_checked_before_any_checkpoint(given, tmp_path, case):
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()}
+    names |= {"out": str(tmp_path / "out"), "gone": str(tmp_path / "gone.safetensors")}
+    args, flag = INTEGERS[case]
+    before = snapshot(given)
+    line = refused(invoke(*(arg.format(**names) for arg in args)), flag)
+    assert "gone.safetensors" not in line
+    assert snapshot(given) == before
+    assert not list((tmp_path / "out").iterdir())
+
+
+CONFIG_FILES = {  # case -> (file, its text, what the message names)
+    "[tool] clipsharp = a string": (
+        "pyproject.toml",
+        '[tool]\nclipsharp = "yes"\n',
+        ["pyproject.toml", "tool.clipsharp"],
+    ),  # fmt: skip
+    "tool = a string": ("pyproject.toml", 'tool = "x"\n', ["pyproject.toml", "tool = 'x'"]),
+    "clipsharp.toml nested 100000 deep": (
+        "clipsharp.toml",
+        "a = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        ["clipsharp.toml", "nested too deeply"],
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_FILES)
+def test_a_broken_config_file_is_exit_2_for_every_command(given, tmp_path, monkeypatch, case):
+    """Exit 2, not 1: ``check`` must not look like a failed gate."""
+    name, text, named = CONFIG_FILES[case]
+    (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    watched = {**given, "config": tmp_path / name}
+    before = snapshot(watched)
+    for args in (["check", given["interpolate"], "--min-gain", "0"], ["inspect", given["zs"]]):
+        refused(invoke(*args), *named)
+    assert snapshot(watched) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])
 
 
 def test_config_file_of_the_wrong_type_names_file_and_key(given, tmp_path, monkeypatch):
@@ -1060,3 +1216,207 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(given, tmp_path, case):
         resumed = invoke(*args, "--resume")
         assert resumed.exit_code == 0, resumed.output
         assert [p.name for p in out.iterdir()] == ["r.json"]
+
+
+# ----------------------------------------------------------------------------- stdout
+
+
+def clipsharp_process(
+    args, tmp_path: Path, env_extra: dict | None = None, **streams
+) -> subprocess.CompletedProcess:
+    """``clipsharp ARGS`` in a process of its own (a pipe closed early cannot be had in
+    this one), its stderr captured; ``streams``: stdout and preexec_fn for subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "NO_COLOR": "1",
+           **(env_extra or {})}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "clipsharp", *map(str, args)], stderr=subprocess.PIPE,
+        text=True, timeout=300, cwd=tmp_path, env=env, **streams,
+    )  # fmt: skip
+
+
+def closed_pipe() -> int:
+    """The writing end of a pipe whose reader is gone: what ``| true`` or ``| head`` leave."""
+    read, written = os.pipe()
+    os.close(read)
+    return written
+
+
+PIPES = {  # case -> (arguments, the exit code the run earned, a file it must write)
+    "interpolate -o - | true": (
+        [
+            "interpolate",
+            "{zs}",
+            "{ft}",
+            "--ood",
+            "{shifted}",
+            "--alphas",
+            "0,1",
+            "--device",
+            "cpu",
+            "-o",
+            "-",
+        ],
+        0,
+        None,
+    ),  # fmt: skip
+    "check --format json | true, passed": (
+        ["check", "{interpolate}", "--min-gain", "0", "--format", "json"],
+        0,
+        None,
+    ),  # fmt: skip
+    "check --format json | true, failed": (
+        ["check", "{interpolate}", "--min-gain", "0.5", "--format", "json"],
+        1,
+        None,
+    ),  # fmt: skip
+    "--format json -o FILE | true": (
+        ["inspect", "{zs}", "--format", "json", "-o", "{out}/pipe.json"],
+        0,
+        "pipe.json",
+    ),  # fmt: skip
+    "show --format md | true": (["show", "{layerwise}", "--format", "md"], 0, None),
+}
+
+
+@pytest.mark.slow  # a process of its own for each
+@pytest.mark.parametrize("case", PIPES)
+def test_a_closed_pipe_ends_quietly_with_the_exit_code_of_the_run(given, tmp_path, case):
+    (tmp_path / "out").mkdir()
+    names = {name: str(path) for name, path in given.items()} | {"out": str(tmp_path / "out")}
+    args, code, written = PIPES[case]
+    before = snapshot(given)
+    stdout = closed_pipe()
+    try:
+        done = clipsharp_process([a.format(**names) for a in args], tmp_path, stdout=stdout)
+    finally:
+        os.close(stdout)
+    assert done.returncode == code, done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert snapshot(given) == before
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert made == ([written] if written else [])
+    if written:  # a closed stdout never stops a file output
+        assert json.loads((tmp_path / "out" / written).read_text())["command"] == "inspect"
+
+
+@pytest.mark.slow  # a process of its own for each
+def test_a_closed_stdout_is_refused_before_any_work(given, tmp_path):
+    for args in (["inspect", given["zs"], "-o", "-"], ["check", given["interpolate"],
+                 "--min-gain", "0", "--format", "json"]):  # fmt: skip
+        done = clipsharp_process(args, tmp_path, preexec_fn=lambda: os.close(1))  # >&-
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "stdout, which is closed" in line and "-o FILE" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.slow  # a process of its own
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_full_stdout_is_named(given, tmp_path):
+    with open("/dev/full", "w") as full:
+        done = clipsharp_process(["inspect", given["zs"], "-o", "-"], tmp_path, stdout=full)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "cannot write to stdout (No space left on device)" in line
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- terminal
+
+# what a hostile report can hold in a name: clear the screen, retitle the window, ring, a C1
+# CSI, and rich markup
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07[bold]x[/bold]\x9bq"
+ESCAPED = "\\x1b[2J\\x1b]0;pwned"  # as it must print: the escapes spelled out
+
+
+def hostile_report(files: dict, tmp_path: Path, source: str = "interpolate") -> Path:
+    """A report of ``source`` whose dataset is named HOSTILE."""
+    text = files[source].read_text().replace('"shifted"', json.dumps(HOSTILE))
+    path = tmp_path / f"hostile-{source}.json"
+    path.write_text(text)
+    return path
+
+
+TERMINAL = {  # case -> arguments (the hostile report as {report})
+    "show": ["show", "{report}"],
+    "show --format md": ["show", "{report}", "--format", "md"],
+    "show a layerwise report": ["show", "{layerwise}"],
+    "check": ["check", "{report}", "--min-gain", "0.5"],
+    "check --format md": ["check", "{report}", "--min-gain", "0.5", "--format", "md"],
+    "check --require a missing field": ["check", "{report}", "--require", "nothing>0"],
+    "study: the error names the field": ["study", "{broken}"],
+}
+
+
+@pytest.mark.parametrize("case", TERMINAL)
+def test_control_characters_from_a_report_are_printed_escaped(given, tmp_path, case):
+    report = hostile_report(given, tmp_path)
+    broken = json.loads(report.read_text())
+    del broken["summary"][HOSTILE]["gain"]
+    names = {"report": report, "layerwise": hostile_report(given, tmp_path, "layerwise"),
+             "broken": write(tmp_path / "broken.json", broken)}  # fmt: skip
+    result = invoke(*(arg.format(**names) for arg in TERMINAL[case]))
+    printed = result.stdout + result.stderr
+    assert result.exit_code in (0, 1, 2), printed
+    assert not {"\x1b", "\x07", "\x9b"} & set(printed), printed
+    assert ESCAPED in printed and "\\x9bq" in printed
+    assert "[bold]x[/bold]" in printed  # markup shown as written, never applied
+
+
+@pytest.mark.slow  # a run on a dataset folder of that name
+def test_control_characters_in_a_dataset_name_are_printed_escaped(given, tmp_path):
+    name = "s\x1b]0;pwned\x07\x9bq"  # no [ ]: a folder name with them reads as a glob
+    named = shutil.copytree(given["shifted"], tmp_path / "data" / name)
+    result = invoke("interpolate", given["zs"], given["ft"], "--ood", named, "--alphas", "0,1",
+                    "--device", "cpu", "--format", "md", "-o", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = result.stdout + result.stderr
+    assert not {"\x1b", "\x07", "\x9b"} & set(printed), printed
+    assert "\\x1b]0;pwned" in printed and "\\x9bq" in printed  # (rich drops the BEL)
+    assert name in json.loads((tmp_path / "r.json").read_text())["summary"]  # as spelled
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A read-only folder: a read-only tmpfs as root (who writes anywhere else), else 0500."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow  # a process of its own (datasets reads HF_HOME once, at import)
+def test_a_read_only_hf_home_is_named(given, tmp_path, read_only):
+    from conftest import coloured_images
+
+    images, labels = coloured_images(8, seed=4)
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "folder" / CLASSNAMES[label]).mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "folder" / CLASSNAMES[label] / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{CLASSNAMES[label]}/{i}.png", "label": label}))
+    # a metadata file: read by datasets' imagefolder, which caches (a plain image folder is
+    # listed by clipsharp and needs no cache: it runs with HF_HOME read-only)
+    (tmp_path / "folder" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    given = {**given, "folder": tmp_path / "folder"}
+    before = snapshot(given)
+    done = clipsharp_process(
+        ["interpolate", given["zs"], given["ft"], "--ood", "folder", "--device", "cpu"],
+        tmp_path, stdout=subprocess.DEVNULL, env_extra={"HF_HOME": str(read_only)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "HF_HOME" in line and str(read_only) in line and "cannot be written" in line
+    assert snapshot(given) == before

@@ -29,6 +29,7 @@ from ..core import families
 from ..core.checkpoint import (
     Checkpoint,
     check_finite,
+    check_regular_file,
     file_sha256,
     load_checkpoint,
     save_checkpoint,
@@ -194,6 +195,7 @@ def check_paths(source: Path, output: Path, *, force: bool) -> None:
         raise CheckpointError(f"checkpoint {source} does not exist")
     if source.is_dir():
         raise CheckpointError(f"checkpoint {source} is a folder; give the checkpoint file inside")
+    check_regular_file(source)
     if output.resolve() == source.resolve():
         raise ConfigError(f"-o {output} is the input checkpoint; write to another file")
     if output.suffix != ".safetensors":

@@ -47,7 +47,9 @@ class OneLineUsage(TyperGroup):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except UsageError as e:
             command = e.ctx.command_path if e.ctx else prog_name or "clipsharp"
-            message = " ".join(e.format_message().split())
+            from .output import printable
+
+            message = printable(" ".join(e.format_message().split()))
             typer.echo(f"{command}: error: {message.rstrip('.')}; see {command} --help", err=True)
             sys.exit(USAGE)
         except ClickException as e:
@@ -106,7 +108,7 @@ def handle_errors(command):
     SIGTERM, cleaned up alike: exit 143. Bugs: exit 3. Also serves ``--show-config`` for every
     command that has it.
     """
-    from .output import Terminated, terminate_as_interrupt
+    from .output import Terminated, check_stdout, printable, terminate_as_interrupt
 
     surface = Surface.of(command)  # worked out once, not at every call
 
@@ -118,9 +120,10 @@ def handle_errors(command):
         try:
             check_finite(ctx, kwargs)
             with terminate_as_interrupt():
+                check_stdout(kwargs)
                 return command(**surface.grouped(kwargs))
         except ClipsharpError as e:
-            typer.echo(f"clipsharp {ctx.info_name}: error: {e}", err=True)
+            typer.echo(f"clipsharp {ctx.info_name}: error: {printable(str(e))}", err=True)
             raise typer.Exit(e.exit_code) from None
         except typer.Exit:
             raise
@@ -132,15 +135,16 @@ def handle_errors(command):
             if _debug(ctx):
                 raise
             if isinstance(e, OSError) and e.errno in FILE_SYSTEM:
-                where = f"{e.filename}: " if e.filename else ""
+                where = f"{printable(str(e.filename))}: " if e.filename else ""
                 typer.echo(
                     f"clipsharp {ctx.info_name}: error: {where}{e.strerror}; choose another "
                     "path or free some space",
                     err=True,
                 )
                 raise typer.Exit(USAGE) from None
+            what = printable(f"{type(e).__name__}: {e}")
             typer.echo(
-                f"clipsharp {ctx.info_name}: internal error: {type(e).__name__}: {e} "
+                f"clipsharp {ctx.info_name}: internal error: {what} "
                 "(run with clipsharp --debug for the traceback, and please report it)",
                 err=True,
             )
@@ -217,7 +221,9 @@ def root(
             }
             ctx.default_map = default_map(found[1], commands, found[0])
     except ClipsharpError as e:
-        typer.echo(f"clipsharp: error: {e}", err=True)
+        from .output import printable
+
+        typer.echo(f"clipsharp: error: {printable(str(e))}", err=True)
         raise typer.Exit(e.exit_code) from None
 
 
@@ -253,4 +259,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    from .output import hold_closed_streams
+
+    hold_closed_streams()
     sys.exit(app(prog_name="clipsharp") or 0)

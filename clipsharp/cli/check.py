@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..reports.gates import Check, Verdict, show_value
-from .output import console
+from .output import console, to_stdout
 from .params import Rendering, offer
 
 GATES = "Gates"
@@ -124,9 +123,9 @@ def command(
     )
     out = console()
     if rendering.format == "json":
-        sys.stdout.write(json.dumps(verdict.to_dict(), indent=2) + "\n")
+        to_stdout(json.dumps(verdict.to_dict(), indent=2) + "\n")
     elif rendering.format == "md":
-        sys.stdout.write(to_markdown(verdict, report.name))
+        to_stdout(to_markdown(verdict, report.name))
     else:
         out.print(verdict_table(verdict, report.name))
     failed = len(verdict.failures)

@@ -22,8 +22,11 @@ def find_config(folder: Path) -> tuple[Path, dict[str, Any]] | None:
         return own, _read(own)
     project = folder / "pyproject.toml"
     if project.is_file():
-        table = _read(project).get("tool", {}).get("clipsharp")
+        tool = _read(project).get("tool", {})
+        _check_table(project, "tool", tool)
+        table = tool.get("clipsharp")
         if table is not None:
+            _check_table(project, "tool.clipsharp", table)
             return project, table
     return None
 
@@ -33,6 +36,15 @@ def _read(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML ({e}); fix or remove it") from e
+    except RecursionError as e:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError(f"{path} is nested too deeply to read as TOML; fix or remove it") from e
+
+
+def _check_table(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{path}: {key} = {_toml(value)} is not a table; write [{key}] above its keys"
+        )
 
 
 def default_map(

@@ -58,7 +58,7 @@ def command(
 
 def layer_table(doc: dict) -> Table:
     s = doc["summary"]
-    title = (
+    title = escape(
         f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
         f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
     )
@@ -70,7 +70,7 @@ def layer_table(doc: dict) -> Table:
     change = ["|ft-zs|/|zs|"] if pair else []
     table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
     for row in doc["results"]["layers"]:
-        cells = [escape(row["layer"]), row["tower"], str(len(row["tensors"]))]
+        cells = [escape(row["layer"]), escape(row["tower"]), str(len(row["tensors"]))]
         cells.append(f"{row['parameters']:,}")
         if pair:
             cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")

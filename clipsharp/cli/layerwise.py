@@ -71,7 +71,7 @@ def layer_table(doc: dict) -> Table:
     focus = next((d for d in datasets if d["role"] == "ood"), datasets[0])["name"]
     background = doc["config"]["background"]
     table = summary_table(
-        f"layerwise on {focus}: background {background}, α 0 = zero-shot layer",
+        f"layerwise on {escape(focus)}: background {escape(background)}, α 0 = zero-shot layer",
         ["layer"],
         ["tower", "gain", "depth", "barrier", "min acc", "collapse"],
     )
@@ -82,10 +82,10 @@ def layer_table(doc: dict) -> Table:
         s = row[focus]
         collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
         table.add_row(
-            escape(row["layer"]), towers[row["layer"]], signed(s["gain"]), signed(s["depth"]),
-            signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
+            escape(row["layer"]), escape(towers.get(row["layer"], "-")), signed(s["gain"]),
+            signed(s["depth"]), signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
         )  # fmt: skip
     unchanged = [r["layer"] for r in rows if r["unchanged"]]
     if unchanged:
-        table.caption = f"unchanged (not evaluated): {', '.join(unchanged)}"
+        table.caption = escape(f"unchanged (not evaluated): {', '.join(unchanged)}")
     return table

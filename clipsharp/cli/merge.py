@@ -106,8 +106,8 @@ def command(
     if choice.on_test_set:
         out.print(
             f"[yellow]warning:[/] alpha {choice.alpha:g} was chosen on the OOD set "
-            f"{choice.dataset} (test-set selection): accuracy there is no longer an unbiased "
-            "estimate; the metadata records it"
+            f"{escape(choice.dataset)} (test-set selection): accuracy there is no longer an "
+            "unbiased estimate; the metadata records it"
         )
     finish(done.report, merge_table(done.report.to_dict()), report, out, flag="--report",
            form=rendering.format)  # fmt: skip
@@ -119,9 +119,9 @@ def merge_table(doc: dict) -> Table:
     s, architecture = doc["summary"], doc["inputs"]["architecture"]
     kind = {"transformers": "transformers folder", "open_clip": "open_clip safetensors"}
     table = summary_table(f"merge: theta(alpha) at alpha {s['alpha']:g}", ["", ""], [])
-    table.add_row("alpha", f"{s['alpha']:g} ({s['selection']})")
+    table.add_row("alpha", escape(f"{s['alpha']:g} ({s['selection']})"))
     table.add_row("output", escape(s["output"]))
-    table.add_row("format", kind.get(s["format"], s["format"]))
+    table.add_row("format", escape(kind.get(s["format"], s["format"])))
     table.add_row("architecture", escape(f"{architecture['name']} ({architecture['source']})"))
     table.add_row("tensors", str(s["tensors"]))
     return table

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderHook
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 
 from ..errors import ClipsharpError
 from ..options import InputOptions, RunOptions
+from ..printable import printable
 from ..reports.gates import tripped
 from ..reports.report import Report
 
@@ -27,12 +29,34 @@ HUB_CONFIG = "open_clip_config.json"  # the architecture open_clip keeps beside 
 def console() -> Console:
     """The stderr console; rich drops colour when stderr is no terminal or NO_COLOR is set.
 
-    Off a terminal (CI logs, pipes), tables get room enough not to be truncated.
+    Off a terminal (CI logs, pipes), tables get room enough not to be truncated. Whatever
+    it prints shows control characters as escapes (:func:`printable`).
     """
     out = Console(stderr=True, highlight=False)
+    out.push_render_hook(Printable())
     if not out.is_terminal:
         out.width = max(out.width, 132)
     return out
+
+
+class Printable(RenderHook):
+    """Renders each renderable a console prints with its text :func:`printable` (rich's own
+    control codes, cursor moves and styles, are kept)."""
+
+    def process_renderables(self, renderables: list) -> list:
+        return [_Printed(renderable) for renderable in renderables]
+
+
+@dataclass(frozen=True)
+class _Printed:
+    inner: RenderableType
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for segment in console.render(self.inner, options):
+            if segment.control:
+                yield segment
+            else:
+                yield Segment(printable(segment.text, lines=True), segment.style)
 
 
 def check_output(output: str | None, flag: str = "-o") -> Path | None:
@@ -81,9 +105,10 @@ def guard(outputs: Paths, inputs: Paths) -> None:
 
     Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
     """
-    from ..files import check_outputs, is_stream, journal_path
+    from ..files import check_name_lengths, check_outputs, is_stream, journal_path
     from .config_file import find_config
 
+    check_name_lengths(outputs)
     found = find_config(Path.cwd())
     config = [("the config file", found[0])] if found else []
     journals = [  # a report's --resume journal is written beside it (never beside a stream)
@@ -288,18 +313,17 @@ def finish(
         out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
     dataset_notes(report, out)
     if form == "md":
-        sys.stdout.write(markdown(summary))
+        to_stdout(markdown(summary))
     elif form == "table":
         out.print(summary)
-    piped = output is None and not sys.stdout.isatty() and form != "md"
-    to_stdout = form == "json" or output == "-" or piped
-    if to_stdout:
-        sys.stdout.write(report.to_json())
-        sys.stdout.flush()
+    piped = output is None and stdout_is_piped() and form != "md"
+    printed = form == "json" or output == "-" or piped
+    if printed:
+        to_stdout(report.to_json())
     if output not in (None, "-"):
         report.write(Path(output))
         out.print(f"report written to {output}")
-    elif not to_stdout:
+    elif not printed:
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
     if journal:
         journal.unlink(missing_ok=True)
@@ -334,6 +358,76 @@ def dataset_notes(report: Report, out: Console) -> None:
                 f"[yellow]note:[/] {name}: {skipped['count']} images cannot be read and are "
                 f"left out (--skip-bad-images), first: {escape(skipped['first'][0])}"
             )
+
+
+def stdout_is_piped() -> bool:
+    """Whether stdout is open and not a terminal (a pipe or a file)."""
+    return sys.stdout is not None and not sys.stdout.isatty()
+
+
+def check_stdout(values: Mapping[str, object]) -> None:
+    """Before any work: refuse output for a closed stdout (``>&-``), and two things printed
+    on one stdout (``--format md -o -``). ``values`` are a command's options by name."""
+    dashes = [flag for flag, name in (("-o", "output"), ("--report", "report"))
+              if values.get(name) == "-"]  # fmt: skip
+    form = values.get("format")
+    printing = [f"{flag} -" for flag in dashes] + ([f"--format {form}"] if form in PRINTED else [])
+    if printing and sys.stdout is None:
+        raise ClipsharpError(
+            f"{printing[0]} prints to stdout, which is closed; give -o FILE or open stdout"
+        )
+    if form == "md" and dashes:
+        raise ClipsharpError(
+            f"--format md and {dashes[0]} - would both print to stdout; give {dashes[0]} FILE "
+            "for the report, or drop one of them"
+        )
+
+
+PRINTED = ("json", "md")  # the --format values that print on stdout
+
+
+def to_stdout(text: str) -> None:
+    """Print ``text`` (:func:`printable`, newlines kept) on stdout. A reader that went away
+    (``| head``, ``| true``) is no error: the rest of stdout is dropped and the run goes on,
+    its files written, its exit code kept. Any other failure (``> /dev/full``) is an error
+    that names stdout."""
+    try:
+        sys.stdout.write(printable(text, lines=True))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+    except OSError as e:
+        _drop_stdout()
+        raise ClipsharpError(
+            f"cannot write to stdout ({e.strerror or e}); give -o FILE, or free the device "
+            "stdout goes to"
+        ) from e
+
+
+def _drop_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that what is written or flushed later (at
+    exit too) cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test captures it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def hold_closed_streams() -> None:
+    """Open /dev/null on stdin, stdout or stderr where it was closed (``>&-``), so no file the
+    run opens gets that descriptor, and stray writes to it go nowhere. ``sys.stdout`` stays
+    None, which :func:`check_stdout` reads as closed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
 
 
 def markdown(renderable: RenderableType) -> str:
@@ -487,7 +581,8 @@ class LiveProgress:
             else:
                 self.ids[label] = self.bars.add_task(label, total=total or None, count="")
         run.done = done
-        shown = f"{label} [dim]{escape(point_text(point))}[/]" if point else label
+        label, point = escape(printable(label)), escape(printable(point_text(point)))
+        shown = f"{label} [dim]{point}[/]" if point else label
         count = "" if run.countless or not total else run.status(label, done, total, now)
         self.bars.update(
             self.ids[label], description=shown, completed=done, total=total or None, count=count

@@ -118,8 +118,8 @@ def command(
             )  # fmt: skip
         if not result.summary["layers"]:
             out.print(
-                f"[yellow]warning:[/] {from_report} lists no straggler layers: nothing was "
-                f"pruned, {output} holds the fine-tuned weights unchanged"
+                f"[yellow]warning:[/] {escape(str(from_report))} lists no straggler layers: "
+                f"nothing was pruned, {escape(str(output))} holds the fine-tuned weights unchanged"
             )
         with uninterrupted():
             finish(
@@ -155,8 +155,8 @@ def prune_tables(doc: dict) -> Table:
     """What was pruned, per layer; the before/after comparison when measured."""
     s = doc["summary"]
     table = summary_table(
-        f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): "
-        f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors",
+        escape(f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): ")
+        + f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors",
         ["layer"],
         ["tensors", "pruned", "sparsity"],
     )

@@ -109,8 +109,9 @@ def warn_saturated(doc: dict, out: Console) -> None:
                     doc, name, row["rho"]
                 )
             out.print(
-                f"[yellow]warning:[/] {name}: at rho={row['rho']:g} the perturbed model is at "
-                f"chance (loss >= log C or accuracy within one standard error of 1/C){where}: {why}"
+                f"[yellow]warning:[/] {escape(name)}: at rho={row['rho']:g} the perturbed model is "
+                f"at chance (loss >= log C or accuracy within one standard error of 1/C){where}: "
+                f"{why}"
             )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console, RenderableType
 
 from ..errors import ReportError
-from .output import console, markdown
+from .output import console, markdown, to_stdout
 
 
 def command(
@@ -52,7 +51,7 @@ def command(
     if warn is not None:
         warn(doc, out)
     if format == "md":
-        sys.stdout.write(markdown(table(doc)))
+        to_stdout(markdown(table(doc)))
     else:
         out.print(table(doc))
 

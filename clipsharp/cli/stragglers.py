@@ -83,19 +83,19 @@ def straggler_table(doc: dict) -> Table:
     stragglers = set(s["stragglers"])
     value = "sharpness" if s["by"] == "sharpness" else "depth"
     table = summary_table(
-        f"stragglers on {s['rank_on']}: {s['rule']}",
+        escape(f"stragglers on {s['rank_on']}: {s['rule']}"),
         ["layer"],
         ["tower", value, "stderr", "zero-shot", "z", ""],
     )
     for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
         mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
         table.add_row(
-            escape(row["layer"]), row["tower"], signed(row[value]), fmt(row.get("stderr")),
+            escape(row["layer"]), escape(row["tower"]), signed(row[value]), fmt(row.get("stderr")),
             signed(row.get("zero_shot_sharpness")), f"{row['z']:+.2f}", mark,
         )  # fmt: skip
     if s.get("spearman"):
         table.caption = "Spearman(sharpness, layer depth): " + ", ".join(
-            f"{name} {fmt(v['spearman'], 2)} ({v['layers']} layers)"
+            f"{escape(name)} {fmt(v['spearman'], 2)} ({v['layers']} layers)"
             for name, v in s["spearman"].items()
         )
     return table

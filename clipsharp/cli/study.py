@@ -167,8 +167,9 @@ def study_table(doc: dict) -> Group:
     tables = []
     for name, found in correlations.items():
         table = summary_table(
-            f"{name}: correlation with the OOD gain over {doc['inputs']['num_checkpoints']} "
-            f"fine-tuned checkpoints; * the {confidence:.0%} interval excludes 0",
+            f"{escape(name)}: correlation with the OOD gain over "
+            f"{doc['inputs']['num_checkpoints']} fine-tuned checkpoints; * the {confidence:.0%} "
+            "interval excludes 0",
             ["measure"],
             ["n", "ρ", "interval", "τ-b", "p", ""],
         )

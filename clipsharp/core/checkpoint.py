@@ -312,10 +312,21 @@ def _check_readable(path: Path) -> None:
             f"checkpoint {path} is a folder without a transformers {hf.CONFIG}; give the "
             ".safetensors file inside it"
         )
+    check_regular_file(path)
     if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise CheckpointError(
             f"{path} is a pickled PyTorch checkpoint, which only convert reads (executing "
             f"nothing): clipsharp convert {path} -o {path.with_suffix('.safetensors')}"
+        )
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse a pipe (``<(cat zs.safetensors)``), a device or a socket as a checkpoint: its
+    bytes are read more than once (header, tensors, sha256), which only a file allows."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is not a regular file (a pipe or a device); a checkpoint is "
+            "read more than once: save it to a file and give that"
         )
 
 

@@ -177,13 +177,39 @@ def _cannot_tell(checkpoint: Checkpoint, why: str) -> CheckpointError:
     )
 
 
+MAX_CONFIG_BYTES = 2**20  # a model config is a few hundred bytes; a checkpoint is not one
+
+
 def _from_model_option(model: str) -> Architecture:
     path = Path(model)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise ConfigError(f"--model {model}: config file does not exist")
-        return _custom(_parse_config_json(path.read_text(encoding="utf-8"), model), "--model")
+        return _custom(_config_file(path, model), "--model")
     return _named(model, source="--model")
+
+
+def _config_file(path: Path, model: str) -> dict[str, Any]:
+    """The JSON object of ``--model FILE``; anything else (a checkpoint) named as not one."""
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    why = f"it is over {MAX_CONFIG_BYTES // 2**20} MiB" if len(data) > MAX_CONFIG_BYTES else ""
+    try:
+        cfg = None if why else json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        why = "it is not text"
+    except json.JSONDecodeError as e:
+        why = f"it is not valid JSON: {e}"
+    except RecursionError:
+        why = "it is nested too deeply"
+    if not why and not isinstance(cfg, dict):
+        why = "it is not a JSON object"
+    if why:
+        raise ConfigError(
+            f"--model {model} is not a model config ({why}); --model takes an open_clip name "
+            "(ViT-B-32) or a model-config JSON, not a checkpoint"
+        )
+    return cfg
 
 
 def _named(name: str, source: str) -> Architecture:

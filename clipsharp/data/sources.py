@@ -7,6 +7,7 @@ imported inside functions because it is slow to import.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 from collections.abc import Callable, Iterator, Mapping
@@ -126,6 +127,7 @@ def _load_hub(spec: DatasetSpec) -> dict[str, datasets.Dataset]:
     try:
         loaded = datasets.load_dataset(spec.source, split=spec.split)
     except Exception as e:
+        check_cache(e, spec)
         if isinstance(e, ValueError) and spec.split and "split" in str(e).lower():
             raise dataset_error(
                 spec, reason(e)
@@ -152,9 +154,39 @@ def guarded(spec: DatasetSpec, load: Callable[[], Any]) -> Any:
     try:
         return load()
     except Exception as e:  # corrupt files, unreadable folders, parser errors of every kind
+        check_cache(e, spec)
         raise dataset_error(
             spec, f"cannot be read: {reason(e)}; check the files are complete and supported"
         ) from e
+
+
+def check_cache(error: BaseException, spec: DatasetSpec) -> None:
+    """Blame the ``datasets`` cache, not the dataset, when the cache could not be written
+    (a read-only or full HF_HOME): raise a DatasetError saying so."""
+    import datasets
+
+    cache = Path(datasets.config.HF_DATASETS_CACHE).absolute()
+    fault = _cache_fault(error, cache)
+    if fault is not None:
+        raise DatasetError(
+            f"the datasets cache {cache} cannot be written ({fault.strerror}), and reading "
+            f"dataset {spec.text!r} needs it; set HF_HOME (or HF_DATASETS_CACHE) to a folder "
+            "you can write to"
+        ) from error
+
+
+CACHE_FAULTS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def _cache_fault(error: BaseException | None, cache: Path) -> OSError | None:
+    """The OSError in ``error``'s chain that failed to write in (or to create) ``cache``."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in CACHE_FAULTS and error.filename:
+            where = Path(str(error.filename)).absolute()
+            if where == cache or cache in where.parents or where in cache.parents:
+                return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def dataset_error(spec: DatasetSpec, message: str) -> DatasetError:

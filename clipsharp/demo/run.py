@@ -32,6 +32,7 @@ from ..options import (
     StatisticsOptions,
     StragglerOptions,
     SweepOptions,
+    check_seed,
 )
 from ..progress import Progress
 from ..reports.plot import figures, save_figures
@@ -57,6 +58,9 @@ class TourOptions:
     device: str = "auto"
     batch_size: int = 128
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)  # before the models are trained, not after
 
 
 def run_tour(

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ReportError
 from ..files import write_atomic
+from ..printable import printable, printable_strings
 
 ALPHA_LABEL = "α  (0 = zero-shot, 1 = fine-tuned)"
 FORMATS = (".png", ".svg", ".pdf")
@@ -447,7 +448,9 @@ def figure_groups(docs: Sequence[dict], names: Sequence[str]) -> list[list[dict]
 
 
 def figures(docs: Sequence[dict], names: Sequence[str]) -> list[Any]:
-    """One matplotlib figure per group of :func:`figure_groups`."""
+    """One matplotlib figure per group of :func:`figure_groups`; the reports' names are drawn
+    :func:`~clipsharp.printable.printable`."""
+    docs, names = [printable_strings(doc) for doc in docs], [printable(n) for n in names]
     result = []
     try:
         for group in figure_groups(docs, names):

@@ -91,16 +91,7 @@ def read_report(
         >>> depths = read_report("layers.json", "layerwise", complete=True)["summary"]["layers"]
     """
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ReportError(f"report {path} does not exist") from e
-    except IsADirectoryError as e:
-        raise ReportError(f"report {path} is a folder; give the JSON file") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(
-            f"report {path} is not valid JSON ({e}); is it a clipsharp report?"
-        ) from e
+    doc = _load(path)
     if not isinstance(doc, dict):
         raise ReportError(
             f"{path} holds a JSON {type(doc).__name__.replace('dict', 'object')}, not a clipsharp "
@@ -119,6 +110,58 @@ def read_report(
         names = [d["name"] for d in doc.get("inputs", {}).get("datasets", [])]
         _check(doc, FIELDS[doc["command"]], "", names, path)
     return doc
+
+
+MAX_BYTES = 64 * 2**20  # the largest report read; a real one is a few MB at most
+MAX_DEPTH = 32  # the deepest nesting read; the deepest a report goes is 8 (layerwise)
+
+
+def _load(path: Path) -> Any:
+    """The JSON of ``path``, refused when over :data:`MAX_BYTES` (before reading it whole) or
+    nested deeper than :data:`MAX_DEPTH`."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError as e:
+        raise ReportError(f"report {path} does not exist") from e
+    except IsADirectoryError as e:
+        raise ReportError(f"report {path} is a folder; give the JSON file") from e
+    except OSError as e:
+        raise ReportError(f"report {path} cannot be read ({e.strerror}); check the path") from e
+    if len(data) > MAX_BYTES:
+        raise ReportError(
+            f"report {path} is over {MAX_BYTES // 2**20} MiB, larger than any clipsharp "
+            "report; give a report a clipsharp command wrote"
+        )
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        deep = _depth(doc) > MAX_DEPTH
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(
+            f"report {path} is not valid JSON ({e}); is it a clipsharp report?"
+        ) from e
+    except RecursionError:  # nested past what the parser follows
+        deep = True
+    if deep:
+        raise ReportError(
+            f"report {path} is nested more than {MAX_DEPTH} levels deep, deeper than any "
+            "clipsharp report; give a report a clipsharp command wrote"
+        )
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    """How many objects and lists deep ``doc`` goes (counted without recursion)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:  # deeper is refused anyway
+                stack.extend((item, level + 1) for item in value)
+    return deepest
 
 
 @dataclass(frozen=True)
