@@ -26,6 +26,7 @@ GRANULARITIES = ("block", "module", "tensor")
 BACKGROUNDS = {"ft": 1.0, "zs": 0.0}  # layerwise background -> the alpha every other layer sits at
 STRAGGLER_RANKINGS = ("sharpness", "barrier")
 PRUNE_TARGETS = ("weights", "task-vector")
+DECODERS = ("cpu", "cuda")  # --decode: PIL in the workers, or torchvision's decoder on the GPU
 # --help panels
 DATA, EVAL, PATH, SHARPNESS, LAYERS, RULE, PRUNE, STATISTICS = (
     "Datasets", "Evaluation", "Path", "Sharpness", "Layers", "Straggler rule", "Pruning",
@@ -173,7 +174,8 @@ class DataOptions:
     num_workers: int | None = option(
         None,
         "Processes decoding images while the model computes (0: in this process). "
-        "Default: the cores beyond 2, at most 8.",
+        "Default: on a GPU every core but one, at most 16; on the CPU the cores beyond 2, "
+        "at most 8.",
         metavar="N",
         panel=DATA,
     )
@@ -186,22 +188,44 @@ class DataOptions:
         panel=DATA,
         name="--data-cache",
     )
+    decode: str = option(
+        "cpu",
+        "Where JPEGs are decoded and resized: cpu (PIL, in the workers) or cuda "
+        "(torchvision's nvJPEG decoder on the GPU; PNG and WebP stay on the CPU). The "
+        "pixels differ slightly, so the decoder enters the data fingerprint.",
+        metavar="cpu|cuda",
+        panel=DATA,
+    )
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of examples, got {self.limit}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        check_choice("--decode", self.decode, DECODERS)
 
 
-def auto_workers(cpus: int | None = None) -> int:
-    """Decoding processes when --num-workers is not given: the cores the model's threads
-    leave over, at most 8 (none on a machine of 2 cores or fewer: there, decoding in the
-    main process costs less than workers fighting the forward pass for the cores)."""
+def auto_workers(cpus: int | None = None, *, gpu: bool = False) -> int:
+    """Decoding processes when --num-workers is not given.
+
+    On a GPU the forwards need no cores: every core but the one driving the GPU, at most 16.
+    On the CPU the cores the model's threads leave over, at most 8 (none on a machine of 2
+    cores or fewer: there, decoding in the main process costs less than workers fighting
+    the forward pass for the cores).
+    """
     import os
 
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return min(8, max(0, cpus - 2))
+    return min(16, max(0, cpus - 1)) if gpu else min(8, max(0, cpus - 2))
+
+
+def auto_prefetch(cpus: int | None = None) -> int:
+    """Blocks decoded ahead when --prefetch-blocks is not given: one (two blocks in memory),
+    none on a single core, where the decoding thread would only take turns with the model."""
+    import os
+
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return 1 if cpus > 1 else 0
 
 
 @dataclass(frozen=True)
@@ -236,12 +260,21 @@ class EvalOptions:
         metavar="N",
         panel=EVAL,
     )
+    prefetch_blocks: int | None = option(
+        None,
+        "Blocks decoded ahead while the current one is evaluated (0: decode, then evaluate). "
+        "Default: 1 (two blocks in memory), 0 on a single core.",
+        metavar="N",
+        panel=EVAL,
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.block_images is not None and self.block_images < 1:
             raise ConfigError(f"--block-images must be at least 1, got {self.block_images}")
+        if self.prefetch_blocks is not None and self.prefetch_blocks < 0:
+            raise ConfigError(f"--prefetch-blocks must be 0 or more, got {self.prefetch_blocks}")
         check_choice("--precision", self.precision, PRECISIONS)
 
 
