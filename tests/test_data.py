@@ -197,6 +197,7 @@ def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
         "num_examples": 24,
         "num_classes": 3,
         "fingerprint": loaded.fingerprint,
+        "decoder": "pil",
     }
 
 
