@@ -118,7 +118,8 @@ class CachedBatches:
     def _copy(self, start: int, stop: int) -> torch.Tensor:
         mapped = np.load(self.path, mmap_mode="r")
         rows = mapped[start:stop]
-        batch = torch.empty(rows.shape, dtype=torch.from_numpy(rows[:0]).dtype, pin_memory=self.pin)
+        dtype = torch.from_numpy(np.zeros(0, rows.dtype)).dtype
+        batch = torch.empty(rows.shape, dtype=dtype, pin_memory=self.pin)
         np.copyto(batch.numpy(), rows)  # one plain copy, out of the mapping
         del mapped, rows
         return batch
