@@ -255,8 +255,9 @@ class EvalOptions:
     )
     block_images: int | None = option(
         None,
-        "Images decoded and held at once; every point is evaluated on a block before "
-        "the next is read. Default: as many whole batches as fit in about 128 MiB.",
+        "Images of a block; every point is evaluated on a block before the next, "
+        "decoded meanwhile, is used. Default: as many whole batches as fit in about "
+        "128 MiB shared by the blocks held.",
         metavar="N",
         panel=EVAL,
     )

@@ -45,7 +45,7 @@ from .journal import Journal
 from .models import ClipClassifier, ZeroShotHeads
 from .prefix import BlockPrefix, vit_depth
 
-BLOCK_BYTES = 128 << 20  # images (and prefix activations) held at once, unless --block-images
+BLOCK_BYTES = 128 << 20  # images (and prefix activations) of the blocks held, unless --block-images
 
 
 def _nothing() -> None:
@@ -208,8 +208,7 @@ class Engine:
         device = self.classifier.device
         labels = data.labels[shard.start + skip : shard.stop].to(device)
         batches = data.images.batches(shard, self.batch_size, skip=skip, pin=device.type == "cuda")
-        depth = auto_prefetch() if self.prefetch_blocks is None else self.prefetch_blocks
-        for host in Prefetch(host_blocks(batches, block), depth):
+        for host in Prefetch(host_blocks(batches, block), self._prefetch()):
             moved = [self._moved(data, images) for images in host]
             pair = moved, _split(labels, moved)
             labels = labels[sum(len(b) for b in moved) :]
@@ -230,13 +229,17 @@ class Engine:
         world_size = distributed.world_size() if self.world_size is None else self.world_size
         return distributed.shard(data.num_examples, rank, world_size)
 
+    def _prefetch(self) -> int:
+        return auto_prefetch() if self.prefetch_blocks is None else self.prefetch_blocks
+
     def _block_size(self, datasets: Sequence[EvalData], prefix: bool) -> int:
-        """Images per block: ``block_images``, or what fits in ``BLOCK_BYTES``, whole batches."""
+        """Images per block: ``block_images``, or whole batches of what fits in
+        ``BLOCK_BYTES`` shared by the blocks held (the one evaluated, those prefetched)."""
         if self.block_images is not None:
             images = self.block_images
         else:
             per_image = max(_bytes_per_image(self.classifier, d, prefix) for d in datasets)
-            images = BLOCK_BYTES // per_image
+            images = BLOCK_BYTES // per_image // (1 + self._prefetch())
         return max(self.batch_size, images // self.batch_size * self.batch_size)
 
     def _resume(self, name: str, keys, datasets, sums: torch.Tensor) -> list[int]:
