@@ -197,7 +197,7 @@ def clipsharp_rate(args, zs, ft, data: Path, decode: str, cache: Path | None) ->
 
 def decode_row(args, data, what: str, decode_device) -> Row:
     """Images/s of one pass of clipsharp's image stream, no model."""
-    images = replace(data.images, decode_device=decode_device)
+    images = replace(data.images, decode_device=decode_device, cache_dir=None)
     start = time.perf_counter()
     for _ in images.batches(range(len(images)), args.batch_size, pin=args.device != "cpu"):
         pass
@@ -240,7 +240,8 @@ def measure(args, arch: str, root: Path, data: Path) -> list[Row | str]:
     if arch == args.archs[0] and dataset is not None:
         rows.append(decode_row(args, dataset, "decode, CPU workers", None))
         if args.device.startswith("cuda"):
-            rows.append(decode_row(args, dataset, "decode, --decode cuda", torch.device(args.device)))
+            gpu = torch.device(args.device)
+            rows.append(decode_row(args, dataset, "decode, --decode cuda", gpu))
         else:  # torchvision's decoder on the CPU: the --decode cuda path, checked here
             rows.append(decode_row(args, dataset, "decode, torchvision (cpu)", torch.device("cpu")))
     for path in (zs, ft):
