@@ -207,8 +207,8 @@ class Engine:
             return
         device = self.classifier.device
         labels = data.labels[shard.start + skip : shard.stop].to(device)
-        batches = data.images.batches(shard, self.batch_size, skip=skip, pin=device.type == "cuda")
-        for host in Prefetch(host_blocks(batches, block), self._prefetch()):
+        stream = data.images.batches(shard, self.batch_size, skip=skip, pin=device.type == "cuda")
+        for host in Prefetch(host_blocks(stream, block), self._prefetch()):
             moved = [self._moved(data, images) for images in host]
             pair = moved, _split(labels, moved)
             labels = labels[sum(len(b) for b in moved) :]
@@ -217,7 +217,13 @@ class Engine:
             yield pair
 
     def _moved(self, data: EvalData, images: torch.Tensor) -> torch.Tensor:
-        """A host batch on the device, contiguous; finished there with ``finish_blocks``."""
+        """A host batch on the device, contiguous; finished there with ``finish_blocks``.
+
+        A batch decoded on the GPU (``--decode cuda``) was made on the decoder's stream: it
+        is marked used on this one, so its memory is not reused while the model reads it.
+        """
+        if images.is_cuda:
+            images.record_stream(torch.cuda.current_stream(images.device))
         images = images.to(self.classifier.device, non_blocking=True).contiguous()
         finish = self.finish_blocks
         if finish or (finish is None and self.classifier.device.type != "cpu"):

@@ -22,16 +22,26 @@ _END = object()  # the producer's last word: the blocks are over
 
 
 def host_blocks(batches: Iterator[torch.Tensor], block: int) -> Iterator[list[torch.Tensor]]:
-    """``batches`` grouped into lists of ``block`` images (the last one may hold fewer)."""
+    """``batches`` grouped into lists of ``block`` images (the last one may hold fewer);
+    closing this closes ``batches`` at once (a data-cache writer then removes its file)."""
     group, count = [], 0
-    for batch in batches:
-        group.append(batch)
-        count += len(batch)
-        if count >= block:
+    try:
+        for batch in batches:
+            group.append(batch)
+            count += len(batch)
+            if count >= block:
+                yield group
+                group, count = [], 0
+        if group:
             yield group
-            group, count = [], 0
-    if group:
-        yield group
+    finally:
+        _close(batches)
+
+
+def _close(items) -> None:
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 class Prefetch:
@@ -83,9 +93,7 @@ class Prefetch:
         except BaseException as e:  # raised again in the consumer, whatever it is
             self.ready.put(_Failure(e))
         finally:
-            close = getattr(self.items, "close", None)
-            if close is not None:
-                close()
+            _close(self.items)
 
     def _stop(self) -> None:
         self.stopped.set()

@@ -22,6 +22,7 @@ which is how the tests check this path without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -218,9 +219,12 @@ class ImageSource:
         if not on_device:
             yield from loader
             return
-        noted = False
+        noted, side = False, _side_stream(self.decode_device)
         for items in loader:
-            batch, on_cpu = self._decode_jpegs(items)
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                batch, on_cpu = self._decode_jpegs(items)
+            if side is not None:  # this thread waits, not the model's: the batch is ready
+                side.synchronize()
             if on_cpu and not noted:
                 noted = True
                 print(
@@ -319,6 +323,12 @@ def _stored_bytes(value: Any, base_dir: Path | None) -> bytes | None:
         return None
     path = Path(value).expanduser()
     return (path if path.is_absolute() or base_dir is None else base_dir / path).read_bytes()
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A CUDA stream of its own for decoding, so that it overlaps the model's forwards (the
+    engine marks each batch used on its stream: ``record_stream``); None off CUDA."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
 
 
 def _is_encoded(tensor: torch.Tensor | None) -> bool:
