@@ -219,13 +219,15 @@ def auto_workers(cpus: int | None = None, *, gpu: bool = False) -> int:
     return min(16, max(0, cpus - 1)) if gpu else min(8, max(0, cpus - 2))
 
 
-def auto_prefetch(cpus: int | None = None) -> int:
-    """Blocks decoded ahead when --prefetch-blocks is not given: one (two blocks in memory),
-    none on a single core, where the decoding thread would only take turns with the model."""
+def auto_prefetch(cpus: int | None = None, *, gpu: bool = False) -> int:
+    """Blocks decoded ahead when --prefetch-blocks is not given: one (two blocks in memory)
+    on a GPU, or on a CPU with cores for decoding workers (more than 2); none otherwise,
+    where decoding would only take turns with the forwards for the same cores (measured:
+    1.04-1.13 times the time per block on 2 busy cores, benchmarks/README.md)."""
     import os
 
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return 1 if cpus > 1 else 0
+    return 1 if gpu or cpus > 2 else 0
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class EvalOptions:
     prefetch_blocks: int | None = option(
         None,
         "Blocks decoded ahead while the current one is evaluated (0: decode, then evaluate). "
-        "Default: 1 (two blocks in memory), 0 on a single core.",
+        "Default: 1 (two blocks in memory) on a GPU or more than 2 cores, else 0.",
         metavar="N",
         panel=EVAL,
     )

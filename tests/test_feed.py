@@ -80,7 +80,8 @@ def test_workers_and_prefetch_follow_cores_and_device():
     assert auto_workers(2) == 0 and auto_workers(16) == 8  # the CPU: cores beyond 2, at most 8
     assert auto_workers(16, gpu=True) == 15 and auto_workers(64, gpu=True) == 16
     assert auto_workers(1, gpu=True) == 0
-    assert auto_prefetch(1) == 0 and auto_prefetch(2) == 1
+    assert auto_prefetch(2) == 0 and auto_prefetch(4) == 1  # the CPU: with workers only
+    assert auto_prefetch(1, gpu=True) == 1
     with pytest.raises(Exception, match="--prefetch-blocks must be 0 or more"):
         EvalOptions(prefetch_blocks=-1)
 

@@ -77,10 +77,11 @@ class Engine:
 
     ``block_images`` is the number of images of a block (a multiple of ``batch_size``);
     None chooses it from ``BLOCK_BYTES``. ``prefetch_blocks`` blocks are decoded ahead of
-    the one evaluated (None: ``auto_prefetch``). ``finish_blocks``: normalise a block once
-    into the working dtype, on the device, rather than each batch at each point (None: on
-    an accelerator, where the finished block, 2 to 4 times the uint8 one, is device memory;
-    on the CPU the finish costs about 1 % of a forward and the memory is the host's).
+    the one evaluated (None: ``auto_prefetch`` for the device). ``finish_blocks``:
+    normalise a block once into the working dtype, on the device, rather than each batch
+    at each point (None: on an accelerator, where the finished block, 2 to 4 times the
+    uint8 one, is device memory; on the CPU the memory is the host's, and finishing a
+    batch of 32 crops of 224 px takes 0.03 s against 8 s for its ViT-B-32 forward).
     """
 
     classifier: ClipClassifier
@@ -236,7 +237,9 @@ class Engine:
         return distributed.shard(data.num_examples, rank, world_size)
 
     def _prefetch(self) -> int:
-        return auto_prefetch() if self.prefetch_blocks is None else self.prefetch_blocks
+        if self.prefetch_blocks is not None:
+            return self.prefetch_blocks
+        return auto_prefetch(gpu=self.classifier.device.type != "cpu")
 
     def _block_size(self, datasets: Sequence[EvalData], prefix: bool) -> int:
         """Images per block: ``block_images``, or whole batches of what fits in

@@ -80,7 +80,7 @@ class Workspace:
     datasets: list[EvalData]
     device: torch.device
     block_images: int | None = None  # images per engine block; None: chosen by memory
-    prefetch_blocks: int | None = None  # blocks decoded ahead; None: auto_prefetch()
+    prefetch_blocks: int | None = None  # blocks decoded ahead; None: auto_prefetch
     memo: dict = field(default_factory=dict, repr=False)  # see Engine.memo
 
     @property
