@@ -333,3 +333,21 @@ def test_the_digest_is_blake2b_of_the_rows_bytes():
             hashlib.blake2b(row.transpose(1, 2, 0).tobytes(), digest_size=8).digest(), np.uint64
         )[0]
     )
+
+
+# ---- workers decode chunks of a batch --------------------------------------------------------
+
+
+def test_a_batch_is_shared_among_the_workers_and_comes_out_the_same(larger):
+    from clipsharp.data.stream import _chunk
+
+    assert _chunk(256, 15) == 16 and _chunk(256, 8) == 32 and _chunk(8, 3) == 2
+    assert _chunk(7, 3) == 1 and _chunk(128, 0) == 128 and _chunk(128, 1) == 128
+    data = load.load_eval_data(
+        DatasetSpec.parse(str(larger), role="ood"), _to_tensor(), DataOptions()
+    )
+    alone = list(replace(data.images, num_workers=0).batches(range(50), 8))
+    shared = list(replace(data.images, num_workers=3).batches(range(50), 8))  # chunks of 2
+    assert [len(b) for b in shared] == [8] * 6 + [2]
+    for a, b in zip(alone, shared, strict=True):
+        assert torch.equal(a, b) and a.stride() == b.stride()

@@ -206,21 +206,26 @@ class ImageSource:
                 writer.abort()  # nothing after close; else the partial file goes
 
     def _decode(self, positions: range, batch_size: int, pin: bool) -> Iterator[torch.Tensor]:
+        """Batches decoded by the workers, each a chunk of a batch at a time (see ``_chunk``),
+        joined here in order: the same batches, ready sooner."""
         if not len(positions):
             return
         on_device = self.decode_device is not None
+        chunk = _chunk(batch_size, self.num_workers)
         loader = torch.utils.data.DataLoader(
             (_Encoded if on_device else _Rows)(self, positions),
-            batch_size=batch_size,
+            batch_size=chunk,
             num_workers=self.num_workers,
             collate_fn=list if on_device else self._collate,
-            pin_memory=pin and not on_device,
+            pin_memory=pin and not on_device and chunk == batch_size,
         )
+        batches = _grouped(iter(loader), batch_size // chunk)
         if not on_device:
-            yield from loader
+            yield from (self._join(chunks, pin and chunk != batch_size) for chunks in batches)
             return
         noted, side = False, _side_stream(self.decode_device)
-        for items in loader:
+        for chunks in batches:
+            items = [item for part in chunks for item in part]
             with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
                 batch, on_cpu = self._decode_jpegs(items)
             if side is not None:  # this thread waits, not the model's: the batch is ready
@@ -234,6 +239,27 @@ class ImageSource:
                     file=sys.stderr,
                 )
             yield batch
+
+    def _join(self, chunks: list[torch.Tensor], pin: bool) -> torch.Tensor:
+        """Chunks of a batch as one (B, 3, H, W) tensor, in pinned memory with ``pin``. uint8
+        chunks are views of (n, H, W, 3) pixels: those are joined with numpy, as ``_collate``
+        stacks them, into one buffer, and the batch is its (B, 3, H, W) view."""
+        if len(chunks) == 1 and not pin:
+            return chunks[0]
+        shapes = {tuple(chunk.shape[1:]) for chunk in chunks}
+        if len(shapes) > 1:
+            raise DatasetError(
+                f"dataset {self.describe!r}: the transform gave crops of shapes "
+                f"{sorted(shapes)}; it must resize and crop to one size"
+            )
+        if chunks[0].dtype != torch.uint8:
+            joined = torch.cat(chunks)
+            return joined.pin_memory() if pin else joined
+        pixels = [chunk.permute(0, 2, 3, 1).numpy() for chunk in chunks]
+        shape = (sum(len(p) for p in pixels), *pixels[0].shape[1:])
+        joined = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        np.concatenate(pixels, out=joined.numpy())
+        return joined.permute(0, 3, 1, 2)
 
     def _decode_jpegs(self, items: list) -> tuple[torch.Tensor, int]:
         """One (B, 3, H, W) uint8 batch on ``decode_device`` from ``_Encoded`` items, and how
@@ -323,6 +349,28 @@ def _stored_bytes(value: Any, base_dir: Path | None) -> bytes | None:
         return None
     path = Path(value).expanduser()
     return (path if path.is_absolute() or base_dir is None else base_dir / path).read_bytes()
+
+
+def _chunk(batch_size: int, workers: int) -> int:
+    """Images a worker decodes at once: a batch shared among the workers (a divisor of the
+    batch), so that the first batch is ready after batch / workers images, not after a
+    whole batch per worker (each worker would otherwise decode a batch of its own)."""
+    if workers <= 1:
+        return batch_size
+    parts = next(p for p in range(workers, batch_size + 1) if batch_size % p == 0)
+    return batch_size // parts
+
+
+def _grouped(chunks: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` chunks (the last may hold fewer)."""
+    group = []
+    for chunk in chunks:
+        group.append(chunk)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _side_stream(device: torch.device) -> torch.cuda.Stream | None:
