@@ -4,7 +4,8 @@ Writes 10,000 synthetic JPEGs of 500 x 375 px (quality 90, in parallel) once int
 ``save_to_disk`` folder, then, for ViT-B-32 and ViT-L-14 in bf16 (random weights):
 
 - bare: image forwards/s of a plain open_clip loop over a batch already on the device;
-- clipsharp: image forwards/s of ``run_interpolation`` with 11 alphas, CPU decoding in the
+- clipsharp (after a warm-up run on two batches): image forwards/s of ``run_interpolation``
+  with 11 alphas, CPU decoding in the
   default workers, then with ``--decode cuda``, then (first architecture only, to stay
   within 6 minutes) filling and reading back a ``--data-cache``;
 - decode: images/s of clipsharp's image stream alone, CPU workers and ``--decode cuda``;
@@ -168,14 +169,17 @@ def _nvml(samples: list, stop: threading.Event) -> None:
         samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
 
 
-def clipsharp_rate(args, zs, ft, data: Path, decode: str, cache: Path | None) -> tuple:
-    """(seconds, busy) of run_interpolation with ``args.alphas`` points, a fresh workspace."""
+def clipsharp_rate(
+    args, zs, ft, data: Path, decode: str, cache: Path | None, limit: int | None = None
+) -> tuple:
+    """(seconds, busy, dataset) of run_interpolation with ``args.alphas`` points, a fresh
+    workspace (on ``limit`` images: a warm-up)."""
     from clipsharp.analyses.interpolate import run_interpolation
     from clipsharp.core.workspace import open_workspace
     from clipsharp.data.specs import DatasetSpec
     from clipsharp.options import DataOptions, EvalOptions, PathOptions, RunOptions
 
-    data_options = DataOptions(decode=decode, cache_dir=cache)
+    data_options = DataOptions(limit=limit, decode=decode, cache_dir=cache)
     evaluation = EvalOptions(args.device, args.batch_size, args.precision, "simple")
     ws = open_workspace(
         {"zero_shot": zs, "fine_tuned": ft},
@@ -227,6 +231,7 @@ def measure(args, arch: str, root: Path, data: Path) -> list[Row | str]:
             ("interpolate, cache (cold)", "cpu", cache),
             ("interpolate, cache (warm)", "cpu", cache),
         ]
+    clipsharp_rate(args, zs, ft, data, "cpu", None, limit=2 * args.batch_size)  # warm-up
     dataset = None
     for what, decode, cache_dir in runs:
         if decode == "cuda" and not args.device.startswith("cuda"):
