@@ -5,9 +5,9 @@ Writes 10,000 synthetic JPEGs of 500 x 375 px (quality 90, in parallel) once int
 
 - bare: image forwards/s of a plain open_clip loop over a batch already on the device;
 - clipsharp (after a warm-up run on two batches): image forwards/s of ``run_interpolation``
-  with 11 alphas, CPU decoding in the
-  default workers, then with ``--decode cuda``, then (first architecture only, to stay
-  within 6 minutes) filling and reading back a ``--data-cache``;
+  with 11 alphas, CPU decoding in the default workers, then with ``--decode cuda``, then
+  (first architecture only, to stay within 6 minutes) filling and reading back a
+  ``--data-cache``;
 - decode: images/s of clipsharp's image stream alone, CPU workers and ``--decode cuda``;
 - busy: the fraction of the clipsharp run's wall time the GPU spent in its forwards, from
   CUDA events around each forward (NVML's utilisation too, when pynvml is installed).
