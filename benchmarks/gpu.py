@@ -12,6 +12,8 @@ that fails is printed and the others still run. Nothing is downloaded.
     .venv/bin/python benchmarks/gpu.py                          # H200: about 3 minutes
     .venv/bin/python benchmarks/gpu.py --quick                  # ViT-B-32 only, fewer images
     .venv/bin/python benchmarks/gpu.py --device cpu --quick     # a tiny model: checks it runs
+    .venv/bin/python benchmarks/gpu.py --scale                  # 10,000 JPEGs, bf16 (scale.py)
+    .venv/bin/python benchmarks/gpu.py --scale --device cpu --quick
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=8, help="decoding processes")
     parser.add_argument("--block-images", type=int, default=None, help="engine block size")
     parser.add_argument("--quick", action="store_true", help="fewer images and points")
+    parser.add_argument("--scale", action="store_true", help="10,000 JPEGs of 500x375, bf16")
+    parser.add_argument("--scale-dir", default=None, help="--scale: keep the JPEGs here")
     args = parser.parse_args()
+    if args.scale:
+        return args
     cpu = args.device == "cpu"
     if args.archs is None:
         args.archs = "small" if cpu else ("ViT-B-32" if args.quick else "ViT-B-32,ViT-L-14")
@@ -156,6 +162,11 @@ def measure_arch(args, arch: str, root: Path, data: Path, decoded) -> list[Resul
 
 def main() -> None:
     args = parse()
+    if args.scale:
+        import scale
+
+        scale.main(args)
+        return
     import baseline
     import torch
 

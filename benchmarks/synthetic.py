@@ -87,16 +87,20 @@ def write_pair(config: dict, root: Path, device: str = "cpu") -> tuple[Path, Pat
     return paths
 
 
-def write_images(path: Path, count: int, size: int = 224, classes: int = 10) -> Path:
-    """A save_to_disk folder of ``count`` random size x size JPEGs, labels cycling 0..classes-1."""
+def write_images(
+    path: Path, count: int, size: int = 224, classes: int = 10, height: int | None = None
+) -> Path:
+    """A save_to_disk folder of ``count`` random JPEGs (quality 90), ``size`` px wide and
+    ``height`` (default ``size``) high, labels cycling 0..classes-1."""
     import datasets
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    height = height or size
     encoded = []
     for _ in range(count):
-        coarse = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
+        coarse = rng.integers(0, 256, (height // 8, size // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((size, height), Image.BILINEAR)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)
         encoded.append({"bytes": buffer.getvalue(), "path": None})

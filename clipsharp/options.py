@@ -27,6 +27,7 @@ GRANULARITIES = ("block", "module", "tensor")
 BACKGROUNDS = {"ft": 1.0, "zs": 0.0}  # layerwise background -> the alpha every other layer sits at
 STRAGGLER_RANKINGS = ("sharpness", "barrier")
 PRUNE_TARGETS = ("weights", "task-vector")
+DECODERS = ("cpu", "cuda")  # --decode: PIL in the workers, or torchvision's decoder on the GPU
 # --help panels
 DATA, EVAL, PATH, SHARPNESS, LAYERS, RULE, PRUNE, STATISTICS = (
     "Datasets", "Evaluation", "Path", "Sharpness", "Layers", "Straggler rule", "Pruning",
@@ -193,7 +194,8 @@ class DataOptions:
     num_workers: int | None = option(
         None,
         "Processes decoding images while the model computes (0: in this process). "
-        "Default: the cores beyond 2, at most 8.",
+        "Default: on a GPU every core but one, at most 16; on the CPU the cores beyond 2, "
+        "at most 8.",
         metavar="N",
         panel=DATA,
     )
@@ -212,6 +214,14 @@ class DataOptions:
         "stopping; every image is then decoded once when the dataset is opened.",
         panel=DATA,
     )
+    decode: str = option(
+        "cpu",
+        "Where JPEGs are decoded and resized: cpu (PIL, in the workers) or cuda "
+        "(torchvision's nvJPEG decoder on the GPU; PNG and WebP stay on the CPU). The "
+        "pixels differ slightly, so the decoder enters the data fingerprint.",
+        metavar="cpu|cuda",
+        panel=DATA,
+    )
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -219,16 +229,32 @@ class DataOptions:
             raise ConfigError(f"--limit must be a positive number of examples, got {self.limit}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        check_choice("--decode", self.decode, DECODERS)
 
 
-def auto_workers(cpus: int | None = None) -> int:
-    """Decoding processes when --num-workers is not given: the cores the model's threads
-    leave over, at most 8 (none on a machine of 2 cores or fewer: there, decoding in the
-    main process costs less than workers fighting the forward pass for the cores)."""
+def auto_workers(cpus: int | None = None, *, gpu: bool = False) -> int:
+    """Decoding processes when --num-workers is not given.
+
+    On a GPU the forwards need no cores: every core but the one driving the GPU, at most 16.
+    On the CPU the cores the model's threads leave over, at most 8 (none on a machine of 2
+    cores or fewer: there, decoding in the main process costs less than workers fighting
+    the forward pass for the cores).
+    """
     import os
 
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return min(8, max(0, cpus - 2))
+    return min(16, max(0, cpus - 1)) if gpu else min(8, max(0, cpus - 2))
+
+
+def auto_prefetch(cpus: int | None = None, *, gpu: bool = False) -> int:
+    """Blocks decoded ahead when --prefetch-blocks is not given: one (two blocks in memory)
+    on a GPU, or on a CPU with cores for decoding workers (more than 2); none otherwise,
+    where decoding would only take turns with the forwards for the same cores (measured:
+    1.04-1.13 times the time per block on 2 busy cores, benchmarks/README.md)."""
+    import os
+
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return 1 if gpu or cpus > 2 else 0
 
 
 @dataclass(frozen=True)
@@ -266,8 +292,16 @@ class EvalOptions:
     )
     block_images: int | None = option(
         None,
-        "Images decoded and held at once; every point is evaluated on a block before "
-        "the next is read. Default: as many whole batches as fit in about 128 MiB.",
+        "Images of a block; every point is evaluated on a block before the next, "
+        "decoded meanwhile, is used. Default: as many whole batches as fit in about "
+        "128 MiB shared by the blocks held.",
+        metavar="N",
+        panel=EVAL,
+    )
+    prefetch_blocks: int | None = option(
+        None,
+        "Blocks decoded ahead while the current one is evaluated (0: decode, then evaluate). "
+        "Default: 1 (two blocks in memory) on a GPU or more than 2 cores, else 0.",
         metavar="N",
         panel=EVAL,
     )
@@ -277,6 +311,8 @@ class EvalOptions:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.block_images is not None and self.block_images < 1:
             raise ConfigError(f"--block-images must be at least 1, got {self.block_images}")
+        if self.prefetch_blocks is not None and self.prefetch_blocks < 0:
+            raise ConfigError(f"--prefetch-blocks must be 0 or more, got {self.prefetch_blocks}")
         check_choice("--precision", self.precision, PRECISIONS)
         check_choice("--subset-logits", self.subset_logits, SUBSET_LOGITS)
 

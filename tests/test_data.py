@@ -201,6 +201,7 @@ def test_save_to_disk_prefers_test_split_with_exact_pixels_and_labels(saved):
         "class_names": "dataset (ClassLabel names)",
         "classes": NAMES,
         "classes_digest": hashlib.sha256(json.dumps(NAMES).encode()).hexdigest()[:16],
+        "decoder": "pil",
     }
 
 

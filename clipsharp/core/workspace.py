@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..data.load import EvalData, load_all, read_classnames
+from ..data.load import EvalData, decode_device, load_all, read_classnames
 from ..data.specs import DatasetSpec
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..options import DataOptions, EvalOptions
@@ -79,6 +79,7 @@ class Workspace:
     datasets: list[EvalData]
     device: torch.device
     block_images: int | None = None  # images per engine block; None: chosen by memory
+    prefetch_blocks: int | None = None  # blocks decoded ahead; None: auto_prefetch
     memo: dict = field(default_factory=dict, repr=False)  # see Engine.memo
 
     @property
@@ -112,7 +113,8 @@ class Workspace:
         """An engine over this workspace's model and datasets (see ``engine.py``)."""
         return Engine(
             self.classifier, self.heads, self.datasets, batch_size,
-            block_images=self.block_images, journal=journal, progress=progress, memo=self.memo,
+            block_images=self.block_images, prefetch_blocks=self.prefetch_blocks,
+            journal=journal, progress=progress, memo=self.memo,
         )  # fmt: skip
 
     def inputs(self) -> dict[str, Any]:
@@ -169,6 +171,7 @@ def open_workspace(
     if not specs:
         raise ConfigError("no datasets: give --id and/or --ood (or set them in clipsharp.toml)")
     device = resolve_device(evaluation.device)
+    decode_device(data.decode, device)  # --decode cuda without a GPU: refused before any work
     distributed.init_from_env(device)
     with step(progress, "reading checkpoints"):
         loaded, arch, classifier = open_checkpoints(
@@ -187,14 +190,15 @@ def open_workspace(
     )
     transform = eval_transform(arch, classifier.model)
     with step(progress, "opening datasets"):
-        datasets = load_all(list(specs), transform, data)
+        datasets = load_all(list(specs), transform, data, device=device)
     if evaluation.templates is not None or classifier.head is not None:
         # --templates given is every dataset's; a stored head uses no templates
         datasets = [replace(d, templates=None) for d in datasets]
     _check_heads(heads, datasets)
     return Workspace(
-        loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images
-    )
+        loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images,
+        prefetch_blocks=evaluation.prefetch_blocks,
+    )  # fmt: skip
 
 
 def open_checkpoints(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..options import DataOptions, auto_workers
 from .classnames import ClassNames, indexed_classes, is_list, named_classes, read_classnames
 from .sources import dataset_error, open_source, quiet_datasets
@@ -75,6 +75,7 @@ class EvalData:
             **({"notes": list(self.notes)} if self.notes else {}),
             **({"templates": f"the dataset's {TEMPLATES}"} if self.templates else {}),
             **({"skipped_images": skipped_entry(self.skipped)} if self.skipped else {}),
+            "decoder": self.images.decoder,
         }
 
     def load_images(self, batch_size: int = 64) -> torch.Tensor:
@@ -92,17 +93,23 @@ class EvalData:
 
 
 def load_all(
-    specs: list[DatasetSpec], transform: Transform, options: DataOptions
+    specs: list[DatasetSpec],
+    transform: Transform,
+    options: DataOptions,
+    *,
+    device: torch.device | None = None,
 ) -> list[EvalData]:
     """Open every spec, each (source, split) once, under names made unique by `unique_names`.
 
     Every dataset is opened and checked (split, columns, labels); no image is decoded here.
+    ``device`` is where the model runs: it sets the default worker count and, with
+    ``--decode cuda``, where JPEGs are decoded.
     """
     plans: dict[tuple[str, str | None], _Plan] = {}
     for spec in specs:
         if (spec.source, spec.split) not in plans:
             plans[(spec.source, spec.split)] = _plan(spec, options)
-    loaded = {key: _finish(plan, transform, options) for key, plan in plans.items()}
+    loaded = {key: _finish(plan, transform, options, device) for key, plan in plans.items()}
     return [
         replace(loaded[(spec.source, spec.split)], name=name, spec=spec)
         for spec, name in zip(specs, unique_names(specs), strict=True)
@@ -120,7 +127,24 @@ def load_eval_data(spec: DatasetSpec, transform: Transform, options: DataOptions
     Raises:
         DatasetError: the dataset cannot be found or read, or is unfit for classification.
     """
-    return _finish(_plan(spec, options), transform, options)
+    return _finish(_plan(spec, options), transform, options, None)
+
+
+def decode_device(decode: str, device: torch.device | None) -> torch.device | None:
+    """Where ``--decode`` puts JPEG decoding: None for PIL in the workers, else the GPU the
+    model runs on. ``--decode cuda`` without one is refused (ConfigError)."""
+    if decode == "cpu":
+        return None
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "--decode cuda needs a CUDA GPU and none is visible to torch; use --decode cpu"
+        )
+    if device is None or device.type != "cuda":
+        raise ConfigError(
+            f"--decode cuda decodes on the GPU the model runs on, but --device is "
+            f"{device or 'cpu'}; give --device cuda or --decode cpu"
+        )
+    return device
 
 
 @dataclass(frozen=True)
@@ -162,12 +186,12 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
     )  # fmt: skip
 
 
-def _finish(plan: _Plan, transform: Transform, options: DataOptions) -> EvalData:
-    images = _images(plan, transform, options)
+def _finish(plan: _Plan, transform: Transform, options: DataOptions, device) -> EvalData:
+    images = _images(plan, transform, options, device)
     skipped: tuple[str, ...] = ()
     if options.skip_bad_images:
         plan, skipped = _without_bad_images(plan, images)
-        images = _images(plan, transform, options) if skipped else images
+        images = _images(plan, transform, options, device) if skipped else images
     name = display_name(plan.spec)
     return EvalData(
         name, plan.spec, plan.split, images, plan.labels, plan.classes, images.fingerprint,
@@ -197,10 +221,15 @@ def skipped_entry(skipped: tuple[str, ...]) -> dict:
     return {"count": len(skipped), "first": list(skipped[:10])}
 
 
-def _images(plan: _Plan, transform: Transform, options: DataOptions) -> ImageSource:
+def _images(plan: _Plan, transform: Transform, options: DataOptions, device) -> ImageSource:
     import datasets
 
-    fingerprint = _digest([*plan.identity, repr(transform)])
+    decoder = decode_device(options.decode, device)
+    # PIL's pixels keep the fingerprint they always had; another decoder's differ slightly
+    decoded_by = [] if decoder is None else [f"decode={options.decode}"]
+    fingerprint = _digest([*plan.identity, repr(transform), *decoded_by])
+    gpu = device is not None and device.type == "cuda"
+    workers = auto_workers(gpu=gpu) if options.num_workers is None else options.num_workers
     dataset = plan.dataset.select_columns([plan.image_column])
     if isinstance(dataset.features[plan.image_column], datasets.Image):
         # decoded by the stream, which then knows the file a bad image came from
@@ -213,8 +242,9 @@ def _images(plan: _Plan, transform: Transform, options: DataOptions) -> ImageSou
         base_dir=plan.base_dir,
         transform=ImageTransform.split(transform),
         fingerprint=fingerprint,
-        num_workers=auto_workers() if options.num_workers is None else options.num_workers,
+        num_workers=workers,
         cache_dir=options.cache_dir,
+        decode_device=decoder,
     )
 
 

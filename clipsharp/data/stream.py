@@ -10,12 +10,20 @@ operations, in the same order.
 With ``--data-cache DIR`` the crops of a range are written once to
 ``DIR/<fingerprint>-<start>-<stop>.npy`` (with a BLAKE2b digest of every row beside it,
 ``...rows.npy``) and read back memory-mapped, a batch at a time, by every later run over
-the same rows and transform; a row that does not match its digest is never used.
+the same rows and transform; a row that does not match its digest is never used (see
+``cache.py``).
+
+With ``--decode cuda`` (``decode_device``) the workers hand over a JPEG's bytes instead, and
+the batch is decoded, resized and cropped on the GPU by torchvision (nvJPEG), through the
+same steps as the transform's PIL part; any other image (PNG, WebP, a JPEG nvJPEG refuses)
+takes the PIL path, with one note per pass. torchvision's decoder accepts device='cpu' too,
+which is how the tests check this path without a GPU.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import DatasetError
-from ..files import write_atomic
+from ..errors import ConfigError, DatasetError
+from . import cache
 from .sources import reason
 from .webdataset import is_member, member_bytes, member_name
 
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 Transform = Callable[["Image.Image"], torch.Tensor]  # PIL image (RGB) -> (3, H, W)
 TO_TENSOR = ("ToTensor", "MaybeToTensor")  # torchvision's and open_clip's: pixels / 255
 NORMALIZE = "Normalize"
+TO_RGB = ("MaybeConvertMode", "_convert_to_rgb")  # open_clip's RGB steps: decode_jpeg gives RGB
+JPEG = b"\xff\xd8\xff"  # the first bytes of every JPEG file
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,30 @@ class ImageTransform:
         from torchvision.transforms.functional import pil_to_tensor
 
         return pil_to_tensor(self.before(image))
+
+    def on_tensors(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``before`` on a (3, H, W) uint8 tensor (for --decode cuda): its Resize (antialiased,
+        as PIL resizes) and CenterCrop; its RGB step is dropped (the decoder gives RGB)."""
+        from torchvision import transforms
+
+        if self.before is None:
+            raise ConfigError(
+                f"--decode cuda: the model's transform {self.whole!r} does not end in "
+                "ToTensor [+ Normalize], so it cannot run on the GPU; use --decode cpu"
+            )
+        steps = []
+        for step in self.before.transforms:
+            name = getattr(step, "__name__", type(step).__name__)
+            if isinstance(step, transforms.Resize):  # antialiased whatever it says: as PIL
+                steps.append(transforms.Resize(step.size, step.interpolation, step.max_size, True))
+            elif isinstance(step, transforms.CenterCrop):
+                steps.append(step)
+            elif name not in TO_RGB:
+                raise ConfigError(
+                    f"--decode cuda: the transform step {step!r} works on PIL images only; "
+                    "use --decode cpu"
+                )
+        return transforms.Compose(steps)
 
     def finish(self, images: torch.Tensor, device: torch.device, dtype: torch.dtype):
         """(B, 3, H, W) host tensors -> the model's input on ``device``, in ``dtype``.
@@ -130,43 +164,124 @@ class ImageSource:
     fingerprint: str
     num_workers: int = 0
     cache_dir: Path | None = None  # --data-cache
+    decode_device: torch.device | None = None  # --decode cuda: where JPEGs are decoded
+
+    def __post_init__(self) -> None:
+        if self.decode_device is not None:
+            self.transform.on_tensors()  # refuses a transform that cannot run on tensors
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def decoder(self) -> str:
+        """What decodes the JPEGs, as reports record it: ``pil``, or ``torchvision:DEVICE``."""
+        return "pil" if self.decode_device is None else f"torchvision:{self.decode_device.type}"
+
     def batches(
         self, shard: range, batch_size: int, *, skip: int = 0, pin: bool = False
     ) -> Iterator[torch.Tensor]:
-        """(B, 3, H, W) host tensors of the rows ``shard[skip:]``, in order, by ``batch_size``.
+        """(B, 3, H, W) host tensors of the rows ``shard[skip:]``, in order, by ``batch_size``
+        (on ``decode_device`` when it decodes). ``pin``: in pinned host memory.
 
         With a data cache, a shard read from its start is written to the cache as it goes;
-        a cached shard is read from the cache, from any ``skip``.
+        a cached shard is read from the cache, from any ``skip``. A pass that stops before
+        the end of the shard leaves no partial cache file.
         """
         cached = self._cache_file(shard)
         if cached is not None and cached.is_file():
-            found = _read_cache(cached, len(shard), batch_size, skip)
+            found = cache.read(cached, len(shard), batch_size, skip, pin)
             if found is not None:
                 yield from found
                 return
-        writer = _CacheWriter(cached, len(shard)) if cached is not None and not skip else None
-        for batch in self._decode(shard[skip:], batch_size, pin):
+        writer = cache.CacheWriter(cached, len(shard)) if cached is not None and not skip else None
+        try:
+            for batch in self._decode(shard[skip:], batch_size, pin):
+                if writer is not None:
+                    writer.add(batch)
+                yield batch
             if writer is not None:
-                writer.add(batch)
-            yield batch
-        if writer is not None:
-            writer.close()
+                writer.close()
+        finally:
+            if writer is not None:
+                writer.abort()  # nothing after close; else the partial file goes
 
     def _decode(self, positions: range, batch_size: int, pin: bool) -> Iterator[torch.Tensor]:
+        """Batches decoded by the workers, each a chunk of a batch at a time (see ``_chunk``),
+        joined here in order: the same batches, ready sooner."""
         if not len(positions):
             return
+        on_device = self.decode_device is not None
+        chunk = _chunk(batch_size, self.num_workers)
         loader = torch.utils.data.DataLoader(
-            _Rows(self, positions),
-            batch_size=batch_size,
+            (_Encoded if on_device else _Rows)(self, positions),
+            batch_size=chunk,
             num_workers=self.num_workers,
-            collate_fn=self._collate,
-            pin_memory=pin,
+            collate_fn=list if on_device else self._collate,
+            pin_memory=pin and not on_device and chunk == batch_size,
         )
-        yield from loader
+        batches = _grouped(iter(loader), batch_size // chunk)
+        if not on_device:
+            yield from (self._join(chunks, pin and chunk != batch_size) for chunks in batches)
+            return
+        noted, side = False, _side_stream(self.decode_device)
+        for chunks in batches:
+            items = [item for part in chunks for item in part]
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                batch, on_cpu = self._decode_jpegs(items)
+            if side is not None:  # this thread waits, not the model's: the batch is ready
+                side.synchronize()
+            if on_cpu and not noted:
+                noted = True
+                print(
+                    f"note: dataset {self.describe!r}: {on_cpu} of {len(items)} images of a "
+                    "batch are not JPEGs torchvision decodes; they are decoded on the CPU "
+                    "(PIL)",
+                    file=sys.stderr,
+                )
+            yield batch
+
+    def _join(self, chunks: list[torch.Tensor], pin: bool) -> torch.Tensor:
+        """Chunks of a batch as one (B, 3, H, W) tensor, in pinned memory with ``pin``. uint8
+        chunks are views of (n, H, W, 3) pixels: those are joined with numpy, as ``_collate``
+        stacks them, into one buffer, and the batch is its (B, 3, H, W) view."""
+        if len(chunks) == 1 and not pin:
+            return chunks[0]
+        shapes = {tuple(chunk.shape[1:]) for chunk in chunks}
+        if len(shapes) > 1:
+            raise DatasetError(
+                f"dataset {self.describe!r}: the transform gave crops of shapes "
+                f"{sorted(shapes)}; it must resize and crop to one size"
+            )
+        if chunks[0].dtype != torch.uint8:
+            joined = torch.cat(chunks)
+            return joined.pin_memory() if pin else joined
+        pixels = [chunk.permute(0, 2, 3, 1).numpy() for chunk in chunks]
+        shape = (sum(len(p) for p in pixels), *pixels[0].shape[1:])
+        joined = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        np.concatenate(pixels, out=joined.numpy())
+        return joined.permute(0, 3, 1, 2)
+
+    def _decode_jpegs(self, items: list) -> tuple[torch.Tensor, int]:
+        """One (B, 3, H, W) uint8 batch on ``decode_device`` from ``_Encoded`` items, and how
+        many of its images took the PIL path."""
+        jpegs = [k for k, (_, tensor, _) in enumerate(items) if _is_encoded(tensor)]
+        encoded = [items[k][1] for k in jpegs]
+        decoded = dict(zip(jpegs, _decode_jpeg(encoded, self.decode_device), strict=True))
+        steps = self.transform.on_tensors()
+        crops, on_cpu = [], 0
+        for k, (row, tensor, why) in enumerate(items):
+            if decoded.get(k) is not None:
+                crops.append((row, steps(decoded[k]), None))
+                continue
+            if _is_encoded(tensor):  # a JPEG torchvision refuses (CMYK, damaged): PIL's turn
+                tensor, why = _pil_crop(tensor, self.transform)
+            on_cpu += 1
+            crops.append((row, tensor, why))
+        if any(c is None or c.shape != crops[0][1].shape for _, c, _ in crops):
+            self._collate([(row, None if c is None else c.cpu(), why) for row, c, why in crops])
+        device = self.decode_device
+        return torch.stack([c.to(device, non_blocking=True) for _, c, _ in crops]), on_cpu
 
     def _collate(self, items: list) -> torch.Tensor:
         """One (B, 3, H, W) tensor; a bad image or a transform without a fixed size is named."""
@@ -197,12 +312,31 @@ class ImageSource:
     def _cache_file(self, shard: range) -> Path | None:
         if self.cache_dir is None or not len(shard):
             return None
-        folder = Path(self.cache_dir).expanduser()
+        return cache.entry(self.cache_dir, self.fingerprint, shard)
+
+
+class _Encoded(_Rows):
+    """Rows as stored: a JPEG's bytes, (N,) uint8, decoded later on the source's
+    ``decode_device``; any other image through the PIL path, as ``_Rows`` gives it."""
+
+    def __init__(self, source: ImageSource, positions: range):
+        super().__init__(source, positions)
+        self.stored = source.dataset.with_format("arrow")  # the column's values, undecoded
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        source, position = self.source, self.positions[i]
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DatasetError(f"--data-cache {folder} cannot be created ({e.strerror})") from e
-        return folder / f"{self.fingerprint}-{shard.start}-{shard.stop}.npy"
+            value = self.stored[position][source.column][0].as_py()
+            data = _stored_bytes(value, source.base_dir)
+        except Exception as e:  # an unreadable file: named by the main process
+            return int(source.rows[position]), None, reason(e)
+        if data is None or not data.startswith(JPEG):
+            return super().__getitem__(i)
+        return (
+            int(source.rows[position]),
+            torch.frombuffer(bytearray(data), dtype=torch.uint8),
+            None,
+        )
 
 
 def unreadable(source: ImageSource) -> list[tuple[int, str]]:
@@ -225,89 +359,84 @@ def _failures(items: list) -> list[tuple[int, str]]:
     return [(offset, why) for offset, (_, tensor, why) in enumerate(items) if tensor is None]
 
 
-def _read_cache(path: Path, count: int, batch_size: int, skip: int) -> _CachedBatches | None:
-    """The cached crops as a lazy sequence of batches, or None when the entry is unusable
-    (absent, of another size, or without its row digests): it is then made again."""
+def _stored_bytes(value: Any, base_dir: Path | None) -> bytes | None:
+    """A stored image's file bytes: an Image feature's ``{"bytes", "path"}`` or a file path;
+    None for anything else (a decoded image: the PIL path takes it)."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return value["bytes"]
+        value = value.get("path")
+        if isinstance(value, str) and is_member(value):  # a webdataset's member, in its shard
+            return member_bytes(value)
+    if not isinstance(value, str):
+        return None
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() or base_dir is None else base_dir / path).read_bytes()
+
+
+def _chunk(batch_size: int, workers: int) -> int:
+    """Images a worker decodes at once: a batch shared among the workers (a divisor of the
+    batch), so that the first batch is ready after batch / workers images, not after a
+    whole batch per worker (each worker would otherwise decode a batch of its own)."""
+    if workers <= 1:
+        return batch_size
+    parts = next(p for p in range(workers, batch_size + 1) if batch_size % p == 0)
+    return batch_size // parts
+
+
+def _grouped(chunks: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` chunks (the last may hold fewer)."""
+    group = []
+    for chunk in chunks:
+        group.append(chunk)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A CUDA stream of its own for decoding, so that it overlaps the model's forwards (the
+    engine marks each batch used on its stream: ``record_stream``); None off CUDA."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
+
+
+def _is_encoded(tensor: torch.Tensor | None) -> bool:
+    return tensor is not None and tensor.ndim == 1
+
+
+def _decode_jpeg(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """(3, H, W) uint8 RGB of each JPEG, decoded on ``device`` by torchvision; None for one it
+    refuses (the batch is decoded whole, and one by one when that fails)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not encoded:
+        return []
     try:
-        shape = np.load(path, mmap_mode="r").shape
-        digests = np.load(_digests_path(path))
-    except (OSError, ValueError):
-        return None
-    if len(shape) != 4 or shape[0] != count or digests.shape != (count,):
-        return None
-    return _CachedBatches(path, digests, range(skip, count), batch_size)
+        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    decoded = []
+    for data in encoded:
+        try:
+            decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            decoded.append(None)
+    return decoded
 
 
-class _CachedBatches:
-    """Batches read from a cache file, memory-mapped once per batch and unmapped after the
-    copy, so the resident memory stays one batch however large the file. Every row is
-    checked against the digest written with it: a damaged entry is removed and refused."""
+def _pil_crop(data: torch.Tensor, transform: ImageTransform) -> tuple[torch.Tensor | None, str]:
+    """A JPEG's bytes through the PIL path: (crop, None), or (None, why it cannot be read)."""
+    import io
 
-    def __init__(self, path: Path, digests: np.ndarray, positions: range, batch_size: int):
-        self.path, self.digests = path, digests
-        self.positions, self.batch_size = positions, batch_size
+    from PIL import Image
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for start in range(self.positions.start, self.positions.stop, self.batch_size):
-            stop = min(start + self.batch_size, self.positions.stop)
-            mapped = np.load(self.path, mmap_mode="r")
-            batch = np.array(mapped[start:stop])
-            del mapped
-            for offset, row in enumerate(batch):
-                if _digest(row) != self.digests[start + offset]:
-                    self._remove()
-                    raise DatasetError(
-                        f"--data-cache entry {self.path} is damaged (row {start + offset} does "
-                        "not match its digest); it was removed: run again to rebuild it"
-                    )
-            yield torch.from_numpy(batch)
-
-    def _remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-        _digests_path(self.path).unlink(missing_ok=True)
-
-
-class _CacheWriter:
-    """Fills ``PATH.partial`` batch by batch, with a digest of every row; both are renamed
-    into place once every row is in, the digests first (an entry is complete or absent)."""
-
-    def __init__(self, path: Path, count: int) -> None:
-        self.path, self.partial = path, path.with_name(path.name + ".partial")
-        self.count, self.done = count, 0
-        self.array: np.memmap | None = None
-        self.digests = np.zeros(count, dtype=np.uint64)
-
-    def add(self, batch: torch.Tensor) -> None:
-        rows = batch.numpy()
-        if self.array is None:
-            dtype = np.uint8 if batch.dtype == torch.uint8 else np.float32
-            shape = (self.count, *batch.shape[1:])
-            self.array = np.lib.format.open_memmap(self.partial, "w+", dtype, shape)
-        self.array[self.done : self.done + len(batch)] = rows
-        for offset, row in enumerate(rows):
-            self.digests[self.done + offset] = _digest(row)
-        self.done += len(batch)
-
-    def close(self) -> None:
-        if self.array is None or self.done != self.count:
-            return
-        self.array.flush()
-        del self.array
-        write_atomic(_digests_path(self.path), self._save_digests)
-        self.partial.replace(self.path)  # streamed into a memmap, then renamed: atomic too
-
-    def _save_digests(self, tmp: Path) -> None:
-        with open(tmp, "wb") as file:  # np.save would add .npy to a path
-            np.save(file, self.digests)
-
-
-def _digests_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".rows.npy")
-
-
-def _digest(row: np.ndarray) -> np.uint64:
-    """8 bytes of BLAKE2b over a row's bytes."""
-    return np.frombuffer(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), np.uint64)[0]
+    try:
+        image = _to_rgb(Image.open(io.BytesIO(data.numpy().tobytes())))
+        return transform.host(image), None
+    except Exception as e:  # PIL raises many types for a bad file
+        return None, reason(e)
 
 
 def _open_image(value: Any, base_dir: Path | None) -> Image.Image:
