@@ -22,7 +22,7 @@ from conftest import (
 )
 from rich.console import Console
 
-from clipsharp.cli.output import PlainProgress, point_text
+from clipsharp.cli.progress import PlainProgress, point_text
 from clipsharp.cli.show import renderer
 
 

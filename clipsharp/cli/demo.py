@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from ..options import EvalOptions
-from .output import check_folder, console, guard, progress_bars
+from .output import check_folder, console, guard
 from .params import offer
+from .progress import progress_bars
 
 
 @offer(

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from ..options import InputOptions
 from . import options as opt
-from .output import check_output, checkpoint_inputs, console, finish, fmt, guard, summary_table
+from .output import check_output, checkpoint_inputs, console, finish, guard
 from .params import Rendering, offer
+from .progress import fmt, summary_table
 
 
 @offer("inputs.id", "inputs.ood")

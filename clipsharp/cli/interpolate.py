@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,18 +10,9 @@ from rich.table import Table
 
 from ..options import InputOptions, RunOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    gate,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when an OOD set fails: failure-mode."
@@ -97,7 +87,9 @@ def at_chance(accuracy: float, num_classes: int, num_examples: int) -> bool:
 
 def warn_chance(doc: dict, out: Console) -> None:
     """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    from ..core.distributed import is_main
+
+    if not is_main():
         return
     path = doc["results"]["path"]
     for dataset in doc["inputs"]["datasets"]:

@@ -7,18 +7,9 @@ from rich.table import Table
 
 from ..options import InputOptions, LayerwiseOptions, RunOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    gate,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."

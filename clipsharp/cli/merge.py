@@ -11,8 +11,9 @@ from rich.table import Table
 
 from ..options import InputOptions
 from . import options as opt
-from .output import check_output, checkpoint_inputs, console, finish, guard, summary_table
+from .output import check_output, checkpoint_inputs, console, finish, guard
 from .params import Rendering, offer
+from .progress import summary_table
 
 MERGE = "Merge"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,14 +19,12 @@ from .output import (
     checkpoint_inputs,
     console,
     finish,
-    fmt,
     guard,
-    progress_bars,
     run_files,
-    summary_table,
     uninterrupted,
 )
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, summary_table
 
 
 @offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
@@ -88,6 +85,7 @@ def command(
             -o ft-pruned.safetensors
     """
     from ..analyses.prune import prune
+    from ..core.distributed import is_main
     from ..core.saving import discard
     from ..data.specs import dataset_specs
 
@@ -133,7 +131,7 @@ def command(
             commit(staged, output, report)
         out.print(f"pruned checkpoint written to {output}")
     finally:
-        if int(os.environ.get("RANK", "0")) == 0:  # the writer: another rank leaves it be
+        if is_main():  # the writer: another rank leaves it be
             discard(staged)
 
 

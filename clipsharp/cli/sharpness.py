@@ -9,8 +9,9 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..options import InputOptions, RunOptions, SharpnessOptions
 from . import options as opt
-from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
+from .output import console, finish, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 
 @offer("run.path.exclude", "run.path.failure_threshold", defaults={"limit": 1024},

@@ -19,8 +19,9 @@ from ..options import (
     StragglerOptions,
 )
 from . import options as opt
-from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
+from .output import console, finish, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 from .sharpness import _roles
 
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path

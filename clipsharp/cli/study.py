@@ -19,14 +19,12 @@ from .output import (
     checkpoint_inputs,
     console,
     finish,
-    fmt,
     guard,
-    progress_bars,
     reading,
     run_files,
-    summary_table,
 )
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, summary_table
 
 STUDY = "Study"
 Resume = opt.with_help(
