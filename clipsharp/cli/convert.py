@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..options import InputOptions
-from .output import check_output, console, guard
+from ..outputs import check_output
+from .output import console, guard
 from .params import offer
 
 

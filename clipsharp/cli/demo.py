@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from ..options import EvalOptions
-from .output import check_folder, console, guard
+from ..outputs import check_folder
+from .output import console, guard
 from .params import offer
 from .progress import progress_bars
 

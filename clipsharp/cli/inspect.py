@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..options import InputOptions
+from ..outputs import check_output, checkpoint_inputs
 from . import options as opt
-from .output import check_output, checkpoint_inputs, console, finish, guard
+from .output import console, finish, guard
 from .params import Rendering, offer
 from .progress import fmt, summary_table
 

@@ -47,15 +47,15 @@ def command(
 
     opt.check_fail_on(fail_on, "failure-mode")
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_interpolation(
-            reading(roles, inputs), run, progress=progress, journal=journal, resume=resume
+            reading(roles, inputs), run, progress=progress, output=output, resume=resume
         )
     doc = report.to_dict()
     warn_chance(doc, out)
-    finish(report, path_table(doc), output, out, journal, form=rendering.format)
+    finish(report, path_table(doc), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
 
 

@@ -45,14 +45,14 @@ def command(
 
     opt.check_fail_on(fail_on, "collapse")
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_layerwise(
-            reading(roles, inputs), run, layerwise, progress=progress, journal=journal,
+            reading(roles, inputs), run, layerwise, progress=progress, output=output,
             resume=resume,
         )  # fmt: skip
-    finish(report, layer_table(report.to_dict()), output, out, journal, form=rendering.format)
+    finish(report, layer_table(report.to_dict()), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
 
 

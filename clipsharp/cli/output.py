@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,10 @@ from rich.table import Table
 
 from ..errors import ClipsharpError
 from ..options import InputOptions, RunOptions
+from ..outputs import Paths, check_paths, check_report, checkpoint_inputs, run_files
 from ..printable import printable
 from ..reports.gates import tripped
 from ..reports.report import Report
-
-HUB_CONFIG = "open_clip_config.json"  # the architecture open_clip keeps beside its weights
 
 
 def console() -> Console:
@@ -57,174 +55,18 @@ class _Printed:
                 yield Segment(printable(segment.text, lines=True), segment.style)
 
 
-def check_output(output: str | None, flag: str = "-o") -> Path | None:
-    """Refuse, before any work, a report path that cannot be written.
-
-    Returns the report path, or None when the report goes to stdout. Whether it is
-    also an input is :func:`guard`'s job.
-    """
-    from ..files import check_writable, is_stream
-
-    if output is None or output == "-":
-        return None
-    path = Path(output)
-    if path.is_dir():
-        raise ClipsharpError(f"{flag} {output} is a folder; give a file name")
-    check_writable(path, flag)
-    if is_stream(path):  # written into as it is (see clipsharp.files.write_atomic)
-        if not os.access(path, os.W_OK):
-            raise ClipsharpError(f"{flag} {output} is not writable")
-        return path
-    if not path.parent.is_dir():
-        raise ClipsharpError(
-            f"{flag} {output}: folder {path.parent} does not exist; create it first"
-        )
-    if not os.access(path.parent, os.W_OK):
-        raise ClipsharpError(f"{flag} {output}: folder {path.parent} is not writable")
-    return path
-
-
-def check_folder(folder: Path, flag: str) -> None:
-    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
-    if folder.exists() and not folder.is_dir():
-        raise ClipsharpError(f"{flag} {folder} is a file, not a folder; choose a folder")
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ClipsharpError(
-            f"{flag} {folder}: {existing} is not writable; choose a folder you can write to"
-        )
-
-
-Paths = Sequence[tuple[str, "str | Path | None"]]  # (flag or what, path), None: not given
-
-
 def guard(outputs: Paths, inputs: Paths) -> None:
-    """Refuse an output that is, or lies inside, an input of the run or the config file.
+    """Refuse an output that is, or lies inside, an input of the run or the config file
+    (:func:`clipsharp.outputs.check_paths`). Every command calls this before any work."""
+    check_paths(outputs, [*inputs, *config_read()])
 
-    Every command calls this before any work (see :func:`clipsharp.files.check_outputs`).
-    """
-    from ..files import check_name_lengths, check_outputs, is_stream, journal_path
+
+def config_read() -> list:
+    """``(what, path)`` of the config file the command line read, if any."""
     from .config_file import find_config
 
-    check_name_lengths(outputs)
     found = find_config(Path.cwd())
-    config = [("the config file", found[0])] if found else []
-    journals = [  # a report's --resume journal is written beside it (never beside a stream)
-        (f"the journal of {flag}", journal_path(Path(path)))
-        for flag, path in outputs
-        if flag == "-o" and path not in (None, "-") and not is_stream(path)
-    ]
-    check_outputs([*outputs, *journals], [*inputs, *config])
-
-
-def checkpoint_inputs(checkpoints: Mapping[str, str | Path | None]) -> list:
-    """``(what, path)`` of each checkpoint by role, and the open_clip_config.json beside it."""
-    found = []
-    for role, path in checkpoints.items():
-        if path is None:
-            continue
-        what = f"the {role.replace('_', '-')} checkpoint"
-        found += [(what, path), (f"the architecture of {what}", Path(path).parent / HUB_CONFIG)]
-    return found
-
-
-def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
-    """``(what, path)`` of the local files and folders behind ``--id`` / ``--ood`` specs.
-
-    A spec is ``SOURCE[:SPLIT]``: both readings are taken, as either may be the path;
-    a glob stands for the folder before its first wildcard.
-    """
-    from ..data.specs import GLOB_CHARS, local_path
-
-    found = []
-    for text in specs:
-        for source in {text, text.rsplit(":", 1)[0]}:
-            path = local_path(source)
-            if GLOB_CHARS.search(source):
-                kept = list(_until_glob(path.parts))
-                path = Path(*kept) if kept else Path(".")
-            found.append((f"the {flag} dataset", path))
-    return found
-
-
-def _until_glob(parts: Sequence[str]) -> Iterator[str]:
-    from ..data.specs import GLOB_CHARS
-
-    for part in parts:
-        if GLOB_CHARS.search(part):
-            return
-        yield part
-
-
-@contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then raise them (:class:`Terminated` for
-    SIGTERM): files written together are all written."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum, frame):
-        caught.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-    live = [sig for sig in caught if previous[sig] is not signal.SIG_IGN]
-    if signal.SIGTERM in live:
-        raise Terminated
-    if live:
-        raise KeyboardInterrupt
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what CI runners and ``timeout`` send), raised where Ctrl-C would be: the same
-    clean-up runs (temporary files removed, the ``--resume`` journal kept); exit 143."""
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def run_files(inputs: InputOptions, run: RunOptions) -> list:
-    """``(what, path)`` of every file and folder the shared options make a run read."""
-    from ..data.imagenet import LISTS
-    from ..options import TEMPLATE_SETS
-
-    def file(value: str | None, named: tuple[str, ...]) -> str | None:
-        return None if value in named else value
-
-    return [
-        *dataset_inputs("--id", [inputs.id] if inputs.id else []),
-        *dataset_inputs("--ood", inputs.ood),
-        ("the --classnames file", file(run.data.classnames, LISTS)),
-        ("the --templates file", file(run.eval.templates, TEMPLATE_SETS)),
-        ("the --head-classnames file", file(run.eval.head_classnames, LISTS)),
-        ("the --model config", inputs.model),
-    ]
+    return [("the config file", found[0])] if found else []
 
 
 def guard_run(
@@ -236,16 +78,22 @@ def guard_run(
     *,
     outputs: Paths = (),
     read: Paths = (),
-) -> Path | None:
-    """Before any work: the report path can be written and no output is an input (the
-    checkpoints, the datasets, the files the options name, ``read``). Returns the journal
-    of ``--resume`` (None when the report goes to stdout)."""
-    journal = check_resume(resume, check_output(output))
-    guard(
-        [("-o", output), *outputs, ("--data-cache", run.data.cache_dir)],
-        [*checkpoint_inputs(checkpoints), *read, *run_files(inputs, run)],
+) -> None:
+    """Before any work, even reading a report: the report path can be written and no output is
+    an input (the checkpoints, the datasets, the files the options name, ``read``, the config
+    file). The library's ``run`` checks the same again (:func:`clipsharp.outputs.check_report`)
+    when it is handed ``-o``."""
+    check_report(
+        output,
+        resume,
+        [*checkpoint_inputs(checkpoints), *read, *option_files(inputs, run), *config_read()],
+        [*outputs, ("--data-cache", run.data.cache_dir)],
     )
-    return journal
+
+
+def option_files(inputs: InputOptions, run: RunOptions) -> list:
+    """:func:`clipsharp.outputs.run_files` of the command's options."""
+    return run_files([inputs.id] if inputs.id else [], inputs.ood, inputs.model, run)
 
 
 def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
@@ -257,23 +105,6 @@ def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
         {role: Path(path) for role, path in checkpoints.items()}, dataset_specs(inputs),
         model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
     )  # fmt: skip
-
-
-def check_resume(resume: bool, output: Path | None) -> Path | None:
-    """The journal file of a run written to ``output`` (None when the report goes to stdout,
-    a character device or a FIFO)."""
-    from ..files import is_stream, journal_path, special_file
-
-    if resume and output is None:
-        raise ClipsharpError("--resume needs -o FILE: the journal of the run sits beside it")
-    if output is not None and is_stream(output):
-        if resume:
-            raise ClipsharpError(
-                f"--resume needs -o FILE, a regular file: -o {output} is "
-                f"{special_file(output)}, beside which no journal is kept"
-            )
-        return None
-    return journal_path(output) if output else None
 
 
 def gate(report: Report, fail_on: str | None, out: Console) -> None:
@@ -291,13 +122,14 @@ def finish(
     summary: RenderableType,
     output: str | None,
     out: Console,
-    journal: Path | None = None,
     flag: str = "-o",
     form: str = "table",
+    written: bool = False,
 ) -> None:
     """Show the summary and write the report, on the main process only.
 
-    The report goes to ``output`` (a file, written atomically) or to stdout: with
+    The report goes to ``output`` (a file, written atomically, unless ``written``: the
+    library's ``run`` wrote it) or to stdout: with
     ``-o -``, or with no ``-o`` when stdout is not a terminal (a pipe or a file).
     At a terminal without ``-o``, only the summary is shown. ``form`` is the
     ``--format``: ``table`` (rich, on stderr), ``json`` (the report on stdout) or
@@ -319,12 +151,11 @@ def finish(
     if printed:
         to_stdout(report.to_json())
     if output not in (None, "-"):
-        report.write(Path(output))
+        if not written:
+            report.write(Path(output))
         out.print(f"report written to {output}")
     elif not printed:
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
-    if journal:
-        journal.unlink(missing_ok=True)
 
 
 def class_notes(doc: dict) -> list[str]:

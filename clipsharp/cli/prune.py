@@ -11,18 +11,10 @@ from rich.table import Table
 
 from ..errors import ClipsharpError
 from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
+from ..outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from . import options as opt
 from .interpolate import path_table
-from .output import (
-    check_folder,
-    check_output,
-    checkpoint_inputs,
-    console,
-    finish,
-    guard,
-    run_files,
-    uninterrupted,
-)
+from .output import console, finish, guard, option_files
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, summary_table
 
@@ -97,7 +89,7 @@ def command(
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
     guard(
         [("-o", output), ("--report", report), ("--data-cache", run.data.cache_dir)],
-        [*checkpoint_inputs(roles), ("the --from report", from_report), *run_files(inputs, run)],
+        [*checkpoint_inputs(roles), ("the --from report", from_report), *option_files(inputs, run)],
     )
     specs = dataset_specs(inputs)
     out = console()

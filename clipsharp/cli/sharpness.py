@@ -43,16 +43,16 @@ def command(
     from ..analyses.sharpness import run_sharpness
 
     roles = _roles(checkpoints)
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_sharpness(
-            reading(roles, inputs), run, sharpness, progress=progress, journal=journal,
+            reading(roles, inputs), run, sharpness, progress=progress, output=output,
             resume=resume,
         )  # fmt: skip
     doc = report.to_dict()
     warn_saturated(doc, out)
-    finish(report, sharpness_table(doc), output, out, journal, form=rendering.format)
+    finish(report, sharpness_table(doc), output, out, form=rendering.format, written=True)
 
 
 def _roles(checkpoints: list) -> dict:
