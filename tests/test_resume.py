@@ -117,17 +117,19 @@ def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two_blocks(task, done, total):
-        if done == 2 * 4 * 3:  # two blocks of 4 images, 3 points
+    def stop_after_two_blocks(event):
+        if event.done == 2 * 4 * 3:  # two blocks of 4 images, 3 points
             raise Stop
 
     with pytest.raises(Stop):
         run_interpolation(ws, options, journal=journal, progress=stop_after_two_blocks)
     calls = []
-    resumed = run_interpolation(
-        ws, options, journal=journal, resume=True, progress=lambda *c: calls.append(c)
-    )
-    assert calls[0] == ("interpolate", 4 * 3, 20 * 3)  # one block was journalled, not two:
+    resumed = run_interpolation(ws, options, journal=journal, resume=True, progress=calls.append)
+    assert (calls[0].task, calls[0].done, calls[0].total) == (
+        "interpolate",
+        4 * 3,
+        20 * 3,
+    )  # one block was journalled, not two:
     # the second block raised before its journal entry; it is computed again
     whole = run_interpolation(ws, options)
     assert resumed.results == whole.results and resumed.summary == whole.summary

@@ -1,24 +1,27 @@
 """What a run shows while it goes: live bars at a terminal, sparse lines in logs, and the
 numbers of the summary tables (:func:`fmt`, :func:`signed`). Rendering only: the library
-reports progress as :class:`clipsharp.progress.Progress` calls."""
+reports progress as :class:`clipsharp.progress.Event` calls."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bars
 from rich.table import Table
 
 from ..printable import printable
+from ..progress import Event, Progress
 
 
 @contextmanager
-def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(task, done, total)`` callback: live bars at a terminal, else sparse lines.
+def progress_bars(out: Console) -> Iterator[Progress]:
+    """A :data:`~clipsharp.progress.Progress` callback: live bars at a terminal, else sparse
+    lines.
 
     Under torchrun only the main process shows progress (:func:`distributed.is_main`).
     Each bar shows the task and the point it evaluates, the share done, the count and its
@@ -28,14 +31,14 @@ def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
     from ..core.distributed import is_main
 
     if not is_main():
-        yield lambda task, done, total: None
+        yield lambda event: None
         return
     if not out.is_terminal:
         yield PlainProgress(out)
         return
     from rich.progress import SpinnerColumn
 
-    with Progress(
+    with Bars(
         SpinnerColumn(finished_text="[green]✓[/]"),
         TextColumn("{task.description}"),
         BarColumn(bar_width=None),
@@ -46,15 +49,6 @@ def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
         expand=True,
     ) as bars:
         yield LiveProgress(bars)
-
-
-def unit(label: str) -> str:
-    """What a task's count counts."""
-    if label == "zero-shot head":
-        return "classes"
-    if label in ("pretrain", "worst-case ascent") or label.startswith("fine-tune"):
-        return "steps"
-    return "evals"  # image-evaluations: an image at one point
 
 
 def point_text(point: str) -> str:
@@ -98,10 +92,10 @@ class _Run:
     shown_share: float = 0.0
     loud: bool = True  # its start was shown, so its end is too
 
-    def status(self, label: str, done: int, total: int, now: float, clock: bool = False) -> str:
+    def status(self, event: Event, now: float, clock: bool = False) -> str:
         """``45% 41.2k/110k evals, 1.2k evals/s, eta 0:00:30`` (``clock``: with the time
         spent before the eta)."""
-        what, spent = unit(label), now - self.started
+        what, done, total, spent = event.unit, event.done, event.total, now - self.started
         counted = done - self.first
         speed = counted / spent if spent > 0 and counted > 0 else None
         text = f"{100 * done / total:3.0f}% {_short(done)}/{_short(total)} {what}"
@@ -123,17 +117,15 @@ def _starts(run: _Run | None, done: int, total: int) -> bool:
 class LiveProgress:
     """Rich bars at a terminal, one per task label; a task that starts again resets its bar."""
 
-    def __init__(self, bars: Progress) -> None:
+    def __init__(self, bars: Bars) -> None:
         self.bars = bars
         self.ids: dict[str, int] = {}
         self.runs: dict[str, _Run] = {}
 
-    def __call__(self, task: str, done: int, total: int) -> None:
+    def __call__(self, event: Event) -> None:
         from rich.markup import escape
 
-        from ..progress import split_task
-
-        label, point = split_task(task)
+        label, point, done, total = event.task, event.point, event.done, event.total
         now = time.monotonic()
         run = self.runs.get(label)
         if _starts(run, done, total):
@@ -145,7 +137,7 @@ class LiveProgress:
         run.done = done
         label, point = escape(printable(label)), escape(printable(point_text(point)))
         shown = f"{label} [dim]{point}[/]" if point else label
-        count = "" if run.countless or not total else run.status(label, done, total, now)
+        count = "" if run.countless or not total else run.status(event, now)
         self.bars.update(
             self.ids[label], description=shown, completed=done, total=total or None, count=count
         )
@@ -168,17 +160,15 @@ class PlainProgress:
         self.out = out
         self.runs: dict[str, _Run] = {}
 
-    def __call__(self, task: str, done: int, total: int) -> None:
-        from ..progress import split_task
-
-        label, point = split_task(task)
+    def __call__(self, event: Event) -> None:
+        label, done, total = event.task, event.done, event.total
         now = time.monotonic()
         run = self.runs.get(label)
         if _starts(run, done, total):
             loud = run is None or now - run.shown_at >= self.EVERY
             self.runs[label] = run = _Run(now, done, done, total == 0, now, loud=loud)
             if loud and total:  # a step without a count is told when it ends
-                self._say(label, point, done, total, run, now)
+                self._say(event, run, now)
             return
         run.done = done
         share = done / total if total else 1.0
@@ -187,18 +177,18 @@ class PlainProgress:
         due = since >= self.EVERY or (since >= self.GAP and share - run.shown_share >= self.STEP)
         if run.countless:  # said at its end, unless quick
             if now - run.started >= self.GAP:
-                self._say(label, point, done, total, run, now)
+                self._say(event, run, now)
             return
         if (finished and run.loud) or due:
             run.shown_at, run.shown_share, run.loud = now, share, run.loud and not finished
-            self._say(label, point, done, total, run, now)
+            self._say(event, run, now)
 
-    def _say(self, label: str, point: str, done: int, total: int, run: _Run, now: float) -> None:
+    def _say(self, event: Event, run: _Run, now: float) -> None:
         if run.countless:
-            text = f"{label}: done in {now - run.started:.1f} s"
+            text = f"{event.task}: done in {now - run.started:.1f} s"
         else:
-            at = f" at {point_text(point)}" if point else ""
-            text = f"{label}: {run.status(label, done, total, now, clock=True)}{at}"
+            at = f" at {point_text(event.point)}" if event.point else ""
+            text = f"{event.task}: {run.status(event, now, clock=True)}{at}"
         self.out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -75,7 +75,7 @@ def run(
         journal: without ``output``, a file recording progress at every block of images
             (see ``journal.py``).
         resume: continue from an existing journal written by the same run.
-        progress: called as ``progress(task, done, total)`` as the run goes.
+        progress: called with a :class:`clipsharp.progress.Event` as the run goes.
         reads: other files the run reads (``(what, path)``), which ``output`` may not be.
 
     The working model holds its checkpoint again afterwards, bit for bit. The journal is
