@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..core.outputs import check_output
 from ..options import InputOptions
-from ..outputs import check_output
 from .output import console, guard
 from .params import offer
 

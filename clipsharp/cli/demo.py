@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..core.outputs import check_folder
 from ..options import EvalOptions
-from ..outputs import check_folder
 from .output import console, guard
 from .params import offer
 from .progress import progress_bars

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.outputs import check_output, checkpoint_inputs
 from ..options import InputOptions
-from ..outputs import check_output, checkpoint_inputs
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer

@@ -14,9 +14,9 @@ from rich.markup import escape
 from rich.segment import Segment
 from rich.table import Table
 
+from ..core.outputs import Paths, check_paths, check_report, checkpoint_inputs, run_files
 from ..errors import ClipsharpError
 from ..options import InputOptions, RunOptions
-from ..outputs import Paths, check_paths, check_report, checkpoint_inputs, run_files
 from ..printable import printable
 from ..reports.gates import tripped
 from ..reports.report import Report
@@ -57,7 +57,7 @@ class _Printed:
 
 def guard(outputs: Paths, inputs: Paths) -> None:
     """Refuse an output that is, or lies inside, an input of the run or the config file
-    (:func:`clipsharp.outputs.check_paths`). Every command calls this before any work."""
+    (:func:`clipsharp.core.outputs.check_paths`). Every command calls this before any work."""
     check_paths(outputs, [*inputs, *config_read()])
 
 
@@ -81,7 +81,7 @@ def guard_run(
 ) -> None:
     """Before any work, even reading a report: the report path can be written and no output is
     an input (the checkpoints, the datasets, the files the options name, ``read``, the config
-    file). The library's ``run`` checks the same again (:func:`clipsharp.outputs.check_report`)
+    file). The library's ``run`` checks the same again (:func:`clipsharp.core.outputs.check_report`)
     when it is handed ``-o``."""
     check_report(
         output,
@@ -92,7 +92,7 @@ def guard_run(
 
 
 def option_files(inputs: InputOptions, run: RunOptions) -> list:
-    """:func:`clipsharp.outputs.run_files` of the command's options."""
+    """:func:`clipsharp.core.outputs.run_files` of the command's options."""
     return run_files([inputs.id] if inputs.id else [], inputs.ood, inputs.model, run)
 
 

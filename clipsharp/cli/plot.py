@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..outputs import check_output, uninterrupted
+from ..core.outputs import check_output, uninterrupted
 from .output import console, guard
 
 

@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from ..errors import ClipsharpError
 from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
-from ..outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from . import options as opt
 from .interpolate import path_table
 from .output import console, finish, guard, option_files

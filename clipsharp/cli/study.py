@@ -10,9 +10,9 @@ import typer
 from rich.console import Group
 from rich.markup import escape
 
+from ..core.outputs import check_folder, check_output, checkpoint_inputs
 from ..errors import ConfigError
 from ..options import InputOptions, LayerwiseOptions, SweepOptions
-from ..outputs import check_folder, check_output, checkpoint_inputs
 from . import options as opt
 from .output import console, finish, guard, option_files, reading
 from .params import Rendering, offer

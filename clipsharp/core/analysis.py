@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..options import RunOptions
-from ..outputs import Paths, check_report, checkpoint_inputs, run_files
 from ..progress import Progress
 from ..reports.report import Report
 from . import distributed
 from .engine import Engine, Point
 from .journal import Journal
+from .outputs import Paths, check_report, checkpoint_inputs, run_files
 from .workspace import Inputs, Workspace
 
 
@@ -114,7 +114,7 @@ def check_output(
     analysis: Analysis, workspace: Workspace | Inputs, output: str | Path, resume: bool, reads
 ) -> Path | None:
     """The journal of a run writing its report to ``output``, once the path is checked (see
-    :func:`clipsharp.outputs.check_report`)."""
+    :func:`clipsharp.core.outputs.check_report`)."""
     options = analysis.options
     if isinstance(workspace, Inputs):
         paths, specs, model = workspace.checkpoints, workspace.specs, workspace.model

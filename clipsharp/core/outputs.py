@@ -1,7 +1,7 @@
 """What a run writes, checked before any work and written safely: the report path, the
 outputs that must not be inputs, the journal beside the report, and signals held while files
-that belong together are written. The library's :func:`clipsharp.core.analysis.run` and every
-command use these (no torch here: the CLI imports this at start-up)."""
+that belong together are written. The library's :func:`analysis.run` and every command use
+these (no torch here: the CLI imports this at start-up)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ClipsharpError
-from .files import check_name_lengths, check_outputs, check_writable, is_stream, journal_path
-from .options import RunOptions
+from ..errors import ClipsharpError
+from ..files import check_name_lengths, check_outputs, check_writable, is_stream, journal_path
+from ..options import RunOptions
 
 HUB_CONFIG = "open_clip_config.json"  # the architecture open_clip keeps beside its weights
 
@@ -96,7 +96,7 @@ def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
     A spec is ``SOURCE[:SPLIT]``: both readings are taken, as either may be the path;
     a glob stands for the folder before its first wildcard.
     """
-    from .data.specs import GLOB_CHARS, local_path
+    from ..data.specs import GLOB_CHARS, local_path
 
     found = []
     for text in specs:
@@ -110,7 +110,7 @@ def dataset_inputs(flag: str, specs: Sequence[str]) -> list:
 
 
 def _until_glob(parts: Sequence[str]) -> Iterator[str]:
-    from .data.specs import GLOB_CHARS
+    from ..data.specs import GLOB_CHARS
 
     for part in parts:
         if GLOB_CHARS.search(part):
@@ -121,8 +121,8 @@ def _until_glob(parts: Sequence[str]) -> Iterator[str]:
 def run_files(ids: Sequence[str], oods: Sequence[str], model: str | None, run: RunOptions) -> list:
     """``(what, path)`` of every file and folder the shared options make a run read: the
     ``--id`` and ``--ood`` specs, the files the options name, the ``--model`` config."""
-    from .data.imagenet import LISTS
-    from .options import TEMPLATE_SETS
+    from ..data.imagenet import LISTS
+    from ..options import TEMPLATE_SETS
 
     def file(value: str | None, named: tuple[str, ...]) -> str | None:
         return None if value in named else value
@@ -140,7 +140,7 @@ def run_files(ids: Sequence[str], oods: Sequence[str], model: str | None, run: R
 def check_resume(resume: bool, output: Path | None) -> Path | None:
     """The journal file of a run written to ``output`` (None when the report goes to stdout,
     a character device or a FIFO)."""
-    from .files import special_file
+    from ..files import special_file
 
     if resume and output is None:
         raise ClipsharpError("--resume needs -o FILE: the journal of the run sits beside it")
