@@ -69,9 +69,10 @@ def run(
         workspace: the checkpoints, the working model and the datasets (``open_workspace``),
             or the ``Inputs`` to open them from (every input checked before any work).
         output: the report's file, as ``-o`` takes it: before any work, refused when it
-            cannot be written or is one of the run's inputs (the checkpoints, the datasets,
-            the files the options name, ``reads``); its journal (``OUTPUT.partial``) kept
-            as the run goes; the report written atomically on the main process at the end.
+            cannot be written or is one of the run's inputs (the checkpoints, the datasets
+            of ``Inputs``, the files the options name, ``reads``); its journal
+            (``OUTPUT.partial``) kept as the run goes; the report written atomically on the
+            main process at the end.
         journal: without ``output``, a file recording progress at every block of images
             (see ``journal.py``).
         resume: continue from an existing journal written by the same run.
@@ -83,7 +84,7 @@ def run(
     """
     started = time.perf_counter()
     if output is not None:
-        journal = check_output(analysis, workspace, output, resume, reads)
+        journal = journal_of(analysis, workspace, output, resume, reads)
     if isinstance(workspace, Inputs):
         workspace = workspace.open(analysis.options.data, analysis.options.eval, progress)
     analysis.check(workspace)
@@ -110,11 +111,12 @@ def run(
     return report
 
 
-def check_output(
+def journal_of(
     analysis: Analysis, workspace: Workspace | Inputs, output: str | Path, resume: bool, reads
 ) -> Path | None:
-    """The journal of a run writing its report to ``output``, once the path is checked (see
-    :func:`clipsharp.core.outputs.check_report`)."""
+    """The journal of a run writing its report to ``output``, once the path is checked
+    against what the run reads (:func:`clipsharp.core.outputs.check_report`): the
+    checkpoints, the datasets of ``Inputs``, the files the options name, ``reads``."""
     options = analysis.options
     if isinstance(workspace, Inputs):
         paths, specs, model = workspace.checkpoints, workspace.specs, workspace.model
