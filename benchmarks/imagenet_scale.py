@@ -87,8 +87,8 @@ def time_to_first_batch(zs: Path, ft: Path, tree: Path) -> float:
     )
     inputs = Inputs({"zero_shot": zs, "fine_tuned": ft}, (DatasetSpec.parse(str(tree), "ood"),))
 
-    def progress(task: str, done: int, total: int) -> None:
-        if task.startswith("interpolate") and done > 0:
+    def progress(event) -> None:
+        if event.task == "interpolate" and event.done > 0:
             raise FirstBatch
 
     start = time.perf_counter()

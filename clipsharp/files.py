@@ -53,7 +53,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, folder: boo
         raise ClipsharpError(
             f"cannot write {path}: {e.strerror or e}; free space or choose another path"
         ) from e
-    finally:  # also on Ctrl-C and SIGTERM (see clipsharp.cli.output.Terminated)
+    finally:  # also on Ctrl-C and SIGTERM (see clipsharp.core.outputs.Terminated)
         if tmp is not None:
             _remove(tmp)
             os.close(lock)

@@ -1,35 +1,35 @@
-"""How the library reports progress: one callback type, and the task names it is given."""
+"""How the library reports progress: one event type, the callback that hears it, and steps."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-# progress(task, done, total), drawn by the CLI. ``task`` is a label ("interpolate"),
-# optionally followed by the point being evaluated in brackets ("interpolate [0.5]", see
-# ``point_task``); a step without a count reports (task, 0, 0) as it starts and (task, 1, 1)
-# when it ends (see ``step``). Counts of the analyses are image-evaluations (images x points).
-Progress = Callable[[str, int, int], None]
+from dataclasses import dataclass
 
 
-def point_task(label: str, point: str) -> str:
-    """The task of ``label`` while it evaluates ``point``: ``"interpolate [0.5]"``."""
-    return f"{label} [{point}]" if point else label
+@dataclass(frozen=True)
+class Event:
+    """Where a task stands: ``done`` of ``total`` ``unit`` (``total`` 0: a step without a
+    count, see :func:`step`), and the point it evaluates (``"0.5"``, ``"visual.block.3@0.5"``;
+    ``""`` when none). Counts of the analyses are image-evaluations (images x points)."""
+
+    task: str  # "interpolate", "zero-shot head", "pretrain", ...
+    done: int
+    total: int
+    unit: str = "evals"  # "evals" (an image at one point), "classes", "steps"
+    point: str = ""
 
 
-def split_task(task: str) -> tuple[str, str]:
-    """``(label, point)`` of a task made by :func:`point_task` (point ``""`` when none)."""
-    match = re.fullmatch(r"(.*?) \[(.*)\]", task)
-    return (match[1], match[2]) if match else (task, "")
+# progress(event), drawn by the CLI (clipsharp.cli.progress)
+Progress = Callable[[Event], None]
 
 
 @contextmanager
 def step(progress: Progress | None, task: str) -> Iterator[None]:
-    """Report a step without a count: ``(task, 0, 0)`` as it starts, ``(task, 1, 1)`` at its end."""
+    """Report a step without a count: ``done`` 0 of 0 as it starts, 1 of 1 at its end."""
     if progress is None:
         yield
         return
-    progress(task, 0, 0)
+    progress(Event(task, 0, 0, unit="steps"))
     yield
-    progress(task, 1, 1)
+    progress(Event(task, 1, 1, unit="steps"))

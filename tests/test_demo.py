@@ -24,9 +24,7 @@ def built(tmp_path_factory):
     """One tiny demo build shared by the tests, with every progress call recorded."""
     calls = []
     root = tmp_path_factory.mktemp("demo")
-    found = build_demo(
-        root, recipe=DemoRecipe.tiny(), seed=SEED, progress=lambda *call: calls.append(call)
-    )
+    found = build_demo(root, recipe=DemoRecipe.tiny(), seed=SEED, progress=calls.append)
     return found, calls
 
 
@@ -155,7 +153,7 @@ def test_training_images_are_preprocessed_like_evaluation(built):
 def test_progress_reports_every_stage(built):
     _, calls = built
     recipe = DemoRecipe.tiny()
-    finals = [(stage, done) for stage, done, total in calls if done == total]
+    finals = [(e.task, e.done) for e in calls if e.done == e.total]
     fine_tunes = [(f"fine-tune {name}", recipe.finetune_steps) for name, _ in recipe.finetune_lrs]
     assert finals == [("pretrain", recipe.pretrain_steps), *fine_tunes]
     assert fine_tunes[0][0] == "fine-tune careful" and fine_tunes[-1][0] == "fine-tune aggressive"
@@ -165,8 +163,8 @@ def test_second_call_comes_from_the_cache(built):
     found, _ = built
     before = {path: path.stat().st_mtime_ns for path in found.root.rglob("*")}
 
-    def no_training(stage, done, total):
-        pytest.fail(f"a cached demo trained again ({stage})")
+    def no_training(event):
+        pytest.fail(f"a cached demo trained again ({event.task})")
 
     again = build_demo(found.root, recipe=DemoRecipe.tiny(), seed=SEED, progress=no_training)
     assert not again.built

@@ -57,9 +57,10 @@ def test_each_image_is_decoded_once_and_held_a_block_at_a_time(pair, larger, pre
     analysis = Interpolation(options(8))
     held = []
 
-    def watch(task, done, total):
-        if not task.startswith("interpolate"):  # the head's encoding, for one
+    def watch(event):
+        if event.task != "interpolate":  # the head's encoding, for one
             return
+        done, total = event.done, event.total
         points = len(analysis.alphas)
         finished = done // points // 8 * 8  # images of the blocks whose every point is done
         held.append(counting.calls - finished)

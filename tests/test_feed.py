@@ -265,9 +265,9 @@ def test_ctrl_c_in_a_prefetched_run_leaves_no_partial(pair, larger, tmp_path):
     ws = replace(ws, datasets=[cached(larger, folder)], prefetch_blocks=1)
     blocks = []
 
-    def interrupt(task, done, total):
-        if done and "[" in task:
-            blocks.append(done)
+    def interrupt(event):
+        if event.done and event.point:
+            blocks.append(event.done)
             if len(blocks) == 3:
                 raise KeyboardInterrupt
 

@@ -195,8 +195,8 @@ def test_skip_bad_images_resumes_and_shards_over_the_images_kept(pair, tmp_path)
     class Stop(Exception):
         pass
 
-    def stop_after_two_blocks(task, done, total):
-        if done == 2 * 4 * 2:
+    def stop_after_two_blocks(event):
+        if event.done == 2 * 4 * 2:
             raise Stop
 
     with pytest.raises(Stop):

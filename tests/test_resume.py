@@ -117,17 +117,19 @@ def test_resume_continues_from_the_journal_without_recomputing(pair, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two_blocks(task, done, total):
-        if done == 2 * 4 * 3:  # two blocks of 4 images, 3 points
+    def stop_after_two_blocks(event):
+        if event.done == 2 * 4 * 3:  # two blocks of 4 images, 3 points
             raise Stop
 
     with pytest.raises(Stop):
         run_interpolation(ws, options, journal=journal, progress=stop_after_two_blocks)
     calls = []
-    resumed = run_interpolation(
-        ws, options, journal=journal, resume=True, progress=lambda *c: calls.append(c)
-    )
-    assert calls[0] == ("interpolate", 4 * 3, 20 * 3)  # one block was journalled, not two:
+    resumed = run_interpolation(ws, options, journal=journal, resume=True, progress=calls.append)
+    assert (calls[0].task, calls[0].done, calls[0].total) == (
+        "interpolate",
+        4 * 3,
+        20 * 3,
+    )  # one block was journalled, not two:
     # the second block raised before its journal entry; it is computed again
     whole = run_interpolation(ws, options)
     assert resumed.results == whole.results and resumed.summary == whole.summary
@@ -248,3 +250,47 @@ def test_bad_output_path_is_refused_before_any_work(pair, tmp_path, output, mess
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert "not a readable" not in result.stderr
     assert pair.zero_shot.read_bytes() == before
+
+
+# ---- the library's run with an output: as safe from Python as the command ------------------
+
+
+def library_inputs(pair):
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.data.specs import DatasetSpec
+
+    checkpoints = {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned}
+    return Inputs(checkpoints, (DatasetSpec.parse(str(pair.shifted), "ood"),))
+
+
+def test_library_run_refuses_an_output_that_is_an_input_before_any_work(pair):
+    from clipsharp.errors import ConfigError
+
+    before = hashlib.sha256(pair.zero_shot.read_bytes()).hexdigest()
+    heard = []
+    with pytest.raises(ConfigError, match="is also an input, the zero-shot checkpoint"):
+        run_interpolation(
+            library_inputs(pair), run_options(), output=pair.zero_shot, progress=heard.append
+        )
+    assert heard == []  # refused before the checkpoints were read
+    assert hashlib.sha256(pair.zero_shot.read_bytes()).hexdigest() == before
+    with pytest.raises(ConfigError, match="lies inside an input, the --ood dataset"):
+        run_interpolation(library_inputs(pair), run_options(), output=pair.shifted / "r.json")
+
+
+def test_library_run_writes_its_report_and_removes_the_journal(pair, tmp_path):
+    output, journal = tmp_path / "r.json", tmp_path / "r.json.partial"
+    journalled = []
+
+    def watch(event):
+        if event.task == "interpolate" and event.done:
+            journalled.append(journal.exists())
+
+    report = run_interpolation(
+        library_inputs(pair), run_options(batch_size=4, block_images=8), output=output,
+        progress=watch,
+    )  # fmt: skip
+    assert any(journalled)  # kept beside the report as the run went
+    assert not journal.exists()  # and removed once the report was written
+    assert output.read_text(encoding="utf-8") == report.to_json()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left

@@ -161,7 +161,7 @@ def test_weights_restored_when_a_run_is_interrupted_mid_path(pair):
     ws = workspace(pair, run)
     before, calls = snapshot(ws), [0]
 
-    def interrupt(task, done, total):
+    def interrupt(event):
         calls[0] += 1
         if calls[0] == 4:  # after the second draw at alpha 0: the model is not at rest
             raise KeyboardInterrupt

@@ -22,8 +22,9 @@ from conftest import (
 )
 from rich.console import Console
 
-from clipsharp.cli.output import PlainProgress, point_text
+from clipsharp.cli.progress import PlainProgress, point_text
 from clipsharp.cli.show import renderer
+from clipsharp.progress import Event
 
 
 def wide(*args):
@@ -43,21 +44,24 @@ class Clock:
 
 
 def lines_of(monkeypatch, calls) -> list[str]:
-    """Feed ``(seconds, task, done, total)`` calls to PlainProgress on a fake clock."""
+    """Feed ``(seconds, event)`` calls to PlainProgress on a fake clock."""
     clock = Clock()
     # PlainProgress reads time.monotonic and takes no clock: a fake one replays minutes at once
     monkeypatch.setattr(time, "monotonic", clock)
     out = Console(record=True, width=200)
     progress = PlainProgress(out)
-    for seconds, task, done, total in calls:
+    for seconds, event in calls:
         clock.now = 1000.0 + seconds
-        progress(task, done, total)
+        progress(event)
     return out.export_text().splitlines()
 
 
 def test_plain_progress_is_a_line_per_10_percent_or_10_seconds(monkeypatch):
     total = 100_000  # a tick of 10 image-evaluations every 1 ms: 10 s in all
-    calls = [(i * 0.001, f"interpolate [{i % 11 / 10}]", 10 * i, total) for i in range(10_001)]
+    calls = [
+        (i * 0.001, Event("interpolate", 10 * i, total, point=f"{i % 11 / 10}"))
+        for i in range(10_001)
+    ]
     lines = lines_of(monkeypatch, calls)
     assert len(lines) == 11  # the start, then each 10 % (a second apart here)
     assert lines[-1].startswith("interpolate: 100% 100.0k/100.0k evals, 0:00:10 elapsed, ")
@@ -66,17 +70,22 @@ def test_plain_progress_is_a_line_per_10_percent_or_10_seconds(monkeypatch):
 
 
 def test_a_slow_task_gets_a_line_every_10_seconds_and_no_more(monkeypatch):
-    calls = [(i * 0.5, "pretrain", i, 10_000) for i in range(1, 1201)]  # 600 s, 2 % done
+    calls = [(i * 0.5, Event("pretrain", i, 10_000, "steps")) for i in range(1, 1201)]  # 600 s
     lines = lines_of(monkeypatch, calls)
     elapsed = [re.search(r"(\d+:\d\d:\d\d) elapsed", line)[1] for line in lines]
     assert elapsed == [str(timedelta(seconds=10 * k)) for k in range(60)]  # 0:00:00 ... 0:09:50
     assert all(line.startswith("pretrain: ") and "/10.0k steps" in line for line in lines)
 
 
+def head(done: int) -> Event:
+    """The progress of a zero-shot head of ten classes."""
+    return Event("zero-shot head", done, 10, "classes")
+
+
 def test_a_task_restarting_often_is_not_announced_each_time(monkeypatch):
     calls = []
     for k in range(1000):  # a head re-encoded 1000 times in 100 s
-        calls += [(k * 0.1, "zero-shot head", 0, 10), (k * 0.1 + 0.05, "zero-shot head", 10, 10)]
+        calls += [(k * 0.1, head(0)), (k * 0.1 + 0.05, head(10))]
     lines = lines_of(monkeypatch, calls)
     assert lines and lines[0].startswith("zero-shot head:   0% 0/10 classes")  # the first start
     assert len(lines) <= 2 * (100 / 10 + 1)
@@ -84,15 +93,15 @@ def test_a_task_restarting_often_is_not_announced_each_time(monkeypatch):
 
 def test_a_task_that_finishes_again_is_timed_from_its_new_start(monkeypatch):
     # a head of ten classes reports 10/10 only, once per encoding
-    calls = [(0, "zero-shot head", 10, 10), (60, "zero-shot head", 10, 10)]
+    calls = [(0, head(10)), (60, head(10))]
     lines = lines_of(monkeypatch, calls)
     assert len(lines) == 2 and all("100% 10/10 classes, 0:00:00 elapsed" in x for x in lines)
 
 
 def test_a_step_without_a_count_is_told_when_slow(monkeypatch):
-    quick = [(0, "reading checkpoints", 0, 0), (0.2, "reading checkpoints", 1, 1)]
+    quick = [(0, Event("reading checkpoints", 0, 0)), (0.2, Event("reading checkpoints", 1, 1))]
     assert lines_of(monkeypatch, quick) == []
-    slow = [(0, "opening datasets", 0, 0), (3.0, "opening datasets", 1, 1)]
+    slow = [(0, Event("opening datasets", 0, 0)), (3.0, Event("opening datasets", 1, 1))]
     assert lines_of(monkeypatch, slow) == ["opening datasets: done in 3.0 s"]
 
 
@@ -124,13 +133,13 @@ def test_library_reports_points_and_steps(pair):
     options = run_options((0.0, 0.5, 1.0), batch_size=4)
     inputs = Inputs({"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
                     (DatasetSpec.parse(str(pair.shifted), "ood"),))  # fmt: skip
-    run_interpolation(inputs, options, progress=lambda *call: calls.append(call))
-    tasks = [task for task, _, _ in calls]
+    run_interpolation(inputs, options, progress=calls.append)
+    tasks = [event.task for event in calls]
     assert tasks[:4] == ["reading checkpoints"] * 2 + ["opening datasets"] * 2
-    head = [(done, total) for task, done, total in calls if task == "zero-shot head"]
-    assert head == [(4, 4)]  # the 4 class names, encoded once (the text tower stays)
-    assert ("interpolate [0.5]", 20 * 2, 20 * 3) in calls  # image-evaluations
-    assert calls[-1] == ("interpolate [1.0]", 60, 60)
+    head = [(e.done, e.total, e.unit) for e in calls if e.task == "zero-shot head"]
+    assert head == [(4, 4, "classes")]  # the 4 class names, encoded once (the text tower stays)
+    assert Event("interpolate", 20 * 2, 20 * 3, point="0.5") in calls  # image-evaluations
+    assert calls[-1] == Event("interpolate", 60, 60, "evals", point="1.0")
 
 
 # ----------------------------------------------------------------------------- tables, show

@@ -9,15 +9,13 @@ moves (the point's text identity is then its alpha).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Metric, Point
 from ..core.weights import CONVENTION, _pair, alpha_key, moving_keys, path_between, with_endpoints
 from ..core.workspace import Inputs, Workspace
 from ..options import RunOptions
-from ..progress import Progress
 from ..reports.paths import PathPoint, path_summary
 from ..reports.report import Report
 
@@ -57,10 +55,8 @@ class Interpolation(Analysis):
 def run_interpolation(
     workspace: Workspace | Inputs,
     options: RunOptions,
-    *,
-    progress: Progress | None = None,
-    journal: Path | None = None,
-    resume: bool = False,
+    **how: Any,
 ) -> Report:
-    """The ``interpolate`` analysis, run (see :func:`analysis.run`)."""
-    return run(Interpolation(options), workspace, journal=journal, resume=resume, progress=progress)
+    """The ``interpolate`` analysis, run; ``how``: :func:`analysis.run`'s keywords (output,
+    journal, resume, progress, reads)."""
+    return run(Interpolation(options), workspace, **how)

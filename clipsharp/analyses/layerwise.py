@@ -10,8 +10,7 @@ is reported ``unchanged`` and not evaluated: its path is flat by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Metric, Point
@@ -21,7 +20,6 @@ from ..core.prefix import stage_of, vit_depth
 from ..core.weights import CONVENTION, path_between, with_endpoints
 from ..core.workspace import Inputs, Workspace
 from ..options import BACKGROUNDS, LayerwiseOptions, RunOptions
-from ..progress import Progress
 from ..reports.paths import PathPoint, path_summary
 from ..reports.report import Report
 
@@ -114,14 +112,10 @@ def run_layerwise(
     workspace: Workspace | Inputs,
     options: RunOptions,
     layer_options: LayerwiseOptions,
-    *,
-    progress: Progress | None = None,
-    journal: Path | None = None,
-    resume: bool = False,
+    **how: Any,
 ) -> Report:
-    """The ``layerwise`` analysis, run (see :func:`analysis.run`)."""
-    analysis = Layerwise(options, layer_options)
-    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
+    """The ``layerwise`` analysis, run; ``how``: :func:`analysis.run`'s keywords."""
+    return run(Layerwise(options, layer_options), workspace, **how)
 
 
 def _layer_summary(points, workspace: Workspace, layer_options: LayerwiseOptions) -> dict:

@@ -20,7 +20,7 @@ import math
 import statistics
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Engine, Metric, Point, loss_gradient
@@ -31,7 +31,6 @@ from ..core.weights import CONVENTION, path_between
 from ..core.workspace import Inputs, Workspace
 from ..data.load import EvalData
 from ..options import RunOptions, SharpnessOptions
-from ..progress import Progress
 from ..reports.metrics import Metrics
 from ..reports.report import Report
 from .ascent import Ascent, u_norm
@@ -376,14 +375,10 @@ def run_sharpness(
     workspace: Workspace | Inputs,
     options: RunOptions,
     sharpness: SharpnessOptions,
-    *,
-    progress: Progress | None = None,
-    journal=None,
-    resume: bool = False,
+    **how: Any,
 ) -> Report:
-    """The ``sharpness`` analysis, run (see :func:`analysis.run`)."""
-    analysis = Sharpness(options, sharpness)
-    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
+    """The ``sharpness`` analysis, run; ``how``: :func:`analysis.run`'s keywords."""
+    return run(Sharpness(options, sharpness), workspace, **how)
 
 
 def sharpness_summary(points: Sequence[SharpnessPoint], dataset: str) -> list[dict]:

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.checkpoint import resolve_source
@@ -25,7 +25,6 @@ from ..core.workspace import Inputs, Workspace
 from ..errors import CheckpointError, ConfigError, ReportError
 from ..files import file_sha256
 from ..options import RunOptions, SharpnessOptions, StragglerOptions
-from ..progress import Progress
 from ..reports.report import Report, read_report
 from ..reports.statistics import spearman
 from .sharpness import Base, Draws, SharpnessMetrics, average_metrics, measure_worst
@@ -176,13 +175,10 @@ def run_stragglers(
     stragglers: StragglerOptions,
     *,
     layerwise: dict | None = None,
-    progress: Progress | None = None,
-    journal: Path | None = None,
-    resume: bool = False,
+    **how: Any,
 ) -> Report:
-    """The ``stragglers`` analysis, run (see :func:`analysis.run`)."""
-    analysis = Stragglers(options, measure, stragglers, layerwise)
-    return run(analysis, workspace, journal=journal, resume=resume, progress=progress)
+    """The ``stragglers`` analysis, run; ``how``: :func:`analysis.run`'s keywords."""
+    return run(Stragglers(options, measure, stragglers, layerwise), workspace, **how)
 
 
 def barrier_stragglers_of(

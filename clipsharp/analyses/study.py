@@ -19,7 +19,6 @@ from pathlib import Path
 from ..core.analysis import Analysis, run
 from ..core.checkpoint import HUB_PREFIX
 from ..core.distributed import is_main
-from ..core.journal import journal_path
 from ..core.layers import layer_groups, tower_of
 from ..core.workspace import Inputs, Workspace
 from ..errors import CheckpointError, ConfigError, ReportError
@@ -138,11 +137,7 @@ def report_of(
             _say(say, f"{path}: made with these inputs and options; not recomputed")
             return doc
         _say(say, f"{path}: made with other inputs or options; recomputing")
-    journal = journal_path(path)
-    report = run(analysis, workspace, journal=journal, resume=resume, progress=progress)
-    if is_main():
-        report.write(path)
-        journal.unlink(missing_ok=True)
+    report = run(analysis, workspace, output=path, resume=resume, progress=progress)
     return json.loads(report.to_json())
 
 

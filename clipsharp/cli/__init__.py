@@ -108,7 +108,8 @@ def handle_errors(command):
     SIGTERM, cleaned up alike: exit 143. Bugs: exit 3. Also serves ``--show-config`` for every
     command that has it.
     """
-    from .output import Terminated, check_stdout, printable, terminate_as_interrupt
+    from ..core.outputs import Terminated, terminate_as_interrupt
+    from .output import check_stdout, printable
 
     surface = Surface.of(command)  # worked out once, not at every call
 

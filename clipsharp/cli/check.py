@@ -150,7 +150,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def verdict_table(verdict: Verdict, title: str) -> Table:
-    from .output import summary_table
+    from .progress import summary_table
 
     table = summary_table(
         f"clipsharp check {title}", ["", "dataset", "field", "requirement", "value", "detail"], []

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ..core.outputs import check_output
 from ..options import InputOptions
-from .output import check_output, console, guard
+from .output import console, guard
 from .params import offer
 
 

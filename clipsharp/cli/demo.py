@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from ..core.outputs import check_folder
 from ..options import EvalOptions
-from .output import check_folder, console, guard, progress_bars
+from .output import console, guard
 from .params import offer
+from .progress import progress_bars
 
 
 @offer(

@@ -9,10 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.outputs import check_output, checkpoint_inputs
 from ..options import InputOptions
 from . import options as opt
-from .output import check_output, checkpoint_inputs, console, finish, fmt, guard, summary_table
+from .output import console, finish, guard
 from .params import Rendering, offer
+from .progress import fmt, summary_table
 
 
 @offer("inputs.id", "inputs.ood")

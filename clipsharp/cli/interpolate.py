@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,18 +10,9 @@ from rich.table import Table
 
 from ..options import InputOptions, RunOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    gate,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when an OOD set fails: failure-mode."
@@ -57,15 +47,15 @@ def command(
 
     opt.check_fail_on(fail_on, "failure-mode")
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_interpolation(
-            reading(roles, inputs), run, progress=progress, journal=journal, resume=resume
+            reading(roles, inputs), run, progress=progress, output=output, resume=resume
         )
     doc = report.to_dict()
     warn_chance(doc, out)
-    finish(report, path_table(doc), output, out, journal, form=rendering.format)
+    finish(report, path_table(doc), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
 
 
@@ -97,7 +87,9 @@ def at_chance(accuracy: float, num_classes: int, num_examples: int) -> bool:
 
 def warn_chance(doc: dict, out: Console) -> None:
     """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    from ..core.distributed import is_main
+
+    if not is_main():
         return
     path = doc["results"]["path"]
     for dataset in doc["inputs"]["datasets"]:

@@ -7,18 +7,9 @@ from rich.table import Table
 
 from ..options import InputOptions, LayerwiseOptions, RunOptions
 from . import options as opt
-from .output import (
-    console,
-    finish,
-    fmt,
-    gate,
-    guard_run,
-    progress_bars,
-    reading,
-    signed,
-    summary_table,
-)
+from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 FailOn = opt.with_help(
     opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."
@@ -54,14 +45,14 @@ def command(
 
     opt.check_fail_on(fail_on, "collapse")
     roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_layerwise(
-            reading(roles, inputs), run, layerwise, progress=progress, journal=journal,
+            reading(roles, inputs), run, layerwise, progress=progress, output=output,
             resume=resume,
         )  # fmt: skip
-    finish(report, layer_table(report.to_dict()), output, out, journal, form=rendering.format)
+    finish(report, layer_table(report.to_dict()), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
 
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .output import check_output, console, guard, uninterrupted
+from ..core.outputs import check_output, uninterrupted
+from .output import console, guard
 
 
 def command(

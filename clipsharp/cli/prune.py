@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,24 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from ..errors import ClipsharpError
 from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
 from . import options as opt
 from .interpolate import path_table
-from .output import (
-    check_folder,
-    check_output,
-    checkpoint_inputs,
-    console,
-    finish,
-    fmt,
-    guard,
-    progress_bars,
-    run_files,
-    summary_table,
-    uninterrupted,
-)
+from .output import console, finish, guard, option_files
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, summary_table
 
 
 @offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
@@ -88,6 +77,7 @@ def command(
             -o ft-pruned.safetensors
     """
     from ..analyses.prune import prune
+    from ..core.distributed import is_main
     from ..core.saving import discard
     from ..data.specs import dataset_specs
 
@@ -99,7 +89,7 @@ def command(
     roles = ({"zero_shot": zero_shot} if zero_shot else {}) | {"fine_tuned": fine_tuned}
     guard(
         [("-o", output), ("--report", report), ("--data-cache", run.data.cache_dir)],
-        [*checkpoint_inputs(roles), ("the --from report", from_report), *run_files(inputs, run)],
+        [*checkpoint_inputs(roles), ("the --from report", from_report), *option_files(inputs, run)],
     )
     specs = dataset_specs(inputs)
     out = console()
@@ -133,7 +123,7 @@ def command(
             commit(staged, output, report)
         out.print(f"pruned checkpoint written to {output}")
     finally:
-        if int(os.environ.get("RANK", "0")) == 0:  # the writer: another rank leaves it be
+        if is_main():  # the writer: another rank leaves it be
             discard(staged)
 
 

@@ -9,8 +9,9 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..options import InputOptions, RunOptions, SharpnessOptions
 from . import options as opt
-from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
+from .output import console, finish, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 
 
 @offer("run.path.exclude", "run.path.failure_threshold", defaults={"limit": 1024},
@@ -42,16 +43,16 @@ def command(
     from ..analyses.sharpness import run_sharpness
 
     roles = _roles(checkpoints)
-    journal = guard_run(output, resume, roles, inputs, run)
+    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_sharpness(
-            reading(roles, inputs), run, sharpness, progress=progress, journal=journal,
+            reading(roles, inputs), run, sharpness, progress=progress, output=output,
             resume=resume,
         )  # fmt: skip
     doc = report.to_dict()
     warn_saturated(doc, out)
-    finish(report, sharpness_table(doc), output, out, journal, form=rendering.format)
+    finish(report, sharpness_table(doc), output, out, form=rendering.format, written=True)
 
 
 def _roles(checkpoints: list) -> dict:

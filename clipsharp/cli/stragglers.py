@@ -19,8 +19,9 @@ from ..options import (
     StragglerOptions,
 )
 from . import options as opt
-from .output import console, finish, fmt, guard_run, progress_bars, reading, signed, summary_table
+from .output import console, finish, guard_run, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, signed, summary_table
 from .sharpness import _roles
 
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
@@ -64,7 +65,7 @@ def command(
 
     roles = _roles(checkpoints)
     read = [("the --layerwise report", layerwise)]
-    journal = guard_run(output, resume, roles, inputs, run, read=read)
+    guard_run(output, resume, roles, inputs, run, read=read)
     out = console()
     if rule.by == "barrier":
         report = barrier_stragglers_of(roles, layerwise, rule)
@@ -73,9 +74,11 @@ def command(
         with progress_bars(out) as progress:
             report = run_stragglers(
                 reading(roles, inputs), run, sharpness, rule, layerwise=doc, progress=progress,
-                journal=journal, resume=resume,
+                output=output, resume=resume, reads=read,
             )  # fmt: skip
-    finish(report, straggler_table(report.to_dict()), output, out, journal, form=rendering.format)
+    written = rule.by != "barrier"  # by the library's run, with the report
+    table = straggler_table(report.to_dict())
+    finish(report, table, output, out, form=rendering.format, written=written)
 
 
 def straggler_table(doc: dict) -> Table:

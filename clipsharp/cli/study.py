@@ -10,23 +10,13 @@ import typer
 from rich.console import Group
 from rich.markup import escape
 
+from ..core.outputs import check_folder, check_output, checkpoint_inputs
 from ..errors import ConfigError
 from ..options import InputOptions, LayerwiseOptions, SweepOptions
 from . import options as opt
-from .output import (
-    check_folder,
-    check_output,
-    checkpoint_inputs,
-    console,
-    finish,
-    fmt,
-    guard,
-    progress_bars,
-    reading,
-    run_files,
-    summary_table,
-)
+from .output import console, finish, guard, option_files, reading
 from .params import Rendering, offer
+from .progress import fmt, progress_bars, summary_table
 
 STUDY = "Study"
 Resume = opt.with_help(
@@ -148,7 +138,7 @@ def _from_checkpoints(
     read = [item for r in roles for item in checkpoint_inputs(r)]
     guard(
         [("-o", output), ("--reports-dir", folder), ("--data-cache", options.run.data.cache_dir)],
-        [*read, *run_files(inputs, options.run)],
+        [*read, *option_files(inputs, options.run)],
     )
     if is_main():
         folder.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,10 @@
 
 An :class:`Analysis` says what a command measures: its config (every option that affects
 the numbers), its points (see ``engine.py``), and how their metrics become the report's
-results and summary. :func:`run` does the rest, the same way for every command: the
-journal behind ``--resume``, the engine, restoring the working model exactly (also on
-error or Ctrl-C), timing, and the :class:`Report`.
+results and summary. :func:`run` does the rest, the same way for every command: the report
+path checked before any work, the journal behind ``--resume``, the engine, restoring the
+working model exactly (also on error or Ctrl-C), timing, the :class:`Report`, written
+atomically, and the journal removed once it is.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..reports.report import Report
 from . import distributed
 from .engine import Engine, Point
 from .journal import Journal
+from .outputs import Paths, check_report, checkpoint_inputs, run_files
 from .workspace import Inputs, Workspace
 
 
@@ -54,9 +56,11 @@ def run(
     analysis: Analysis,
     workspace: Workspace | Inputs,
     *,
+    output: str | Path | None = None,
     journal: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    reads: Paths = (),
 ) -> Report:
     """Run ``analysis`` on ``workspace`` and return its report.
 
@@ -64,13 +68,23 @@ def run(
         analysis: what to measure (``Interpolation``, ``Layerwise``, ``Sharpness``, ...).
         workspace: the checkpoints, the working model and the datasets (``open_workspace``),
             or the ``Inputs`` to open them from (every input checked before any work).
-        journal: a file recording progress at every block of images (see ``journal.py``).
-        resume: continue from an existing ``journal`` written by the same run.
-        progress: called as ``progress(task, done, total)`` as the run goes.
+        output: the report's file, as ``-o`` takes it: before any work, refused when it
+            cannot be written or is one of the run's inputs (the checkpoints, the datasets
+            of ``Inputs``, the files the options name, ``reads``); its journal
+            (``OUTPUT.partial``) kept as the run goes; the report written atomically on the
+            main process at the end.
+        journal: without ``output``, a file recording progress at every block of images
+            (see ``journal.py``).
+        resume: continue from an existing journal written by the same run.
+        progress: called with a :class:`clipsharp.progress.Event` as the run goes.
+        reads: other files the run reads (``(what, path)``), which ``output`` may not be.
 
-    The working model holds its checkpoint again afterwards, bit for bit.
+    The working model holds its checkpoint again afterwards, bit for bit. The journal is
+    removed once the report is made (and written, with ``output``).
     """
     started = time.perf_counter()
+    if output is not None:
+        journal = journal_of(analysis, workspace, output, resume, reads)
     if isinstance(workspace, Inputs):
         workspace = workspace.open(analysis.options.data, analysis.options.eval, progress)
     analysis.check(workspace)
@@ -81,10 +95,8 @@ def run(
     engine = workspace.engine(batch_size, journal=record, progress=progress)
     with workspace.restoring():
         measured = analysis.measure(workspace, engine)
-    if record is not None and distributed.world_size() > 1:
-        record.close()  # every rank's sums are in the results now
     results, summary = analysis.summarize(workspace, measured)
-    return Report(
+    report = Report(
         command=analysis.command,
         inputs=inputs,
         config=config,
@@ -92,6 +104,28 @@ def run(
         summary=summary,
         seconds=time.perf_counter() - started,
     )
+    if output not in (None, "-") and distributed.is_main():
+        report.write(Path(output))
+    if record is not None:
+        record.close()  # on every rank: its sums are in the report now
+    return report
+
+
+def journal_of(
+    analysis: Analysis, workspace: Workspace | Inputs, output: str | Path, resume: bool, reads
+) -> Path | None:
+    """The journal of a run writing its report to ``output``, once the path is checked
+    against what the run reads (:func:`clipsharp.core.outputs.check_report`): the
+    checkpoints, the datasets of ``Inputs``, the files the options name, ``reads``."""
+    options = analysis.options
+    if isinstance(workspace, Inputs):
+        paths, specs, model = workspace.checkpoints, workspace.specs, workspace.model
+    else:
+        paths, specs, model = {r: c.path for r, c in workspace.checkpoints.items()}, (), None
+    ids = [spec.text for spec in specs if spec.role == "id"]
+    oods = [spec.text for spec in specs if spec.role == "ood"]
+    read = [*checkpoint_inputs(paths), *reads, *run_files(ids, oods, model, options)]
+    return check_report(output, resume, read, [("--data-cache", options.data.cache_dir)])
 
 
 def run_config(workspace: Workspace, options: RunOptions) -> dict:

@@ -24,8 +24,9 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on the process that writes reports and prints."""
-    return rank() == 0
+    """True on the process that writes reports and prints: rank 0, read from torchrun's
+    ``RANK`` until the process group is joined (progress starts before it is)."""
+    return rank() == 0 if _initialized() else int(os.environ.get("RANK", "0")) == 0
 
 
 def init_from_env(device: torch.device) -> None:

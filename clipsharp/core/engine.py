@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..data.load import EvalData
 from ..errors import ConfigError
 from ..options import auto_prefetch
-from ..progress import Progress, point_task
+from ..progress import Event, Progress
 from ..reports.metrics import Metrics
 from . import distributed
 from .feed import Prefetch, host_blocks
@@ -180,7 +180,7 @@ class Engine:
 
         def step() -> None:
             done[0] += 1
-            self.progress(label, done[0], total)
+            self.progress(Event(label, done[0], total, unit="steps"))
 
         return step
 
@@ -301,7 +301,7 @@ def _bytes_per_image(classifier: ClipClassifier, data: EvalData, prefix: bool) -
 
 
 class _Ticker:
-    """Calls progress(label, done, total) in images evaluated (images x points)."""
+    """Reports ``label``'s progress in images evaluated (images x points), and the point."""
 
     def __init__(self, progress, label: str, datasets, shards, done, points: int) -> None:
         self.progress, self.label = progress, label
@@ -309,12 +309,12 @@ class _Ticker:
         self.total = sum(shards[i] for i in own) * points
         self.done = sum(done[i] for i in own) * points
         if progress:
-            progress(label, self.done, self.total)
+            progress(Event(label, self.done, self.total))
 
     def tick(self, images: int, point: str = "") -> None:
         self.done += images
         if self.progress:
-            self.progress(point_task(self.label, point), self.done, self.total)
+            self.progress(Event(self.label, self.done, self.total, point=point))
 
 
 def evaluate(

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError, DatasetError
-from ..progress import Progress
+from ..progress import Event, Progress
 from .checkpoint import Checkpoint, has_text_tower
 from .shapes import ReadConfig, read_config
 
@@ -683,7 +683,7 @@ class ZeroShotHeads:
     @torch.inference_mode()
     def _build(self, key: tuple, progress=None) -> torch.Tensor:
         """(D, C): the class prompts encoded ten classes at a time (open_clip's own batches),
-        reporting ``progress("zero-shot head", classes done, classes)``."""
+        reporting the classes done as the ``"zero-shot head"`` task."""
         import open_clip
 
         classnames, templates = key[1], key[2] or self.templates
@@ -701,5 +701,6 @@ class ZeroShotHeads:
                 )
             )
             if progress is not None:
-                progress("zero-shot head", min(start + 10, len(classnames)), len(classnames))
+                done = min(start + 10, len(classnames))
+                progress(Event("zero-shot head", done, len(classnames), unit="classes"))
         return torch.cat(columns, dim=1)

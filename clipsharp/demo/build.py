@@ -37,7 +37,7 @@ from .. import __version__
 from ..data.sources import quiet_datasets
 from ..errors import ConfigError
 from ..files import write_atomic
-from ..progress import Progress
+from ..progress import Event, Progress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -276,7 +276,7 @@ class Run:
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, math.log(100))
             if self.progress is not None:
-                self.progress(stage, step + 1, steps)
+                self.progress(Event(stage, step + 1, steps, unit="steps"))
         model.eval()
 
 
@@ -496,7 +496,7 @@ def build_demo(
     Args:
         root: folder for everything (created if missing).
         force: rebuild even when ``root/demo.json`` matches the recipe.
-        progress: called as ``progress(stage, done, total)`` during training.
+        progress: called with an :class:`Event` per training step of each stage.
         seed: seeds model initialisation, augmentation and batch order.
         recipe: hyper-parameters; ``DemoRecipe()`` when None.
 
