@@ -43,6 +43,8 @@ class Flag:
     metavar: str | None = None  # what to type: N, FILE, A,B,C|START:STOP:STEP; None for a switch
     panel: str | None = None  # the --help panel that lists it
     name: str | None = None  # the flag when it is not --FIELD-NAME ("--rho", "--x/--no-x")
+    short: str | None = None  # a one-letter alias ("-o")
+    argument: bool = False  # a positional argument of the command, not a flag
     text: str | None = None  # the default as typed, when ``parse`` makes the value from text
     parse: Callable[[str], Any] | None = None  # the typed text -> the field's value
 
@@ -54,15 +56,19 @@ def option(
     metavar: str | None = None,
     panel: str | None = None,
     name: str | None = None,
+    short: str | None = None,
+    argument: bool = False,
     parse: Callable[[str], Any] | None = None,
 ) -> Any:
     """A dataclass field offered on the command line and in clipsharp.toml.
 
-    ``default`` is the value, or, with ``parse``, the text a user would type for it
-    (``option("0:1:0.1", ..., parse=parse_alphas)``): the field's default is then
-    ``parse(default)`` and --help shows the text.
+    ``default`` is the value (``...``: none, the user must give it), or, with ``parse``, the
+    text a user would type for it (``option("0:1:0.1", ..., parse=parse_alphas)``): the
+    field's default is then ``parse(default)`` and --help shows the text.
     """
-    flag = Flag(help, metavar, panel, name, default if parse else None, parse)
+    flag = Flag(help, metavar, panel, name, short, argument, default if parse else None, parse)
+    if default is ...:
+        return field(metadata={"flag": flag})
     return field(default=parse(default) if parse else default, metadata={"flag": flag})
 
 

@@ -135,8 +135,8 @@ def test_config_file_and_show_config_follow_the_declaration(tmp_path, monkeypatc
 def test_offer_records_without_touching_the_signature():
     def command(*, run: RunOptions) -> None: ...
 
-    recorded = offer("run.path.exclude", defaults={"limit": 8})(command)
-    assert recorded is command and command.offer.defaults == {"limit": 8}
+    recorded = offer("run.path.exclude", defaults={"run.data.limit": 8})(command)
+    assert recorded is command and command.offer.defaults == {"run.data.limit": 8}
     assert not hasattr(command, "__signature__")
 
 

@@ -20,18 +20,17 @@ from .output import (
 )
 from .params import Rendering, offer
 
-FailOn = opt.with_help(
-    opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."
+
+@offer(
+    "run.path.failure_threshold",
+    helps={"fail_on": "Exit 1 after writing the report when a layer collapses: collapse."},
 )
-
-
-@offer("run.path.failure_threshold")
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
     output: opt.Output = None,
     resume: opt.Resume = False,
-    fail_on: FailOn = None,
+    fail_on: opt.FailOn = None,
     *,
     inputs: InputOptions,
     run: RunOptions,

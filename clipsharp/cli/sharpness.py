@@ -13,8 +13,8 @@ from .output import console, finish, fmt, guard_run, progress_bars, reading, sig
 from .params import Rendering, offer
 
 
-@offer("run.path.exclude", "run.path.failure_threshold", defaults={"limit": 1024},
-       helps={"alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
+@offer("run.path.exclude", "run.path.failure_threshold", defaults={"run.data.limit": 1024},
+       helps={"run.path.alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
               "start:stop:step (inclusive), measured exactly as given."})  # fmt: skip
 def command(
     checkpoints: opt.Checkpoints,

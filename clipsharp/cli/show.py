@@ -11,8 +11,15 @@ from rich.console import Console, RenderableType
 
 from ..errors import ReportError
 from .output import console, markdown, to_stdout
+from .params import Rendering, offer
 
 
+@offer(
+    "rendering.show_config",
+    helps={"rendering.format": "table: the summary on stderr, as the command showed it; md: a "
+           "GitHub markdown table on stdout."},
+    metavars={"rendering.format": "table|md"},
+)  # fmt: skip
 def command(
     report: Annotated[
         Path,
@@ -22,15 +29,8 @@ def command(
             show_default=False,
         ),
     ],
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            metavar="table|md",
-            help="table: the summary on stderr, as the command showed it; md: a GitHub "
-            "markdown table on stdout.",
-        ),
-    ] = "table",
+    *,
+    rendering: Rendering,
 ) -> None:
     """Show a saved report's summary table (and its warnings) as the command printed it.
 
@@ -43,14 +43,14 @@ def command(
     """  # fmt: skip
     from ..reports.report import read_report
 
-    if format not in ("table", "md"):
-        raise ReportError(f"--format {format!r} is unknown; choose table or md")
+    if rendering.format == "json":  # the report is the JSON
+        raise ReportError("--format 'json' is unknown; choose table or md")
     doc = read_report(report, complete=True)
     table, warn = renderer(doc, report)
     out = console()
     if warn is not None:
         warn(doc, out)
-    if format == "md":
+    if rendering.format == "md":
         to_stdout(markdown(table(doc)))
     else:
         out.print(table(doc))

@@ -26,7 +26,7 @@ from .sharpness import _roles
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
 
 
-@offer(*(f"run.path.{name}" for name in PATH_FIELDS), defaults={"limit": 1024})
+@offer(*(f"run.path.{name}" for name in PATH_FIELDS), defaults={"run.data.limit": 1024})
 def command(
     checkpoints: opt.Checkpoints,
     layerwise: Annotated[

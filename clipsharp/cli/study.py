@@ -29,18 +29,15 @@ from .output import (
 from .params import Rendering, offer
 
 STUDY = "Study"
-Resume = opt.with_help(
-    opt.Resume,
-    "Continue an analysis cut short from its journal in --reports-dir (same inputs and "
-    "options only). Finished models are reused with or without it.",
-)
 
 
 @offer(
     "study.run.path.exclude", "study.run.path.extrapolate", "study.run.path.failure_threshold",
     "study.stragglers.by", "study.stragglers.rank_on",
-    helps={"seed": "Seed of every random choice: --limit subsets, noise draws, the bootstrap "
-           "and the permutations."},
+    helps={"study.run.data.seed": "Seed of every random choice: --limit subsets, noise draws, "
+           "the bootstrap and the permutations.",
+           "resume": "Continue an analysis cut short from its journal in --reports-dir (same "
+           "inputs and options only). Finished models are reused with or without it."},
 )  # fmt: skip
 def command(
     paths: Annotated[
@@ -71,7 +68,7 @@ def command(
         ),
     ] = None,
     output: opt.Output = None,
-    resume: Resume = False,
+    resume: opt.Resume = False,
     *,
     inputs: InputOptions,
     study: SweepOptions,
