@@ -536,7 +536,6 @@ class StatisticsOptions:
         10000, "Random pairings for the p-value above 8 models (8 or fewer: exact).",
         metavar="N", panel=STATISTICS,
     )  # fmt: skip
-    seed: int = 0  # seeds the resamples and the random pairings (the study's --seed)
 
     def __post_init__(self) -> None:
         if self.bootstrap < 1:

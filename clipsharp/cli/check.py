@@ -20,7 +20,10 @@ GATE_FAILED = 1
 
 
 @offer(
-    helps={"rendering.format": "table (stderr), json (the verdict, stdout) or md (GitHub markdown, stdout)."}
+    helps={
+        "rendering.format": "table (stderr), json (the verdict, stdout) or md (GitHub "
+        "markdown, stdout)."
+    }
 )
 def command(
     report: Annotated[Path, typer.Argument(help="A clipsharp report (JSON).", show_default=False)],

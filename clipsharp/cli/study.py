@@ -88,17 +88,12 @@ def command(
 
         clipsharp study zs.safetensors sweep/*.safetensors --ood data/shifted -o study.json
     """
-    seed = study.run.data.seed
-    study = replace(
-        study,
-        layerwise=LayerwiseOptions() if layerwise else None,
-        statistics=replace(study.statistics, seed=seed),
-    )
+    study = replace(study, layerwise=LayerwiseOptions() if layerwise else None)
     report_path = check_output(output)
     reports = [p for p in paths if p.suffix.lower() == ".json"]
     out = console()
     if len(reports) == len(paths):
-        report = _from_reports(paths, output, inputs, study.statistics)
+        report = _from_reports(paths, output, inputs, study)
         for skipped in report.inputs["skipped"]:
             out.print(f"note: {skipped} is not a report a study reads; skipped", markup=False)
     elif reports:
@@ -123,13 +118,13 @@ def _reports_dir(given: Path | None, output: Path | None) -> Path:
     return output.with_name(output.name.removesuffix(".json") + ".reports")
 
 
-def _from_reports(paths: list[Path], output, inputs: InputOptions, statistics):
+def _from_reports(paths: list[Path], output, inputs: InputOptions, study: SweepOptions):
     from ..reports.correlations import run_study
 
     if inputs.id or inputs.ood:
         raise ConfigError("--id and --ood are for a study of checkpoints; reports name theirs")
     guard([("-o", output)], [("the report", path) for path in paths])
-    return run_study(paths, statistics)
+    return run_study(paths, study.statistics, seed=study.run.data.seed)
 
 
 def _from_checkpoints(
