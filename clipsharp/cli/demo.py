@@ -6,9 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from ..options import EvalOptions
+from ..options import EvalOptions, option
 from .output import check_folder, console, guard, progress_bars
 from .params import offer
 
@@ -20,27 +18,25 @@ from .params import offer
     )
 )
 def command(
+    *,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out", metavar="DIR", help="Folder for the data, models, reports and figures."
+        option(
+            Path("clipsharp-demo"),
+            "Folder for the data, models, reports and figures.",
+            metavar="DIR",
         ),
-    ] = Path("clipsharp-demo"),
-    force: Annotated[
-        bool, typer.Option("--force", help="Rebuild the models even if cached.")
-    ] = False,
+    ],
+    force: Annotated[bool, option(False, "Rebuild the models even if cached.")],
     quick: Annotated[
         bool,
-        typer.Option(
-            "--quick",
-            help="A toy recipe that builds in seconds: the commands and files, not the science.",
+        option(
+            False, "A toy recipe that builds in seconds: the commands and files, not the science."
         ),
-    ] = False,
+    ],
     seed: Annotated[
-        int,
-        typer.Option(metavar="N", help="Seed of the demo's training and of its analyses."),
-    ] = 0,
-    *,
+        int, option(0, "Seed of the demo's training and of its analyses.", metavar="N")
+    ],
     evaluation: EvalOptions,
 ) -> None:
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.

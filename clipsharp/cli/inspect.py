@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..options import InputOptions
+from ..options import InputOptions, option
 from . import options as opt
 from .output import check_output, checkpoint_inputs, console, finish, fmt, guard, summary_table
 from .params import Rendering, offer
@@ -19,15 +18,13 @@ from .params import Rendering, offer
 def command(
     checkpoints: Annotated[
         list[Path],
-        typer.Argument(
-            help="One checkpoint, or a zero-shot and a fine-tuned one.", show_default=False
-        ),
+        option(..., "One checkpoint, or a zero-shot and a fine-tuned one.", argument=True),
     ],
-    granularity: Annotated[
-        str, typer.Option(metavar="block|module|tensor", help="Layer groups to list.")
-    ] = "block",
-    output: opt.Output = None,
     *,
+    granularity: Annotated[
+        str, option("block", "Layer groups to list.", metavar="block|module|tensor")
+    ],
+    output: opt.Output,
     inputs: InputOptions,
     rendering: Rendering,
 ) -> None:

@@ -35,10 +35,10 @@ from .params import Rendering, offer
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
-    fail_on: opt.FailOn = None,
     *,
+    output: opt.Output,
+    resume: opt.Resume,
+    fail_on: opt.FailOn,
     inputs: InputOptions,
     run: RunOptions,
     rendering: Rendering,

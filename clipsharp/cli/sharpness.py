@@ -18,9 +18,9 @@ from .params import Rendering, offer
               "start:stop:step (inclusive), measured exactly as given."})  # fmt: skip
 def command(
     checkpoints: opt.Checkpoints,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
     *,
+    output: opt.Output,
+    resume: opt.Resume,
     inputs: InputOptions,
     run: RunOptions,
     sharpness: SharpnessOptions,

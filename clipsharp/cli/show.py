@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.console import Console, RenderableType
 
 from ..errors import ReportError
+from ..options import option
 from .output import console, markdown, to_stdout
 from .params import Rendering, offer
 
@@ -23,10 +23,8 @@ from .params import Rendering, offer
 def command(
     report: Annotated[
         Path,
-        typer.Argument(
-            metavar="REPORT",
-            help="A report (JSON) written by a clipsharp command.",
-            show_default=False,
+        option(
+            ..., "A report (JSON) written by a clipsharp command.", metavar="REPORT", argument=True
         ),
     ],
     *,

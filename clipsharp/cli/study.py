@@ -6,12 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.console import Group
 from rich.markup import escape
 
 from ..errors import ConfigError
-from ..options import InputOptions, LayerwiseOptions, SweepOptions
+from ..options import InputOptions, LayerwiseOptions, SweepOptions, option
 from . import options as opt
 from .output import (
     check_folder,
@@ -42,34 +41,31 @@ STUDY = "Study"
 def command(
     paths: Annotated[
         list[Path],
-        typer.Argument(
-            metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
-            help="A zero-shot checkpoint and its fine-tuned checkpoints: run every analysis "
+        option(
+            ...,
+            "A zero-shot checkpoint and its fine-tuned checkpoints: run every analysis "
             "of each; or reports (.json) already written: interpolate reports (one per "
             "fine-tuned checkpoint) with any sharpness, layerwise and stragglers reports.",
-            show_default=False,
+            metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
+            argument=True,
         ),
     ],
+    *,
     layerwise: Annotated[
-        bool,
-        typer.Option(
-            "--layerwise",
-            help="Also run layerwise (block granularity) on each model.",
-            rich_help_panel=STUDY,
-        ),
-    ] = False,
+        bool, option(False, "Also run layerwise (block granularity) on each model.", panel=STUDY)
+    ],
     reports_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder of each model's reports (NAME.COMMAND.json). "
+        option(
+            None,
+            "Folder of each model's reports (NAME.COMMAND.json). "
             "Default: STUDY.reports beside -o STUDY.json.",
             metavar="DIR",
-            rich_help_panel=STUDY,
+            panel=STUDY,
         ),
-    ] = None,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
-    *,
+    ],
+    output: opt.Output,
+    resume: opt.Resume,
     inputs: InputOptions,
     study: SweepOptions,
     rendering: Rendering,
