@@ -184,10 +184,12 @@ class Surface:
 
 
 def _own(p: inspect.Parameter, chosen: Offer) -> inspect.Parameter:
-    """A parameter of the command's own, made from its ``option()`` if it has one."""
+    """A parameter of the command's own, made from its ``option()``; one declared another
+    way is a bug of the command."""
     f = declared(p.annotation)
     if f is None:
-        return p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        raise TypeError(f"parameter {p.name!r} is not declared with option(): annotate it "
+                        "Annotated[TYPE, option(...)]")  # fmt: skip
     return _leaf((p.name,), f, typing.get_args(p.annotation)[0], chosen, p.name).parameter
 
 
