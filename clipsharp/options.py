@@ -4,7 +4,8 @@ its help and how it is typed on the command line.
 The library takes these dataclasses as they are. The CLI offers each field declared with
 :func:`option` as a flag of every command that takes its dataclass (``cli/params.py``
 generates the typer parameters), and ``clipsharp.toml`` can set it under the flag's name.
-Adding an option is adding a field here (and using it where it matters).
+Adding an option is adding a field here (and using it where it matters). The arguments and
+options of the command line alone are declared with :func:`option` too (``cli/options.py``).
 """
 
 from __future__ import annotations
