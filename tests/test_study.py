@@ -93,6 +93,16 @@ def test_correlations_recomputed_from_the_reports(reports):
     assert "sharpness@1[shifted]" in result.stderr  # the table
 
 
+def test_the_study_s_seed_is_the_seed_of_its_statistics(reports):
+    """One --seed: the data's (DataOptions.seed) is the one the statistics record and use."""
+    seeded = json.loads(succeeds("study", *reports, "--seed", "5", "-o", "-").stdout)
+    assert seeded["config"]["statistics"] == {
+        "bootstrap": 2000, "confidence": 0.95, "permutations": 10000, "seed": 5,
+    }  # fmt: skip
+    default = json.loads(succeeds("study", *reports, "-o", "-").stdout)
+    assert default["config"]["statistics"]["seed"] == 0
+
+
 def test_refuses_mixed_zero_shot_models_and_missing_gain(pair, reports, tmp_path):
     other = tmp_path / "other.json"
     succeeds("interpolate", pair.fine_tuned, pair.zero_shot, "--ood", pair.shifted,
