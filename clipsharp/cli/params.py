@@ -220,6 +220,7 @@ def _value(f, raw: Any) -> Any:
 class Rendering:
     """How a command shows its result (the CLI's own options)."""
 
+    formats: typing.ClassVar[tuple[str, ...]] = ("table", "json", "md")  # --format's choices
     format: str = option(
         "table",
         "table: the summary on stderr; json: the report on stdout; md: the summary "
@@ -231,8 +232,11 @@ class Rendering:
     )
 
     def __post_init__(self) -> None:
-        if self.format not in ("table", "json", "md"):
-            raise ConfigError(f"--format {self.format!r} is unknown; choose table, json or md")
+        if self.format not in self.formats:
+            *most, last = self.formats
+            raise ConfigError(
+                f"--format {self.format!r} is unknown; choose {', '.join(most)} or {last}"
+            )
 
 
 __all__ = ["Offer", "Rendering", "Surface", "leaves", "offer"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,13 @@ from ..errors import ReportError
 from ..options import option
 from .output import console, markdown, to_stdout
 from .params import Rendering, offer
+
+
+@dataclass(frozen=True)
+class Summary(Rendering):
+    """--format of show: the report is the JSON, so a table or markdown only."""
+
+    formats = ("table", "md")
 
 
 @offer(
@@ -28,7 +36,7 @@ def command(
         ),
     ],
     *,
-    rendering: Rendering,
+    rendering: Summary,
 ) -> None:
     """Show a saved report's summary table (and its warnings) as the command printed it.
 
@@ -41,8 +49,6 @@ def command(
     """  # fmt: skip
     from ..reports.report import read_report
 
-    if rendering.format == "json":  # the report is the JSON
-        raise ReportError("--format 'json' is unknown; choose table or md")
     doc = read_report(report, complete=True)
     table, warn = renderer(doc, report)
     out = console()
