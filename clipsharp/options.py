@@ -4,7 +4,8 @@ its help and how it is typed on the command line.
 The library takes these dataclasses as they are. The CLI offers each field declared with
 :func:`option` as a flag of every command that takes its dataclass (``cli/params.py``
 generates the typer parameters), and ``clipsharp.toml`` can set it under the flag's name.
-Adding an option is adding a field here (and using it where it matters).
+Adding an option is adding a field here (and using it where it matters). The arguments and
+options of the command line alone are declared with :func:`option` too (``cli/options.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Flag:
     metavar: str | None = None  # what to type: N, FILE, A,B,C|START:STOP:STEP; None for a switch
     panel: str | None = None  # the --help panel that lists it
     name: str | None = None  # the flag when it is not --FIELD-NAME ("--rho", "--x/--no-x")
+    short: str | None = None  # a one-letter alias ("-o")
+    argument: bool = False  # a positional argument of the command, not a flag
     text: str | None = None  # the default as typed, when ``parse`` makes the value from text
     parse: Callable[[str], Any] | None = None  # the typed text -> the field's value
 
@@ -54,15 +57,19 @@ def option(
     metavar: str | None = None,
     panel: str | None = None,
     name: str | None = None,
+    short: str | None = None,
+    argument: bool = False,
     parse: Callable[[str], Any] | None = None,
 ) -> Any:
     """A dataclass field offered on the command line and in clipsharp.toml.
 
-    ``default`` is the value, or, with ``parse``, the text a user would type for it
-    (``option("0:1:0.1", ..., parse=parse_alphas)``): the field's default is then
-    ``parse(default)`` and --help shows the text.
+    ``default`` is the value (``...``: none, the user must give it), or, with ``parse``, the
+    text a user would type for it (``option("0:1:0.1", ..., parse=parse_alphas)``): the
+    field's default is then ``parse(default)`` and --help shows the text.
     """
-    flag = Flag(help, metavar, panel, name, default if parse else None, parse)
+    flag = Flag(help, metavar, panel, name, short, argument, default if parse else None, parse)
+    if default is ...:
+        return field(metadata={"flag": flag})
     return field(default=parse(default) if parse else default, metadata={"flag": flag})
 
 
@@ -530,7 +537,6 @@ class StatisticsOptions:
         10000, "Random pairings for the p-value above 8 models (8 or fewer: exact).",
         metavar="N", panel=STATISTICS,
     )  # fmt: skip
-    seed: int = 0  # seeds the resamples and the random pairings (the study's --seed)
 
     def __post_init__(self) -> None:
         if self.bootstrap < 1:

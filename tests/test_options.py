@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
@@ -68,6 +70,44 @@ def test_one_field_is_a_flag_with_its_default_parsed_and_checked():
     assert refused.exit_code == 2 and "--window must be at least 1, got 0" in refused.stderr
     shown = runner.invoke(toy, ["smooth", "--help"], env={"COLUMNS": "200"}).stdout
     assert "Points averaged on each side." in shown and "[default: 0:1:0.5]" in shown
+
+
+Files = Annotated[list[Path], option(..., "Files to smooth.", metavar="FILE", argument=True)]
+Label = Annotated[str | None, option(None, "A label for the output.", metavar="TEXT", short="-l")]
+
+
+def test_a_command_s_own_argument_and_option_are_declared_and_reworded_the_same_way():
+    """A command's own parameters are option() declarations too, and @offer rewords any of
+    them by its dotted path: the parameter, then the field."""
+    toy = typer.Typer()
+
+    @toy.callback()
+    def root() -> None:
+        """Toy."""
+
+    @offer(helps={"label": "The label, here.", "smoothing.window": "Points each side, here."})
+    def smooth(files: Files, *, label: Label, smoothing: Smoothing) -> None:
+        typer.echo(json.dumps({"files": [str(f) for f in files], "label": label,
+                               "window": smoothing.window}))  # fmt: skip
+
+    toy.command("smooth")(handle_errors(smooth))
+    given = runner.invoke(toy, ["smooth", "a", "b", "-l", "x", "--window", "2"])
+    assert json.loads(given.stdout) == {"files": ["a", "b"], "label": "x", "window": 2}
+    assert json.loads(runner.invoke(toy, ["smooth", "a"]).stdout)["label"] is None
+    missing = runner.invoke(toy, ["smooth"])
+    assert missing.exit_code == 2 and "Missing argument 'FILE" in missing.output
+    shown = runner.invoke(toy, ["smooth", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "The label, here." in shown and "Points each side, here." in shown
+    assert "A label for the output." not in shown and "--label" in shown and " -l " in shown
+
+
+def test_a_parameter_not_declared_with_option_is_refused_when_the_command_is_made():
+    """One way to declare: a typer parameter written by the command itself is a bug."""
+
+    def other(force: Annotated[bool, typer.Option("--force")] = False) -> None: ...
+
+    with pytest.raises(TypeError, match="'force' is not declared with option()"):
+        handle_errors(other)
 
 
 def test_every_shared_option_is_offered_with_its_declared_help_and_default():
@@ -135,8 +175,8 @@ def test_config_file_and_show_config_follow_the_declaration(tmp_path, monkeypatc
 def test_offer_records_without_touching_the_signature():
     def command(*, run: RunOptions) -> None: ...
 
-    recorded = offer("run.path.exclude", defaults={"limit": 8})(command)
-    assert recorded is command and command.offer.defaults == {"limit": 8}
+    recorded = offer("run.path.exclude", defaults={"run.data.limit": 8})(command)
+    assert recorded is command and command.offer.defaults == {"run.data.limit": 8}
     assert not hasattr(command, "__signature__")
 
 

@@ -93,6 +93,16 @@ def test_correlations_recomputed_from_the_reports(reports):
     assert "sharpness@1[shifted]" in result.stderr  # the table
 
 
+def test_the_study_s_seed_is_the_seed_of_its_statistics(reports):
+    """One --seed: the data's (DataOptions.seed) is the one the statistics record and use."""
+    seeded = json.loads(succeeds("study", *reports, "--seed", "5", "-o", "-").stdout)
+    assert seeded["config"]["statistics"] == {
+        "bootstrap": 2000, "confidence": 0.95, "permutations": 10000, "seed": 5,
+    }  # fmt: skip
+    default = json.loads(succeeds("study", *reports, "-o", "-").stdout)
+    assert default["config"]["statistics"]["seed"] == 0
+
+
 def test_refuses_mixed_zero_shot_models_and_missing_gain(pair, reports, tmp_path):
     other = tmp_path / "other.json"
     succeeds("interpolate", pair.fine_tuned, pair.zero_shot, "--ood", pair.shifted,
@@ -143,7 +153,7 @@ def test_rank_correlations_equal_the_pair_and_rank_definitions_with_ties():
 
 
 def test_bootstrap_interval_equals_an_explicit_resampling_loop():
-    options = StatisticsOptions(bootstrap=300, confidence=0.9, seed=7)
+    options = StatisticsOptions(bootstrap=300, confidence=0.9)
     n = len(X)
     rows = np.random.default_rng(7).integers(0, n, size=(300, n))  # as documented
     rhos = []
@@ -151,11 +161,11 @@ def test_bootstrap_interval_equals_an_explicit_resampling_loop():
         rho = reference_spearman([X[i] for i in row], [Y[i] for i in row])
         if rho is not None:
             rhos.append(rho)
-    low, high, kept = bootstrap_interval(X, Y, options)
+    low, high, kept = bootstrap_interval(X, Y, options, seed=7)
     assert kept == len(rhos)
     assert low == pytest.approx(linear_quantile(rhos, 0.05), abs=1e-12)
     assert high == pytest.approx(linear_quantile(rhos, 0.95), abs=1e-12)
-    other = bootstrap_interval(X, Y, StatisticsOptions(bootstrap=300, confidence=0.9, seed=8))
+    other = bootstrap_interval(X, Y, options, seed=8)
     assert other != (low, high, kept)  # the seed matters
 
 
@@ -167,11 +177,11 @@ def test_permutation_p_exact_for_few_models_and_drawn_for_many():
     p, method = permutation_p(x, y, StatisticsOptions())
     assert method == "exact"
     assert p == pytest.approx(sum(r >= observed - 1e-12 for r in exact) / 720)
-    options = StatisticsOptions(permutations=200, seed=3)
+    options = StatisticsOptions(permutations=200)
     orders = np.random.default_rng(3).permuted(np.tile(np.arange(9), (200, 1)), axis=1)
     observed = abs(reference_spearman(X, Y))
     hits = sum(abs(reference_spearman(X, [Y[i] for i in o])) >= observed - 1e-12 for o in orders)
-    assert permutation_p(X, Y, options) == (pytest.approx((1 + hits) / 201), "permutation")
+    assert permutation_p(X, Y, options, seed=3) == (pytest.approx((1 + hits) / 201), "permutation")
 
 
 def test_few_models_or_a_constant_measure_give_null_with_the_reason():

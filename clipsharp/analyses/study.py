@@ -109,7 +109,7 @@ def run_sweep(
         del workspace  # one working model at a time
     zero_shot = interpolate[0]["inputs"]["checkpoints"]["zero_shot"] if interpolate else None
     return study_report(
-        rows, interpolate, options.statistics, started=started,
+        rows, interpolate, options.statistics, seed=options.run.data.seed, started=started,
         inputs={"reports": [f for r in rows for f in r["files"].values()],
                 "zero_shot": zero_shot},
     )  # fmt: skip

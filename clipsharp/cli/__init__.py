@@ -17,12 +17,16 @@ from typing import Annotated
 
 import typer
 from typer import Abort
-from typer._click.exceptions import ClickException, UsageError  # typer's own click
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import ClipsharpError, ConfigError
 from .params import Surface
+
+# The click typer runs on (click itself, or in newer typers their own copy of it): its error
+# classes, found from the public typer.BadParameter, so that no private module is imported.
+_ERRORS = {kind.__name__: kind for kind in typer.BadParameter.__mro__}
+UsageError, ClickException = _ERRORS["UsageError"], _ERRORS["ClickException"]
 
 
 class OneLineUsage(TyperGroup):

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..options import option
 from ..reports.gates import Check, Verdict, show_value
 from .output import console, to_stdout
 from .params import Rendering, offer
@@ -20,76 +21,76 @@ GATE_FAILED = 1
 
 
 @offer(
-    helps={"format": "table (stderr), json (the verdict, stdout) or md (GitHub markdown, stdout)."}
+    helps={
+        "rendering.format": "table (stderr), json (the verdict, stdout) or md (GitHub "
+        "markdown, stdout)."
+    }
 )
 def command(
-    report: Annotated[Path, typer.Argument(help="A clipsharp report (JSON).", show_default=False)],
+    report: Annotated[Path, option(..., "A clipsharp report (JSON).", argument=True)],
+    *,
     min_gain: Annotated[
-        float | None,
-        typer.Option(metavar="X", help="Each OOD dataset: gain >= this.", rich_help_panel=GATES),
-    ] = None,
+        float | None, option(None, "Each OOD dataset: gain >= this.", metavar="X", panel=GATES)
+    ],
     max_depth: Annotated[
-        float | None,
-        typer.Option(metavar="X", help="Each dataset: depth <= this.", rich_help_panel=GATES),
-    ] = None,
+        float | None, option(None, "Each dataset: depth <= this.", metavar="X", panel=GATES)
+    ],
     max_barrier: Annotated[
-        float | None,
-        typer.Option(metavar="X", help="Each dataset: barrier <= this.", rich_help_panel=GATES),
-    ] = None,
+        float | None, option(None, "Each dataset: barrier <= this.", metavar="X", panel=GATES)
+    ],
     max_sharpness: Annotated[
         float | None,
-        typer.Option(
+        option(
+            None,
+            "Sharpness reports, each dataset and rho: max_sharpness <= this.",
             metavar="X",
-            help="Sharpness reports, each dataset and rho: max_sharpness <= this.",
-            rich_help_panel=GATES,
+            panel=GATES,
         ),
-    ] = None,
+    ],
     no_failure_mode: Annotated[
-        bool,
-        typer.Option(
-            "--no-failure-mode",
-            help="Fail when any OOD dataset has failure_mode true.",
-            rich_help_panel=GATES,
-        ),
-    ] = False,
+        bool, option(False, "Fail when any OOD dataset has failure_mode true.", panel=GATES)
+    ],
     require: Annotated[
         list[str] | None,
-        typer.Option(
-            metavar="FIELD<OP>VALUE",
-            help="FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
+        option(
+            None,
+            "FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
             "'*' matches every dataset (or element): 'shifted.gain>=0.02', '*.gain>0'. "
             "Repeatable.",
-            rich_help_panel=GATES,
+            metavar="FIELD<OP>VALUE",
+            panel=GATES,
         ),
-    ] = None,
+    ],
     datasets: Annotated[
         str | None,
-        typer.Option(
-            metavar="NAMES",
-            help="Gate exactly these datasets (comma-separated) with every threshold, and "
+        option(
+            None,
+            "Gate exactly these datasets (comma-separated) with every threshold, and "
             "with '*' in --require. Default: gain and failure mode on OOD sets, the rest "
             "on every set.",
-            rich_help_panel=GATES,
+            metavar="NAMES",
+            panel=GATES,
         ),
-    ] = None,
+    ],
     baseline: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            None,
+            "An earlier report of the same command to compare with.",
             metavar="REPORT",
-            help="An earlier report of the same command to compare with.",
-            rich_help_panel=BASELINE,
+            panel=BASELINE,
         ),
-    ] = None,
+    ],
     max_drop: Annotated[
         str | None,
-        typer.Option(
-            metavar="X|P%",
-            help="With --baseline: best_accuracy and gain of each baseline dataset may drop "
+        option(
+            None,
+            "With --baseline: best_accuracy and gain of each baseline dataset may drop "
             "by at most this (absolute, 0.01) or this percentage of the baseline (1%).",
-            rich_help_panel=BASELINE,
+            metavar="X|P%",
+            panel=BASELINE,
         ),
-    ] = None,
-    *,
+    ],
     rendering: Rendering,
 ) -> None:
     """Exit 1 when a report fails a threshold: a CI gate.

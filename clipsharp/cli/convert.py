@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..core.outputs import check_output
-from ..options import InputOptions
+from ..options import InputOptions, option
 from .output import console, guard
 from .params import offer
 
@@ -17,35 +17,35 @@ from .params import offer
 def command(
     checkpoints: Annotated[
         list[Path],
-        typer.Argument(
-            help="Pickled PyTorch checkpoints (.pt, .pth, .bin, .ckpt): a state_dict (model "
+        option(
+            ...,
+            "Pickled PyTorch checkpoints (.pt, .pth, .bin, .ckpt): a state_dict (model "
             "soups'), a whole module (WiSE-FT, task vectors) or a TorchScript archive (OpenAI); "
             "or .safetensors files to stamp with their architecture.",
-            show_default=False,
+            argument=True,
         ),
     ],
+    *,
     output: Annotated[
         Path,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE|FOLDER",
-            help="The .safetensors file to write (atomically); with several checkpoints, "
+        option(
+            ...,
+            "The .safetensors file to write (atomically); with several checkpoints, "
             "the folder to write each into, as NAME.safetensors.",
-            show_default=False,
+            metavar="FILE|FOLDER",
+            short="-o",
         ),
     ],
     head: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="A classification head saved apart (a ClassificationHead module, or its "
+        option(
+            None,
+            "A classification head saved apart (a ClassificationHead module, or its "
             "weight and bias) to attach to each checkpoint.",
-            show_default=False,
+            metavar="FILE",
         ),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the outputs that exist.")] = False,
-    *,
+    ],
+    force: Annotated[bool, option(False, "Replace the outputs that exist.")],
     inputs: InputOptions,
 ) -> None:
     """Convert pickled checkpoints to safetensors, executing nothing they hold.

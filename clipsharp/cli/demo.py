@@ -6,10 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from ..core.outputs import check_folder
-from ..options import EvalOptions
+from ..options import EvalOptions, option
 from .output import console, guard
 from .params import offer
 from .progress import progress_bars
@@ -22,27 +20,25 @@ from .progress import progress_bars
     )
 )
 def command(
+    *,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out", metavar="DIR", help="Folder for the data, models, reports and figures."
+        option(
+            Path("clipsharp-demo"),
+            "Folder for the data, models, reports and figures.",
+            metavar="DIR",
         ),
-    ] = Path("clipsharp-demo"),
-    force: Annotated[
-        bool, typer.Option("--force", help="Rebuild the models even if cached.")
-    ] = False,
+    ],
+    force: Annotated[bool, option(False, "Rebuild the models even if cached.")],
     quick: Annotated[
         bool,
-        typer.Option(
-            "--quick",
-            help="A toy recipe that builds in seconds: the commands and files, not the science.",
+        option(
+            False, "A toy recipe that builds in seconds: the commands and files, not the science."
         ),
-    ] = False,
+    ],
     seed: Annotated[
-        int,
-        typer.Option(metavar="N", help="Seed of the demo's training and of its analyses."),
-    ] = 0,
-    *,
+        int, option(0, "Seed of the demo's training and of its analyses.", metavar="N")
+    ],
     evaluation: EvalOptions,
 ) -> None:
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.

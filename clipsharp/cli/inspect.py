@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..core.outputs import check_output, checkpoint_inputs
-from ..options import InputOptions
+from ..options import InputOptions, option
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer
@@ -21,15 +20,13 @@ from .progress import fmt, summary_table
 def command(
     checkpoints: Annotated[
         list[Path],
-        typer.Argument(
-            help="One checkpoint, or a zero-shot and a fine-tuned one.", show_default=False
-        ),
+        option(..., "One checkpoint, or a zero-shot and a fine-tuned one.", argument=True),
     ],
-    granularity: Annotated[
-        str, typer.Option(metavar="block|module|tensor", help="Layer groups to list.")
-    ] = "block",
-    output: opt.Output = None,
     *,
+    granularity: Annotated[
+        str, option("block", "Layer groups to list.", metavar="block|module|tensor")
+    ],
+    output: opt.Output,
     inputs: InputOptions,
     rendering: Rendering,
 ) -> None:

@@ -14,20 +14,21 @@ from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
-FailOn = opt.with_help(
-    opt.FailOn, "Exit 1 after writing the report when an OOD set fails: failure-mode."
+
+@offer(
+    helps={
+        "inputs.ood": "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several. "
+        "Failure mode is judged on these.",
+        "fail_on": "Exit 1 after writing the report when an OOD set fails: failure-mode.",
+    }
 )
-
-
-@offer(helps={"ood": "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several. "
-              "Failure mode is judged on these."})  # fmt: skip
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
-    fail_on: FailOn = None,
     *,
+    output: opt.Output,
+    resume: opt.Resume,
+    fail_on: opt.FailOn,
     inputs: InputOptions,
     run: RunOptions,
     rendering: Rendering,

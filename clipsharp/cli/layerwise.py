@@ -11,19 +11,18 @@ from .output import console, finish, gate, guard_run, reading
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
-FailOn = opt.with_help(
-    opt.FailOn, "Exit 1 after writing the report when a layer collapses: collapse."
+
+@offer(
+    "run.path.failure_threshold",
+    helps={"fail_on": "Exit 1 after writing the report when a layer collapses: collapse."},
 )
-
-
-@offer("run.path.failure_threshold")
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
-    fail_on: FailOn = None,
     *,
+    output: opt.Output,
+    resume: opt.Resume,
+    fail_on: opt.FailOn,
     inputs: InputOptions,
     run: RunOptions,
     layerwise: LayerwiseOptions,

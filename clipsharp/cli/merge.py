@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..core.outputs import check_output, checkpoint_inputs
-from ..options import InputOptions
+from ..options import InputOptions, option
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer
@@ -23,56 +22,57 @@ MERGE = "Merge"
 def command(
     zero_shot: opt.ZeroShot,
     fine_tuned: opt.FineTuned,
+    *,
     output: Annotated[
         Path,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE|FOLDER",
-            help="The merged model: a .safetensors file (open_clip inputs) or a folder "
+        option(
+            ...,
+            "The merged model: a .safetensors file (open_clip inputs) or a folder "
             "(transformers inputs); never an input.",
-            show_default=False,
+            metavar="FILE|FOLDER",
+            short="-o",
         ),
     ],
     alpha: Annotated[
         str,
-        typer.Option(
-            metavar="A|best",
-            help="A in [0, 1]: theta = (1 - A) * zero-shot + A * fine-tuned; or 'best': the "
+        option(
+            ...,
+            "A in [0, 1]: theta = (1 - A) * zero-shot + A * fine-tuned; or 'best': the "
             "best alpha on the in-distribution set of the --from report.",
-            show_default=False,
-            rich_help_panel=MERGE,
+            metavar="A|best",
+            panel=MERGE,
         ),
     ],
     from_report: Annotated[
         Path | None,
-        typer.Option(
-            "--from",
+        option(
+            None,
+            "An interpolate report of this pair, for --alpha best.",
             metavar="REPORT",
-            help="An interpolate report of this pair, for --alpha best.",
-            rich_help_panel=MERGE,
+            panel=MERGE,
+            name="--from",
         ),
-    ] = None,
+    ],
     extrapolate: Annotated[
         bool,
-        typer.Option(
-            "--extrapolate",
-            help="Allow A outside [0, 1]: beyond the fine-tuned model (A > 1) or before the "
+        option(
+            False,
+            "Allow A outside [0, 1]: beyond the fine-tuned model (A > 1) or before the "
             "zero-shot one (A < 0).",
-            rich_help_panel=MERGE,
+            panel=MERGE,
         ),
-    ] = False,
+    ],
     select_on: Annotated[
         str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Choose alpha on this dataset of the report instead of its --id set. An OOD "
+        option(
+            None,
+            "Choose alpha on this dataset of the report instead of its --id set. An OOD "
             "set means choosing on the test set; the output says so.",
-            rich_help_panel=MERGE,
+            metavar="NAME",
+            panel=MERGE,
         ),
-    ] = None,
-    report: opt.ReportFile = None,
-    *,
+    ],
+    report: opt.ReportFile,
     inputs: InputOptions,
     rendering: Rendering,
 ) -> None:

@@ -1,94 +1,74 @@
 """The arguments and CLI-only options several commands share (checkpoints, -o, --resume,
---fail-on), declared once. The analysis options are declared on their dataclasses in
-``clipsharp/options.py`` and offered by ``params.py``."""
+--fail-on), declared once with :func:`clipsharp.options.option` like the analysis options on
+their dataclasses; a command names one as the annotation of its parameter
+(``output: opt.Output = None``) and ``params.py`` offers it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from ..options import option
 
 ZeroShot = Annotated[
     Path,
-    typer.Argument(
-        metavar="ZERO_SHOT",
-        help="Zero-shot checkpoint: alpha = 0. A .safetensors file, a transformers CLIPModel "
+    option(
+        ...,
+        "Zero-shot checkpoint: alpha = 0. A .safetensors file, a transformers CLIPModel "
         "folder, hf-hub:ORG/REPO or pretrained:MODEL/TAG.",
-        show_default=False,
+        metavar="ZERO_SHOT",
+        argument=True,
     ),
 ]
 FineTuned = Annotated[
     Path,
-    typer.Argument(
+    option(
+        ...,
+        "Fine-tuned checkpoint: alpha = 1. A .safetensors file or a transformers CLIPModel folder.",
         metavar="FINE_TUNED",
-        help="Fine-tuned checkpoint: alpha = 1. A .safetensors file or a transformers "
-        "CLIPModel folder.",
-        show_default=False,
+        argument=True,
+    ),
+]
+Checkpoints = Annotated[
+    list[Path],
+    option(
+        ...,
+        "One checkpoint (.safetensors): measure that model; or a zero-shot and a "
+        "fine-tuned one: measure at every alpha of the path between them.",
+        metavar="CHECKPOINT",
+        argument=True,
     ),
 ]
 Output = Annotated[
     str | None,
-    typer.Option(
-        "--output",
-        "-o",
-        metavar="FILE",
-        help="Write the JSON report to FILE (atomically), or to stdout with '-'. "
+    option(
+        None,
+        "Write the JSON report to FILE (atomically), or to stdout with '-'. "
         "Default: stdout when it is not a terminal.",
+        metavar="FILE",
+        short="-o",
     ),
 ]
-
 ReportFile = Annotated[
     str | None,
-    typer.Option(
-        "--report",
+    option(
+        None,
+        "Write the JSON report to FILE, or '-' for stdout (default when piped).",
         metavar="FILE",
-        help="Write the JSON report to FILE, or '-' for stdout (default when piped).",
     ),
 ]
-
-
-Checkpoints = Annotated[
-    list[Path],
-    typer.Argument(
-        metavar="CHECKPOINT",
-        help="One checkpoint (.safetensors): measure that model; or a zero-shot and a "
-        "fine-tuned one: measure at every alpha of the path between them.",
-        show_default=False,
-    ),
-]
-
-
 Resume = Annotated[
     bool,
-    typer.Option(
-        "--resume",
-        help="Continue an interrupted run from the journal beside -o FILE "
+    option(
+        False,
+        "Continue an interrupted run from the journal beside -o FILE "
         "(same inputs and options only).",
     ),
 ]
-
-
 FailOn = Annotated[
     str | None,
-    typer.Option(
-        "--fail-on",
-        metavar="CONDITION",
-        help="Exit 1 after writing the report when this condition holds.",
-    ),
+    option(None, "Exit 1 after writing the report when this condition holds.", metavar="CONDITION"),
 ]
-
-
-def with_help(option, text: str):
-    """``option`` (an ``Annotated[T, typer.Option(...)]``) with the help ``text`` instead: for a
-    command on which the shared help would not be true. Declared once, worded per command."""
-    import copy
-    from typing import get_args
-
-    kind, info = get_args(option)[:2]
-    info = copy.copy(info)
-    info.help = text
-    return Annotated[kind, info]
 
 
 def check_fail_on(value: str | None, *allowed: str) -> None:

@@ -1,11 +1,14 @@
-"""Typer parameters made from the options dataclasses, so that each option is declared once.
+"""Typer parameters made from the options declarations, so that each option is declared once.
 
 A command takes options dataclasses as keyword-only parameters
 (``*, inputs: InputOptions, run: RunOptions``). :class:`Surface` replaces each by
 one typer option per field declared with :func:`clipsharp.options.option` (nested
 dataclasses such as ``RunOptions.path`` included), so --help lists them, clipsharp.toml
 can set them and ``--show-config`` shows them; :meth:`Surface.grouped` builds the dataclasses
-back from the values typer parsed. ``@offer(...)`` tunes what one command offers.
+back from the values typer parsed. A parameter of the command's own annotated with an
+``option()`` (``output: opt.Output = None``, see ``options.py``) becomes a typer parameter
+the same way. ``@offer(...)`` tunes what one command offers, every key a dotted path from the
+command's parameter: ``"fail_on"``, ``"run.path.exclude"``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Annotated, Any
 
 import typer
@@ -25,19 +28,25 @@ from ..options import flag_of, option
 
 @dataclass(frozen=True)
 class Offer:
-    """How one command offers the shared options (keys: the command's parameter, then the
-    field path: ``"run.path.exclude"``; ``defaults`` and ``helps`` key by flag name)."""
+    """How one command offers the shared options; every key is the command's parameter, then
+    the field path: ``"run.path.exclude"``, or ``"fail_on"`` for a parameter of its own."""
 
     omit: tuple[str, ...] = ()  # fields left at their default, not offered
     defaults: dict[str, Any] = field(default_factory=dict)  # a default of this command only
     helps: dict[str, str] = field(default_factory=dict)  # help worded for this command
+    metavars: dict[str, str] = field(default_factory=dict)  # what to type, on this command
 
 
-def offer(*omit: str, defaults: dict | None = None, helps: dict | None = None):
-    """Record how the decorated command offers its options dataclasses (see :class:`Offer`)."""
+def offer(
+    *omit: str,
+    defaults: dict | None = None,
+    helps: dict | None = None,
+    metavars: dict | None = None,
+):
+    """Record how the decorated command offers its options (see :class:`Offer`)."""
 
     def record(command):
-        command.offer = Offer(tuple(omit), defaults or {}, helps or {})
+        command.offer = Offer(tuple(omit), defaults or {}, helps or {}, metavars or {})
         return command
 
     return record
@@ -97,25 +106,41 @@ def _leaves(cls: type, path: tuple[str, ...], chosen: Offer) -> Iterator[Leaf]:
         here = (*path, f.name)
         if ".".join(here) in chosen.omit:
             continue
-        flag = flag_of(f)
-        if flag is None:
-            if is_options(hints[f.name]):
-                yield from _leaves(hints[f.name], here, chosen)
-            continue
-        decls = flag.name or "--" + f.name.replace("_", "-")
-        param = decls.split("/")[0].lstrip("-").replace("-", "_")
-        default = chosen.defaults.get(param, flag.text if flag.parse else f.default)
-        info = typer.Option(
-            decls,
-            help=chosen.helps.get(param, flag.help),
-            metavar=flag.metavar,
-            rich_help_panel=flag.panel,
-        )
-        kind = _typed(hints[f.name], flag.parse is not None)
-        yield Leaf(here, param, inspect.Parameter(
-            param, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
-            default=None if default == () else default,
-        ))  # fmt: skip
+        if flag_of(f) is not None:
+            yield _leaf(here, f, hints[f.name], chosen)
+        elif is_options(hints[f.name]):
+            yield from _leaves(hints[f.name], here, chosen)
+
+
+def _leaf(path: tuple[str, ...], f: Any, hint: Any, chosen: Offer, param: str = "") -> Leaf:
+    """The typer parameter of one declared option: ``param`` names a command's own parameter
+    (a dataclass field's parameter is named after its flag)."""
+    flag, key = flag_of(f), ".".join(path)
+    decls = flag.name or "--" + path[-1].replace("_", "-")
+    param = param or decls.split("/")[0].lstrip("-").replace("-", "_")
+    default = chosen.defaults.get(key, flag.text if flag.parse else f.default)
+    shown = {
+        "help": chosen.helps.get(key, flag.help),
+        "metavar": chosen.metavars.get(key, flag.metavar),
+    }
+    if flag.argument:
+        info = typer.Argument(**shown, show_default=False)
+    else:
+        names = (decls, flag.short) if flag.short else (decls,)
+        info = typer.Option(*names, **shown, rich_help_panel=flag.panel)
+    kind = _typed(hint, flag.parse is not None)
+    default = inspect.Parameter.empty if default is MISSING else None if default == () else default
+    return Leaf(path, param, inspect.Parameter(
+        param, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info], default=default
+    ))  # fmt: skip
+
+
+def declared(annotation: Any) -> Any:
+    """The ``option()`` field an own parameter is annotated with, or None."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    found = [m for m in annotation.__metadata__ if isinstance(m, Field) and flag_of(m)]
+    return found[0] if found else None
 
 
 def _typed(hint: Any, parsed: bool) -> Any:
@@ -139,10 +164,9 @@ class Surface:
     @classmethod
     def of(cls, command) -> Surface:
         signature = inspect.signature(command, eval_str=True)
+        chosen = getattr(command, "offer", Offer())
         own = tuple(
-            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-            for p in signature.parameters.values()
-            if not is_options(p.annotation)
+            _own(p, chosen) for p in signature.parameters.values() if not is_options(p.annotation)
         )
         return cls(own, _groups(command), tuple(leaves(command)))
 
@@ -157,6 +181,16 @@ class Surface:
         for name, options in self.groups.items():
             own[name] = _build(options, (name,), offered, values)
         return own
+
+
+def _own(p: inspect.Parameter, chosen: Offer) -> inspect.Parameter:
+    """A parameter of the command's own, made from its ``option()``; one declared another
+    way is a bug of the command."""
+    f = declared(p.annotation)
+    if f is None:
+        raise TypeError(f"parameter {p.name!r} is not declared with option(): annotate it "
+                        "Annotated[TYPE, option(...)]")  # fmt: skip
+    return _leaf((p.name,), f, typing.get_args(p.annotation)[0], chosen, p.name).parameter
 
 
 def _build(cls: type, path: tuple[str, ...], offered: dict, values: dict) -> Any:
@@ -186,6 +220,7 @@ def _value(f, raw: Any) -> Any:
 class Rendering:
     """How a command shows its result (the CLI's own options)."""
 
+    formats: typing.ClassVar[tuple[str, ...]] = ("table", "json", "md")  # --format's choices
     format: str = option(
         "table",
         "table: the summary on stderr; json: the report on stdout; md: the summary "
@@ -197,8 +232,11 @@ class Rendering:
     )
 
     def __post_init__(self) -> None:
-        if self.format not in ("table", "json", "md"):
-            raise ConfigError(f"--format {self.format!r} is unknown; choose table, json or md")
+        if self.format not in self.formats:
+            *most, last = self.formats
+            raise ConfigError(
+                f"--format {self.format!r} is unknown; choose {', '.join(most)} or {last}"
+            )
 
 
 __all__ = ["Offer", "Rendering", "Surface", "leaves", "offer"]

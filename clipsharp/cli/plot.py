@@ -5,25 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from ..core.outputs import check_output, uninterrupted
+from ..options import option
 from .output import console, guard
 
 
 def command(
     reports: Annotated[
-        list[Path],
-        typer.Argument(help="Reports (JSON) made by clipsharp commands.", show_default=False),
+        list[Path], option(..., "Reports (JSON) made by clipsharp commands.", argument=True)
     ],
+    *,
     output: Annotated[
         Path,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="Figure file: .png, .svg, or .pdf. Several figures: FILE-1.png, FILE-2.png, "
+        option(
+            ...,
+            "Figure file: .png, .svg, or .pdf. Several figures: FILE-1.png, FILE-2.png, "
             "... (a .pdf keeps one page each).",
+            metavar="FILE",
+            short="-o",
         ),
     ],
 ) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ..core.outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from ..errors import ClipsharpError
-from ..options import PRUNE, InputOptions, PruneOptions, RunOptions
+from ..options import PRUNE, InputOptions, PruneOptions, RunOptions, option
 from . import options as opt
 from .interpolate import path_table
 from .output import console, finish, guard, option_files
@@ -22,42 +21,42 @@ from .progress import fmt, progress_bars, summary_table
 @offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
 def command(
     fine_tuned: opt.FineTuned,
+    *,
     output: Annotated[
         Path,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE|FOLDER",
-            help="The pruned checkpoint, in the input's format: a .safetensors file (open_clip) "
+        option(
+            ...,
+            "The pruned checkpoint, in the input's format: a .safetensors file (open_clip) "
             "or a folder (transformers); never an input.",
+            metavar="FILE|FOLDER",
+            short="-o",
         ),
     ],
     layers: Annotated[
         str | None,
-        typer.Option(
-            metavar="NAMES",
-            help="Layers to prune: names or globs, comma-separated.",
-            rich_help_panel=PRUNE,
+        option(
+            None, "Layers to prune: names or globs, comma-separated.", metavar="NAMES", panel=PRUNE
         ),
-    ] = None,
+    ],
     from_report: Annotated[
         Path | None,
-        typer.Option(
-            "--from",
+        option(
+            None,
+            "Prune the stragglers of this stragglers report.",
             metavar="REPORT",
-            help="Prune the stragglers of this stragglers report.",
-            rich_help_panel=PRUNE,
+            panel=PRUNE,
+            name="--from",
         ),
-    ] = None,
+    ],
     zero_shot: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            None,
+            "The zero-shot checkpoint: for --target task-vector and --id/--ood.",
             metavar="FILE",
-            help="The zero-shot checkpoint: for --target task-vector and --id/--ood.",
         ),
-    ] = None,
-    report: opt.ReportFile = None,
-    *,
+    ],
+    report: opt.ReportFile,
     inputs: InputOptions,
     run: RunOptions,
     pruning: PruneOptions,

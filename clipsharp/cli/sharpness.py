@@ -14,14 +14,14 @@ from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
 
-@offer("run.path.exclude", "run.path.failure_threshold", defaults={"limit": 1024},
-       helps={"alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
+@offer("run.path.exclude", "run.path.failure_threshold", defaults={"run.data.limit": 1024},
+       helps={"run.path.alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
               "start:stop:step (inclusive), measured exactly as given."})  # fmt: skip
 def command(
     checkpoints: opt.Checkpoints,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
     *,
+    output: opt.Output,
+    resume: opt.Resume,
     inputs: InputOptions,
     run: RunOptions,
     sharpness: SharpnessOptions,

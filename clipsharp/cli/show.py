@@ -3,34 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.console import Console, RenderableType
 
 from ..errors import ReportError
+from ..options import option
 from .output import console, markdown, to_stdout
+from .params import Rendering, offer
 
 
+@dataclass(frozen=True)
+class Summary(Rendering):
+    """--format of show: the report is the JSON, so a table or markdown only."""
+
+    formats = ("table", "md")
+
+
+@offer(
+    "rendering.show_config",
+    helps={"rendering.format": "table: the summary on stderr, as the command showed it; md: a "
+           "GitHub markdown table on stdout."},
+    metavars={"rendering.format": "table|md"},
+)  # fmt: skip
 def command(
     report: Annotated[
         Path,
-        typer.Argument(
-            metavar="REPORT",
-            help="A report (JSON) written by a clipsharp command.",
-            show_default=False,
+        option(
+            ..., "A report (JSON) written by a clipsharp command.", metavar="REPORT", argument=True
         ),
     ],
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            metavar="table|md",
-            help="table: the summary on stderr, as the command showed it; md: a GitHub "
-            "markdown table on stdout.",
-        ),
-    ] = "table",
+    *,
+    rendering: Summary,
 ) -> None:
     """Show a saved report's summary table (and its warnings) as the command printed it.
 
@@ -43,14 +49,12 @@ def command(
     """  # fmt: skip
     from ..reports.report import read_report
 
-    if format not in ("table", "md"):
-        raise ReportError(f"--format {format!r} is unknown; choose table or md")
     doc = read_report(report, complete=True)
     table, warn = renderer(doc, report)
     out = console()
     if warn is not None:
         warn(doc, out)
-    if format == "md":
+    if rendering.format == "md":
         to_stdout(markdown(table(doc)))
     else:
         out.print(table(doc))

@@ -6,7 +6,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -17,6 +16,7 @@ from ..options import (
     RunOptions,
     SharpnessOptions,
     StragglerOptions,
+    option,
 )
 from . import options as opt
 from .output import console, finish, guard_run, reading
@@ -27,21 +27,22 @@ from .sharpness import _roles
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
 
 
-@offer(*(f"run.path.{name}" for name in PATH_FIELDS), defaults={"limit": 1024})
+@offer(*(f"run.path.{name}" for name in PATH_FIELDS), defaults={"run.data.limit": 1024})
 def command(
     checkpoints: opt.Checkpoints,
+    *,
     layerwise: Annotated[
         Path | None,
-        typer.Option(
-            metavar="REPORT",
-            help="A layerwise report of the same pair: --by barrier ranks by its depths; "
+        option(
+            None,
+            "A layerwise report of the same pair: --by barrier ranks by its depths; "
             "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
-            rich_help_panel=RULE,
+            metavar="REPORT",
+            panel=RULE,
         ),
-    ] = None,
-    output: opt.Output = None,
-    resume: opt.Resume = False,
-    *,
+    ],
+    output: opt.Output,
+    resume: opt.Resume,
     inputs: InputOptions,
     run: RunOptions,
     sharpness: SharpnessOptions,

@@ -6,63 +6,56 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.console import Group
 from rich.markup import escape
 
 from ..core.outputs import check_folder, check_output, checkpoint_inputs
 from ..errors import ConfigError
-from ..options import InputOptions, LayerwiseOptions, SweepOptions
+from ..options import InputOptions, LayerwiseOptions, SweepOptions, option
 from . import options as opt
 from .output import console, finish, guard, option_files, reading
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, summary_table
 
 STUDY = "Study"
-Resume = opt.with_help(
-    opt.Resume,
-    "Continue an analysis cut short from its journal in --reports-dir (same inputs and "
-    "options only). Finished models are reused with or without it.",
-)
 
 
 @offer(
     "study.run.path.exclude", "study.run.path.extrapolate", "study.run.path.failure_threshold",
     "study.stragglers.by", "study.stragglers.rank_on",
-    helps={"seed": "Seed of every random choice: --limit subsets, noise draws, the bootstrap "
-           "and the permutations."},
+    helps={"study.run.data.seed": "Seed of every random choice: --limit subsets, noise draws, "
+           "the bootstrap and the permutations.",
+           "resume": "Continue an analysis cut short from its journal in --reports-dir (same "
+           "inputs and options only). Finished models are reused with or without it."},
 )  # fmt: skip
 def command(
     paths: Annotated[
         list[Path],
-        typer.Argument(
-            metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
-            help="A zero-shot checkpoint and its fine-tuned checkpoints: run every analysis "
+        option(
+            ...,
+            "A zero-shot checkpoint and its fine-tuned checkpoints: run every analysis "
             "of each; or reports (.json) already written: interpolate reports (one per "
             "fine-tuned checkpoint) with any sharpness, layerwise and stragglers reports.",
-            show_default=False,
+            metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
+            argument=True,
         ),
     ],
+    *,
     layerwise: Annotated[
-        bool,
-        typer.Option(
-            "--layerwise",
-            help="Also run layerwise (block granularity) on each model.",
-            rich_help_panel=STUDY,
-        ),
-    ] = False,
+        bool, option(False, "Also run layerwise (block granularity) on each model.", panel=STUDY)
+    ],
     reports_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder of each model's reports (NAME.COMMAND.json). "
+        option(
+            None,
+            "Folder of each model's reports (NAME.COMMAND.json). "
             "Default: STUDY.reports beside -o STUDY.json.",
             metavar="DIR",
-            rich_help_panel=STUDY,
+            panel=STUDY,
         ),
-    ] = None,
-    output: opt.Output = None,
-    resume: Resume = False,
-    *,
+    ],
+    output: opt.Output,
+    resume: opt.Resume,
     inputs: InputOptions,
     study: SweepOptions,
     rendering: Rendering,
@@ -81,17 +74,12 @@ def command(
 
         clipsharp study zs.safetensors sweep/*.safetensors --ood data/shifted -o study.json
     """
-    seed = study.run.data.seed
-    study = replace(
-        study,
-        layerwise=LayerwiseOptions() if layerwise else None,
-        statistics=replace(study.statistics, seed=seed),
-    )
+    study = replace(study, layerwise=LayerwiseOptions() if layerwise else None)
     report_path = check_output(output)
     reports = [p for p in paths if p.suffix.lower() == ".json"]
     out = console()
     if len(reports) == len(paths):
-        report = _from_reports(paths, output, inputs, study.statistics)
+        report = _from_reports(paths, output, inputs, study)
         for skipped in report.inputs["skipped"]:
             out.print(f"note: {skipped} is not a report a study reads; skipped", markup=False)
     elif reports:
@@ -116,13 +104,13 @@ def _reports_dir(given: Path | None, output: Path | None) -> Path:
     return output.with_name(output.name.removesuffix(".json") + ".reports")
 
 
-def _from_reports(paths: list[Path], output, inputs: InputOptions, statistics):
+def _from_reports(paths: list[Path], output, inputs: InputOptions, study: SweepOptions):
     from ..reports.correlations import run_study
 
     if inputs.id or inputs.ood:
         raise ConfigError("--id and --ood are for a study of checkpoints; reports name theirs")
     guard([("-o", output)], [("the report", path) for path in paths])
-    return run_study(paths, statistics)
+    return run_study(paths, study.statistics, seed=study.run.data.seed)
 
 
 def _from_checkpoints(

@@ -29,7 +29,6 @@ from ..options import (
     PruneOptions,
     RunOptions,
     SharpnessOptions,
-    StatisticsOptions,
     StragglerOptions,
     SweepOptions,
     check_seed,
@@ -109,7 +108,6 @@ def run_study_of_fine_tunes(
         sharpness=SharpnessOptions(rhos=(options.rho,), iterations=options.study_iterations),
         sharpness_alphas=options.study_alphas,
         stragglers=StragglerOptions(top_k=options.top_k),
-        statistics=StatisticsOptions(seed=options.seed),
     )
     pairs = [_inputs(artifacts, fine_tuned) for fine_tuned in artifacts.fine_tuned.values()]
     study = run_sweep(pairs, sweep, folder, progress=progress)

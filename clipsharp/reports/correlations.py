@@ -93,8 +93,11 @@ def checkpoint_row(
     }
 
 
-def run_study(paths: Sequence[Path], statistics: StatisticsOptions | None = None) -> Report:
-    """The study of reports already written: grouped by fine-tuned checkpoint (sha256)."""
+def run_study(
+    paths: Sequence[Path], statistics: StatisticsOptions | None = None, seed: int = 0
+) -> Report:
+    """The study of reports already written: grouped by fine-tuned checkpoint (sha256);
+    ``seed`` seeds the resamples and the random pairings."""
     started = time.perf_counter()
     read = [(read_report(p, complete=True), p) for p in paths]
     skipped = [str(p) for doc, p in read if doc["command"] not in USED]  # prune, inspect...
@@ -115,7 +118,7 @@ def run_study(paths: Sequence[Path], statistics: StatisticsOptions | None = None
     ]
     interpolate = [r["interpolate"] for r in groups.values()]
     return study_report(
-        rows, interpolate, statistics or StatisticsOptions(),
+        rows, interpolate, statistics or StatisticsOptions(), seed=seed,
         inputs={"reports": [str(p) for p in paths], "skipped": skipped}, started=started,
     )  # fmt: skip
 
@@ -125,6 +128,7 @@ def study_report(
     interpolate: Sequence[dict],
     statistics: StatisticsOptions,
     *,
+    seed: int,
     inputs: dict[str, Any],
     started: float,
 ) -> Report:
@@ -132,11 +136,11 @@ def study_report(
     datasets = interpolate[0]["inputs"]["datasets"] if interpolate else []
     ood = sorted({d["name"] for r in interpolate for d in r["inputs"]["datasets"]
                   if d["role"] == "ood"})  # fmt: skip
-    correlations = {name: _correlations(rows, name, statistics) for name in ood}
+    correlations = {name: _correlations(rows, name, statistics, seed) for name in ood}
     return Report(
         command="study",
         inputs=inputs | {"num_checkpoints": len(rows), "datasets": datasets},
-        config={"target": TARGET, "ood": ood, "statistics": asdict(statistics)},
+        config={"target": TARGET, "ood": ood, "statistics": asdict(statistics) | {"seed": seed}},
         results={"checkpoints": rows},
         summary={
             "correlations": correlations,
@@ -154,7 +158,9 @@ def ranking(correlations: dict[str, dict]) -> list[str]:
     )
 
 
-def _correlations(rows: list[dict], ood: str, statistics: StatisticsOptions) -> dict[str, dict]:
+def _correlations(
+    rows: list[dict], ood: str, statistics: StatisticsOptions, seed: int
+) -> dict[str, dict]:
     """Per measure: its statistics against the gain on ``ood``, over the checkpoints having
     both."""
     target = f"{TARGET}[{ood}]"
@@ -163,6 +169,6 @@ def _correlations(rows: list[dict], ood: str, statistics: StatisticsOptions) -> 
     for measure in names:
         pairs = [(r["measures"][measure], r["measures"][target]) for r in rows
                  if measure in r["measures"] and target in r["measures"]]  # fmt: skip
-        found = correlate([p[0] for p in pairs], [p[1] for p in pairs], statistics)
+        found = correlate([p[0] for p in pairs], [p[1] for p in pairs], statistics, seed)
         result[measure] = {"checkpoints": len(pairs)} | found
     return result

@@ -62,7 +62,7 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def bootstrap_interval(
-    x: Sequence[float], y: Sequence[float], options: StatisticsOptions
+    x: Sequence[float], y: Sequence[float], options: StatisticsOptions, seed: int = 0
 ) -> tuple[float, float, int] | None:
     """Percentile interval of Spearman's rho over models resampled with replacement.
 
@@ -72,7 +72,7 @@ def bootstrap_interval(
     of the rest. Returns ``(low, high, resamples kept)``, or None when none is left.
     """
     n = len(x)
-    rows = np.random.default_rng(options.seed).integers(0, n, size=(options.bootstrap, n))
+    rows = np.random.default_rng(seed).integers(0, n, size=(options.bootstrap, n))
     xs, ys = np.asarray(x, float)[rows], np.asarray(y, float)[rows]
     rhos = _pearson_rows(average_ranks(xs), average_ranks(ys))
     kept = rhos[~np.isnan(rhos)]
@@ -84,7 +84,7 @@ def bootstrap_interval(
 
 
 def permutation_p(
-    x: Sequence[float], y: Sequence[float], options: StatisticsOptions
+    x: Sequence[float], y: Sequence[float], options: StatisticsOptions, seed: int = 0
 ) -> tuple[float, str]:
     """Two-sided p-value of Spearman's rho under random pairing of x with y.
 
@@ -99,7 +99,7 @@ def permutation_p(
         orders = np.array(list(itertools.permutations(range(n))))
     else:
         base = np.tile(np.arange(n), (options.permutations, 1))
-        orders = np.random.default_rng(options.seed).permuted(base, axis=1)
+        orders = np.random.default_rng(seed).permuted(base, axis=1)
     rhos = np.abs(_pearson_rows(np.broadcast_to(rx, orders.shape), ry[orders]))
     hits = int((rhos >= observed - 1e-12).sum())
     if n <= EXACT_UP_TO:
@@ -107,7 +107,9 @@ def permutation_p(
     return (1 + hits) / (1 + len(orders)), "permutation"
 
 
-def correlate(x: Sequence[float], y: Sequence[float], options: StatisticsOptions) -> dict[str, Any]:
+def correlate(
+    x: Sequence[float], y: Sequence[float], options: StatisticsOptions, seed: int = 0
+) -> dict[str, Any]:
     """Every statistic of one measure ``x`` against the target ``y``, one value per model.
 
     Null fields come with ``reason``: fewer than 3 models, or x or y the same for all.
@@ -122,8 +124,8 @@ def correlate(x: Sequence[float], y: Sequence[float], options: StatisticsOptions
     for values, what in ((x, "the measure"), (y, "the OOD gain")):
         if len(set(values)) == 1:
             return found | {"reason": f"{what} is the same for every model"}
-    interval = bootstrap_interval(x, y, options) if len(x) >= MIN_BOOTSTRAP else None
-    p_value, method = permutation_p(x, y, options)
+    interval = bootstrap_interval(x, y, options, seed) if len(x) >= MIN_BOOTSTRAP else None
+    p_value, method = permutation_p(x, y, options, seed)
     found |= {"spearman": spearman(x, y), "kendall_tau_b": kendall_tau_b(x, y),
               "p_value": p_value, "p_method": method}  # fmt: skip
     if interval is not None:
