@@ -32,7 +32,7 @@ from ..core.workspace import Inputs, Workspace
 from ..data.load import EvalData
 from ..options import RunOptions, SharpnessOptions
 from ..progress import Progress
-from ..reports.metrics import Metrics
+from ..reports.metrics import Metrics, at_chance
 from ..reports.report import Report
 from .ascent import Ascent, u_norm
 
@@ -212,14 +212,6 @@ def _sharpness_metrics(
 
 def _stderr(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-
-
-def at_chance(loss: float, accuracy: float, num_classes: int, num_examples: int) -> bool:
-    """Loss >= log C, or accuracy within one binomial standard error of 1/C on N examples."""
-    chance = 1.0 / num_classes
-    return loss >= math.log(num_classes) or abs(accuracy - chance) <= math.sqrt(
-        chance * (1 - chance) / num_examples
-    )
 
 
 def worst_sharpness(
@@ -404,3 +396,30 @@ def sharpness_summary(points: Sequence[SharpnessPoint], dataset: str) -> list[di
             "saturated_alphas": saturated,
         })  # fmt: skip
     return summary
+
+
+def saturation_advice(doc: dict, name: str, rho: float) -> str:
+    """Why the points of dataset ``name`` at ``rho`` of a sharpness report saturate, and
+    what to do: the model is at chance without noise, or rho is too large (a smaller one)."""
+    if not _noise_saturated(doc, name, rho):
+        return "the model is at chance there even without noise; sharpness says nothing"
+    return "rho is too large for sharpness to mean anything there; " + _smaller_rho(doc, name, rho)
+
+
+def _noise_saturated(doc: dict, name: str, rho: float) -> bool:
+    """True when the noise (not the model itself) brings a point at ``rho`` to chance."""
+    points = [p["metrics"][name] for p in doc["results"]["points"] if p["rho"] == rho]
+    return any(m["saturated"] and not m["clean_at_chance"] for m in points)
+
+
+def _smaller_rho(doc: dict, name: str, rho: float) -> str:
+    """A rho to try: the largest of this sweep that did not saturate, else a tenth of ``rho``.
+
+    A tenth is what was measured on the demo's tiny models: rho 0.5 and 1.0 saturated there,
+    0.3 and below did not (docs/demo.md); a first step to try, not a guarantee elsewhere.
+    """
+    rhos = {row["rho"] for row in doc["summary"][name]}
+    calm = [r for r in rhos if r < rho and not _noise_saturated(doc, name, r)]
+    if calm:
+        return f"at --rho {max(calm):g} the noise brought no point of this run to chance"
+    return f"try --rho {rho / 10:g}, or a sweep (--rho {rho / 100:g},{rho / 10:g},{rho / 3:.2g})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 from rich.console import Console
@@ -89,14 +88,10 @@ def path_table(doc: dict) -> Table:
     return table
 
 
-def at_chance(accuracy: float, num_classes: int, num_examples: int) -> bool:
-    """Accuracy no more than two binomial standard errors above 1/C on N examples."""
-    chance = 1.0 / num_classes
-    return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / max(num_examples, 1))
-
-
 def warn_chance(doc: dict, out: Console) -> None:
     """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
+    from ..reports.metrics import no_better_than_chance
+
     if int(os.environ.get("RANK", "0")) != 0:
         return
     path = doc["results"]["path"]
@@ -104,7 +99,7 @@ def warn_chance(doc: dict, out: Console) -> None:
         name, classes = dataset["name"], dataset.get("num_classes")
         ends = [_at(path, 0.0)[name], _at(path, 1.0)[name]]
         if not classes or not all(
-            at_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
+            no_better_than_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
         ):
             continue
         out.print(
