@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Engine, Metric, Point, loss_gradient
 from ..core.layers import layer_groups
-from ..core.models import ClipClassifier, ZeroShotHeads, is_text_key
+from ..core.models import ClipClassifier, ZeroShotHeads
 from ..core.perturb import NoiseBank, Perturbation, perturbed_keys
 from ..core.weights import CONVENTION, path_between
 from ..core.workspace import Inputs, Workspace
@@ -76,10 +76,9 @@ class Base:
 
     name: str  # e.g. "alpha=0.5", "fine_tuned"; the key of the clean point
     write: Callable[[], None]  # writes the base into the working model
-    text: Hashable = None  # text identity of the base (see ``engine.Point``)
 
     def point(self) -> Point:
-        return Point(self.name, self.write, text=self.text)
+        return Point(self.name, self.write)
 
 
 class Draws:
@@ -95,20 +94,18 @@ class Draws:
         self.perturbation: Perturbation | None = None
 
     def clean(self, base: Base) -> Point:
-        return Point(base.name, lambda: self._hold(base), text=base.text)
+        return Point(base.name, lambda: self._hold(base))
 
     def around(
         self, base: Base, keys: Sequence[str], rhos: Sequence[float], iterations: int, tag=""
     ) -> list[Point]:
         """The draws at ``base`` perturbing ``keys``; ``tag`` tells apart sets of keys."""
-        moves_text = any(is_text_key(key) for key in keys)
         points = []
         for rho in rhos:
             for draw in range(iterations):
                 key = draw_key(base.name, rho, draw, tag)
                 write = lambda r=rho, k=draw: self._perturb(base, keys, r, k)  # noqa: E731
-                text = key if moves_text else base.text
-                points.append(Point(key, write, undo=self._restore, text=text))
+                points.append(Point(key, write, undo=self._restore))
         return points
 
     def _hold(self, base: Base) -> None:
@@ -234,14 +231,13 @@ def worst_sharpness(
         ascent = Ascent(perturbation, rho, options.norm, clean.loss)
         step = engine.steps("worst-case ascent", options.iterations)
         best_u, last_u = ascent.run(
-            lambda: loss_gradient(engine, data, keys, base.text), options.iterations, step
+            lambda: loss_gradient(engine, data, keys), options.iterations, step
         )
         candidates = [  # the last iterate was never evaluated
             Point(
                 name,
                 lambda u=u: perturbation.write(u.items()),
                 undo=perturbation.restore,
-                text=base.text,
             )
             for name, u in (("best", best_u), ("last", last_u))
         ]
@@ -310,10 +306,7 @@ class Sharpness(Analysis):
         if "zero_shot" not in workspace.checkpoints:  # one model, measured as it is
             return [Base("model", lambda: None)]
         path = path_between(workspace, self.options.path.exclude)
-        return [
-            Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a), path.text_at(a))
-            for a in self.alphas(workspace)
-        ]
+        return [Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a)) for a in self.alphas(workspace)]
 
     def config(self, workspace: Workspace) -> dict:
         keys = perturbed_keys(workspace.classifier, self.sharpness)

@@ -123,8 +123,7 @@ class Stragglers(Analysis):
         """``{role: {layer: {dataset: SharpnessMetrics}}}``."""
         groups = layer_groups(perturbed_keys(workspace.classifier, self.measure_options))
         bases = [
-            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors),
-                 text=("checkpoint", role))
+            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors))
             for role in self.roles(workspace)
         ]  # fmt: skip
         options, rho = self.measure_options, self.measure_options.rhos[0]
