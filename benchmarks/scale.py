@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from synthetic import command_line, model_config, write_pair
+from synthetic import command_line, model_config, save_jpegs, write_pair
 
 WIDTH, HEIGHT, QUALITY = 500, 375, 90  # ImageNet val's typical size
 
@@ -52,21 +52,12 @@ def jpeg(seed: int) -> bytes:
 
 def write_jpegs(path: Path, count: int, classes: int = 10) -> Path:
     """A save_to_disk folder of ``count`` JPEGs (encoded on every core), written once."""
-    import datasets
 
     if (path / "state.json").is_file():
         return path
     with ProcessPoolExecutor(os.cpu_count()) as pool:
-        encoded = [{"bytes": b, "path": None} for b in pool.map(jpeg, range(count), chunksize=64)]
-    names = [f"class {i}" for i in range(classes)]
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
-    )
-    datasets.disable_progress_bars()
-    labels = [i % classes for i in range(count)]
-    data = datasets.Dataset.from_dict({"image": encoded, "label": labels}, features=features)
-    data.save_to_disk(str(path))
-    return path
+        encoded = list(pool.map(jpeg, range(count), chunksize=64))
+    return save_jpegs(path, encoded, classes)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,6 @@ def write_images(
 ) -> Path:
     """A save_to_disk folder of ``count`` random JPEGs (quality 90), ``size`` px wide and
     ``height`` (default ``size``) high, labels cycling 0..classes-1."""
-    import datasets
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -103,14 +102,22 @@ def write_images(
         image = Image.fromarray(coarse).resize((size, height), Image.BILINEAR)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)
-        encoded.append({"bytes": buffer.getvalue(), "path": None})
+        encoded.append(buffer.getvalue())
+    return save_jpegs(path, encoded, classes)
+
+
+def save_jpegs(path: Path, encoded: list[bytes], classes: int) -> Path:
+    """A save_to_disk folder of these encoded images, labels cycling 0..classes-1."""
+    import datasets
+
     names = [f"class {i}" for i in range(classes)]
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
     )
     datasets.disable_progress_bars()
-    labels = [i % classes for i in range(count)]
-    data = datasets.Dataset.from_dict({"image": encoded, "label": labels}, features=features)
+    images = [{"bytes": data, "path": None} for data in encoded]
+    labels = [i % classes for i in range(len(encoded))]
+    data = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
     data.save_to_disk(str(path))
     return path
 

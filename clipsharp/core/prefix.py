@@ -1,4 +1,5 @@
-"""Prefix cache for layer-wise work: reuse the activations below the moving layer (DESIGN §6).
+"""Prefix cache for layer-wise work: reuse the activations below the moving layer
+(docs/architecture.md, the engine's contract).
 
 When one layer group moves and everything below it holds the background
 weights, the activations entering that layer are the same at every alpha.

@@ -1,4 +1,5 @@
-"""Images streamed in batches: decoded in DataLoader workers, never held whole (DESIGN §6).
+"""Images streamed in batches: decoded in DataLoader workers, never held whole
+(docs/architecture.md, the engine's contract).
 
 A dataset's images are read on demand, in order, for one range of rows (a rank's shard, or
 what is left of it after ``--resume``). Workers decode, resize and crop; they hand over
