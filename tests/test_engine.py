@@ -176,3 +176,19 @@ def test_a_new_analysis_moving_a_text_tensor_gets_its_own_heads_undeclared(pair)
     # once each, not per block: the three text points, and proj's (the text rewritten by the
     # undo before it)
     assert ws.heads.encodings == 4
+
+
+def test_the_text_identity_changes_with_every_text_write_and_only_then(pair):
+    """Writes through ``classifier.tensors`` or the model's parameters; image writes aside."""
+    ws = workspace(pair)
+    heads, tensors = ws.heads, ws.classifier.tensors
+    heads.invalidate()
+    assert heads.text_state("unused") is None  # the text as at invalidate
+    tensors["visual.proj"].mul_(1.0)  # the image tower: the same text
+    assert heads.text_state("unused") is None
+    with torch.no_grad():
+        ws.classifier.model.ln_final.weight.mul_(2.0)
+    assert heads.text_state("doubled") == "doubled"
+    assert heads.text_state("unused") == "doubled"  # no write since
+    tensors["ln_final.weight"].div_(2.0)
+    assert heads.text_state() not in (None, "doubled")  # a new identity, unnamed

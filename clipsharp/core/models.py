@@ -583,7 +583,9 @@ class ZeroShotHeads:
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._plans: dict[tuple, HeadPlan] = {}
-        self._text = [t for k, t in classifier.tensors.items() if is_text_key(k)]
+        parameters = classifier.model.state_dict(keep_vars=True)  # of which tensors are .data
+        text = [key for key in classifier.tensors if is_text_key(key)]
+        self._text = [classifier.tensors[k] for k in text] + [parameters[k] for k in text]
         self._fresh = itertools.count()
         self.invalidate()
 
@@ -594,9 +596,9 @@ class ZeroShotHeads:
         then, at the first look after each write, ``written_as`` (what the caller knows the
         weights to be: the engine names the point it just wrote, whose weights are the same
         at every block), else a new identity. A write is seen by torch's count of in-place
-        writes of each tensor (``Tensor._version``) of ``classifier.tensors``, the tensors
-        every writer of weights (``ClipClassifier.write``, ``WeightPath``,
-        ``Perturbation``) goes through.
+        writes (``Tensor._version``) of each text-tower tensor of ``classifier.tensors``,
+        which every writer of weights (``ClipClassifier.write``, ``WeightPath``,
+        ``Perturbation``) goes through, and of the model's parameter it is the data of.
         """
         writes = self._write_counts()
         if writes != self._writes:
