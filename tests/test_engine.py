@@ -3,18 +3,23 @@ number of points; blocks change nothing in the numbers."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pytest
 import torch
-from conftest import Counting, run_options, save_dataset, workspace
+from conftest import Counting, plain_metrics, run_options, save_dataset, workspace
+from safetensors.torch import load_file
 
 from clipsharp.analyses.interpolate import Interpolation, run_interpolation
 from clipsharp.analyses.layerwise import run_layerwise
 from clipsharp.analyses.sharpness import run_sharpness
+from clipsharp.core.analysis import Analysis
+from clipsharp.core.analysis import run as analysis_run
+from clipsharp.core.engine import Point
 from clipsharp.core.models import eval_transform
 from clipsharp.data.load import load_eval_data
-from clipsharp.options import DataOptions, LayerwiseOptions, SharpnessOptions
+from clipsharp.options import DataOptions, LayerwiseOptions, RunOptions, SharpnessOptions
 
 ALPHAS = tuple(i / 10 for i in range(11))
 
@@ -114,3 +119,77 @@ def test_weights_are_bit_identical_after_a_streamed_run(pair, larger):
     before = {k: t.clone() for k, t in ws.classifier.tensors.items()}
     run_sharpness(ws, options(8, (0.5,)), SharpnessOptions(iterations=2))
     assert all(torch.equal(ws.classifier.tensors[k], t) for k, t in before.items())
+
+
+@dataclass(frozen=True)
+class ShiftTextProjection(Analysis):
+    """A toy analysis of the kind a newcomer writes: its points move one text-tower tensor
+    (``text_projection``, by multiples of a fixed direction), or the image tower, and
+    declare nothing about the text."""
+
+    command: ClassVar[str] = "toy"
+    options: RunOptions
+    steps: tuple[float, ...] = (0.0, 1.0, -1.0)
+
+    def config(self, workspace):
+        return {"steps": list(self.steps)}
+
+    def points(self, workspace):
+        tensors = workspace.classifier.tensors
+        text, proj = tensors["text_projection"].clone(), tensors["visual.proj"].clone()
+
+        def moved(key, value, change):
+            return Point(
+                f"{key}+{change.sum().item():.3f}",
+                write=lambda: workspace.classifier.write(key, value + change),
+                undo=lambda: workspace.classifier.write(key, value),
+            )
+
+        points = [moved("text_projection", text, s * direction(text)) for s in self.steps]
+        return [*points, moved("visual.proj", proj, direction(proj))]  # after a text point
+
+    def summarize(self, workspace, measured):
+        return {k: {d: m.to_dict() for d, m in v.items()} for k, v in measured.items()}, {}
+
+
+def direction(tensor: torch.Tensor) -> torch.Tensor:
+    """A fixed random direction of the tensor's size and scale."""
+    noise = torch.randn(tensor.shape, generator=torch.Generator().manual_seed(0))
+    return noise * tensor.std()
+
+
+def test_a_new_analysis_moving_a_text_tensor_gets_its_own_heads_undeclared(pair):
+    """The heads follow what the points write (three blocks: cached heads are reused)."""
+    run = run_options(batch_size=4, block_images=8)
+    ws = workspace(pair, run)
+    analysis = ShiftTextProjection(run)
+    keys = [p.key for p in analysis.points(ws)]
+    results = analysis_run(analysis, ws).results
+    ft = load_file(str(pair.fine_tuned))
+    states = [ft | {"text_projection": ft["text_projection"] + s * direction(ft["text_projection"])}
+              for s in analysis.steps]  # fmt: skip
+    states.append(ft | {"visual.proj": ft["visual.proj"] + direction(ft["visual.proj"])})
+    for key, state in zip(keys, states, strict=True):
+        accuracy, loss = plain_metrics(state, pair.shifted)  # its head built by open_clip
+        assert results[key]["shifted"]["accuracy"] == pytest.approx(accuracy, abs=1e-12), key
+        assert results[key]["shifted"]["loss"] == pytest.approx(loss, rel=1e-4), key
+    assert len({results[key]["shifted"]["loss"] for key in keys}) == len(keys)
+    # once each, not per block: the three text points, and proj's (the text rewritten by the
+    # undo before it)
+    assert ws.heads.encodings == 4
+
+
+def test_the_text_identity_changes_with_every_text_write_and_only_then(pair):
+    """Writes through ``classifier.tensors`` or the model's parameters; image writes aside."""
+    ws = workspace(pair)
+    heads, tensors = ws.heads, ws.classifier.tensors
+    heads.invalidate()
+    assert heads.text_state("unused") is None  # the text as at invalidate
+    tensors["visual.proj"].mul_(1.0)  # the image tower: the same text
+    assert heads.text_state("unused") is None
+    with torch.no_grad():
+        ws.classifier.model.ln_final.weight.mul_(2.0)
+    assert heads.text_state("doubled") == "doubled"
+    assert heads.text_state("unused") == "doubled"  # no write since
+    tensors["ln_final.weight"].div_(2.0)
+    assert heads.text_state() not in (None, "doubled")  # a new identity, unnamed

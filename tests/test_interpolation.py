@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import plain_metrics, run_options, workspace
+from conftest import plain_metrics, run_options, save_checkpoint, workspace
 from safetensors.torch import load_file
 
 from clipsharp.analyses.interpolate import run_interpolation
@@ -177,3 +177,21 @@ def test_alphas_outside_unit_interval_need_extrapolate():
     with pytest.raises(ConfigError, match="--extrapolate"):
         PathOptions(alphas=(0.0, 1.5))
     assert PathOptions(alphas=(-0.5, 1.5), extrapolate=True).alphas == (-0.5, 1.5)
+
+
+def test_interior_alphas_with_a_moving_text_tower_equal_a_plain_evaluation(pair, tmp_path):
+    """The head at alpha is the text tower's at alpha: each point's, found from its write."""
+    zs, ft = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    moved = ft | {"ln_final.weight": ft["ln_final.weight"] * 1.5,
+                  "token_embedding.weight": ft["token_embedding.weight"] * 0.5}  # fmt: skip
+    fine_tuned = save_checkpoint(tmp_path / "ft_text.safetensors", moved)
+    run = run_options((0.0, 0.25, 0.5, 1.0), batch_size=4, block_images=8)
+    ws = workspace(pair, run, checkpoints={"zero_shot": pair.zero_shot, "fine_tuned": fine_tuned})
+    path = {p["alpha"]: p["metrics"]["shifted"] for p in run_interpolation(ws, run).results["path"]}
+    for alpha, measured in path.items():
+        state = {k: torch.lerp(zs[k], moved[k], alpha) if zs[k].is_floating_point() else zs[k]
+                 for k in zs}  # fmt: skip
+        accuracy, loss = plain_metrics(state, pair.shifted)
+        assert measured["accuracy"] == pytest.approx(accuracy, abs=1e-12), alpha
+        assert measured["loss"] == pytest.approx(loss, rel=1e-4), alpha
+    assert ws.heads.encodings == 4  # one per alpha, not per block

@@ -82,7 +82,7 @@ def test_by_barrier_ranks_the_layerwise_depths(pair, layerwise_report, tmp_path)
     # a layerwise report of another pair is refused
     other = invoke("stragglers", pair.fine_tuned, pair.zero_shot, "--by", "barrier",
                    "--layerwise", layerwise_report)  # fmt: skip
-    assert other.exit_code == 2 and "made for another" in other.stderr
+    assert other.exit_code == 2 and "made on another" in other.stderr
     missing = invoke("stragglers", pair.zero_shot, pair.fine_tuned, "--by", "barrier")
     assert missing.exit_code == 2 and "needs --layerwise" in missing.stderr
 

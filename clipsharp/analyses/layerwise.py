@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Metric, Point
 from ..core.layers import layer_groups, select_layers, tower_of
-from ..core.models import is_text_key
 from ..core.prefix import stage_of, vit_depth
 from ..core.weights import CONVENTION, path_between, with_endpoints
 from ..core.workspace import Inputs, Workspace
@@ -74,7 +73,6 @@ class Layerwise(Analysis):
         points = [Point("background", lambda: path.set_alpha(home))]
         for layer, (_, keys) in self.layers(workspace).items():
             stage = stage_of(keys, depth) if depth and keys else 0
-            text = layer if any(is_text_key(k) for k in keys) else None
             for alpha in self.alphas:
                 if keys and alpha != home:
                     points.append(
@@ -83,7 +81,6 @@ class Layerwise(Analysis):
                             write=lambda a=alpha, k=keys: path.set_alpha(a, k),
                             undo=lambda k=keys: path.set_alpha(home, k),  # exact: lerp at 0, 1
                             stage=stage,
-                            text=None if text is None else (text, alpha),
                         )
                     )
         return points

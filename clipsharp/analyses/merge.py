@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core.checkpoint import Checkpoint
+from ..core.checkpoint import Checkpoint, check_made_on
 from ..core.saving import check_target, save_like
 from ..core.weights import interpolate_weights
 from ..core.workspace import describe_checkpoints, open_checkpoints
@@ -91,7 +91,9 @@ def choose_alpha(
             An OOD set is allowed by name only, and the choice says so.
     """
     doc = read_report(report_path, "interpolate")
-    _check_same_checkpoints(doc, checkpoints, report_path)
+    check_made_on(
+        doc, checkpoints, f"--from {report_path}", "give the report of this pair, or --alpha A"
+    )
     roles = {d["name"]: d["role"] for d in doc["inputs"].get("datasets", [])}
     if select_on is None:
         ids = [name for name, role in roles.items() if role == "id"]
@@ -112,18 +114,6 @@ def choose_alpha(
         alpha=float(summary["best_alpha"]), dataset=select_on, role=roles[select_on],
         report=str(report_path), report_sha256=file_sha256(report_path),
     )  # fmt: skip
-
-
-def _check_same_checkpoints(doc: dict, checkpoints: dict[str, Checkpoint], path: Path) -> None:
-    recorded = doc.get("inputs", {}).get("checkpoints", {})
-    for role, checkpoint in checkpoints.items():
-        sha = (recorded.get(role) or {}).get("sha256")
-        if sha != checkpoint.sha256:
-            raise ReportError(
-                f"--from {path} was made on another {role.replace('_', '-')} checkpoint than "
-                f"{checkpoint.path} (sha256 {str(sha)[:12]}... there, {checkpoint.sha256[:12]}... "
-                "here); give the report of this pair, or --alpha A"
-            )
 
 
 def merge(

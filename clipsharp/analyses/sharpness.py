@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
 from ..core.engine import Engine, Metric, Point, loss_gradient
 from ..core.layers import layer_groups
-from ..core.models import ClipClassifier, ZeroShotHeads, is_text_key
+from ..core.models import ClipClassifier, ZeroShotHeads
 from ..core.perturb import NoiseBank, Perturbation, perturbed_keys
 from ..core.weights import CONVENTION, path_between
 from ..core.workspace import Inputs, Workspace
 from ..data.load import EvalData
 from ..options import RunOptions, SharpnessOptions
-from ..reports.metrics import Metrics
+from ..reports.metrics import Metrics, at_chance
 from ..reports.report import Report
 from .ascent import Ascent, u_norm
 
@@ -75,10 +75,9 @@ class Base:
 
     name: str  # e.g. "alpha=0.5", "fine_tuned"; the key of the clean point
     write: Callable[[], None]  # writes the base into the working model
-    text: Hashable = None  # text identity of the base (see ``engine.Point``)
 
     def point(self) -> Point:
-        return Point(self.name, self.write, text=self.text)
+        return Point(self.name, self.write)
 
 
 class Draws:
@@ -94,20 +93,18 @@ class Draws:
         self.perturbation: Perturbation | None = None
 
     def clean(self, base: Base) -> Point:
-        return Point(base.name, lambda: self._hold(base), text=base.text)
+        return Point(base.name, lambda: self._hold(base))
 
     def around(
         self, base: Base, keys: Sequence[str], rhos: Sequence[float], iterations: int, tag=""
     ) -> list[Point]:
         """The draws at ``base`` perturbing ``keys``; ``tag`` tells apart sets of keys."""
-        moves_text = any(is_text_key(key) for key in keys)
         points = []
         for rho in rhos:
             for draw in range(iterations):
                 key = draw_key(base.name, rho, draw, tag)
                 write = lambda r=rho, k=draw: self._perturb(base, keys, r, k)  # noqa: E731
-                text = key if moves_text else base.text
-                points.append(Point(key, write, undo=self._restore, text=text))
+                points.append(Point(key, write, undo=self._restore))
         return points
 
     def _hold(self, base: Base) -> None:
@@ -213,14 +210,6 @@ def _stderr(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
 
 
-def at_chance(loss: float, accuracy: float, num_classes: int, num_examples: int) -> bool:
-    """Loss >= log C, or accuracy within one binomial standard error of 1/C on N examples."""
-    chance = 1.0 / num_classes
-    return loss >= math.log(num_classes) or abs(accuracy - chance) <= math.sqrt(
-        chance * (1 - chance) / num_examples
-    )
-
-
 def worst_sharpness(
     engine: Engine,
     base: Base,
@@ -241,14 +230,13 @@ def worst_sharpness(
         ascent = Ascent(perturbation, rho, options.norm, clean.loss)
         step = engine.steps("worst-case ascent", options.iterations)
         best_u, last_u = ascent.run(
-            lambda: loss_gradient(engine, data, keys, base.text), options.iterations, step
+            lambda: loss_gradient(engine, data, keys), options.iterations, step
         )
         candidates = [  # the last iterate was never evaluated
             Point(
                 name,
                 lambda u=u: perturbation.write(u.items()),
                 undo=perturbation.restore,
-                text=base.text,
             )
             for name, u in (("best", best_u), ("last", last_u))
         ]
@@ -317,10 +305,7 @@ class Sharpness(Analysis):
         if "zero_shot" not in workspace.checkpoints:  # one model, measured as it is
             return [Base("model", lambda: None)]
         path = path_between(workspace, self.options.path.exclude)
-        return [
-            Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a), path.text_at(a))
-            for a in self.alphas(workspace)
-        ]
+        return [Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a)) for a in self.alphas(workspace)]
 
     def config(self, workspace: Workspace) -> dict:
         keys = perturbed_keys(workspace.classifier, self.sharpness)
@@ -399,3 +384,30 @@ def sharpness_summary(points: Sequence[SharpnessPoint], dataset: str) -> list[di
             "saturated_alphas": saturated,
         })  # fmt: skip
     return summary
+
+
+def saturation_advice(doc: dict, name: str, rho: float) -> str:
+    """Why the points of dataset ``name`` at ``rho`` of a sharpness report saturate, and
+    what to do: the model is at chance without noise, or rho is too large (a smaller one)."""
+    if not _noise_saturated(doc, name, rho):
+        return "the model is at chance there even without noise; sharpness says nothing"
+    return "rho is too large for sharpness to mean anything there; " + _smaller_rho(doc, name, rho)
+
+
+def _noise_saturated(doc: dict, name: str, rho: float) -> bool:
+    """True when the noise (not the model itself) brings a point at ``rho`` to chance."""
+    points = [p["metrics"][name] for p in doc["results"]["points"] if p["rho"] == rho]
+    return any(m["saturated"] and not m["clean_at_chance"] for m in points)
+
+
+def _smaller_rho(doc: dict, name: str, rho: float) -> str:
+    """A rho to try: the largest of this sweep that did not saturate, else a tenth of ``rho``.
+
+    A tenth is what was measured on the demo's tiny models: rho 0.5 and 1.0 saturated there,
+    0.3 and below did not (docs/demo.md); a first step to try, not a guarantee elsewhere.
+    """
+    rhos = {row["rho"] for row in doc["summary"][name]}
+    calm = [r for r in rhos if r < rho and not _noise_saturated(doc, name, r)]
+    if calm:
+        return f"at --rho {max(calm):g} the noise brought no point of this run to chance"
+    return f"try --rho {rho / 10:g}, or a sweep (--rho {rho / 100:g},{rho / 10:g},{rho / 3:.2g})"

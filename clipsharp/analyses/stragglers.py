@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
-from ..core.checkpoint import resolve_source
+from ..core.checkpoint import check_made_on
 from ..core.engine import Engine
 from ..core.layers import layer_groups, tower_of
 from ..core.perturb import NoiseBank, perturbed_keys
 from ..core.workspace import Inputs, Workspace
-from ..errors import CheckpointError, ConfigError, ReportError
-from ..files import file_sha256
+from ..errors import ConfigError, ReportError
 from ..options import RunOptions, SharpnessOptions, StragglerOptions
 from ..reports.report import Report, read_report
 from ..reports.statistics import spearman
@@ -123,8 +122,7 @@ class Stragglers(Analysis):
         """``{role: {layer: {dataset: SharpnessMetrics}}}``."""
         groups = layer_groups(perturbed_keys(workspace.classifier, self.measure_options))
         bases = [
-            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors),
-                 text=("checkpoint", role))
+            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors))
             for role in self.roles(workspace)
         ]  # fmt: skip
         options, rho = self.measure_options, self.measure_options.rhos[0]
@@ -189,25 +187,8 @@ def barrier_stragglers_of(
     if layerwise is None:
         raise ConfigError("--by barrier needs --layerwise LAYERS.json (a layerwise report)")
     doc = read_report(layerwise, "layerwise", complete=True)
-    check_same_checkpoints(doc, checkpoints, layerwise)
+    check_made_on(doc, checkpoints, f"--layerwise {layerwise}", "run layerwise on this pair first")
     return barrier_stragglers(doc, stragglers, str(layerwise))
-
-
-def check_same_checkpoints(doc: dict, checkpoints: dict[str, str | Path], source: Path) -> None:
-    """Refuse a layerwise report made for other checkpoints than those given."""
-    recorded = doc["inputs"]["checkpoints"]  # read_report(complete=True) checked it
-    for role, path in checkpoints.items():
-        local = resolve_source(path)  # a hub name: its file in the HuggingFace cache
-        if not local.is_file():
-            raise CheckpointError(
-                f"checkpoint {path} does not exist; give a .safetensors file or hf-hub:ORG/REPO"
-            )
-        sha = recorded.get(role, {}).get("sha256")
-        if sha != file_sha256(local):
-            raise ConfigError(
-                f"--layerwise {source} was made for another {role.replace('_', '-')} "
-                f"checkpoint than {path}; run layerwise on this pair first"
-            )
 
 
 def barrier_stragglers(layerwise: dict, stragglers: StragglerOptions, source: str) -> Report:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -80,15 +78,10 @@ def path_table(doc: dict) -> Table:
     return table
 
 
-def at_chance(accuracy: float, num_classes: int, num_examples: int) -> bool:
-    """Accuracy no more than two binomial standard errors above 1/C on N examples."""
-    chance = 1.0 / num_classes
-    return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / max(num_examples, 1))
-
-
 def warn_chance(doc: dict, out: Console) -> None:
     """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
     from ..core.distributed import is_main
+    from ..reports.metrics import no_better_than_chance
 
     if not is_main():
         return
@@ -97,7 +90,7 @@ def warn_chance(doc: dict, out: Console) -> None:
         name, classes = dataset["name"], dataset.get("num_classes")
         ends = [_at(path, 0.0)[name], _at(path, 1.0)[name]]
         if not classes or not all(
-            at_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
+            no_better_than_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
         ):
             continue
         out.print(

@@ -94,6 +94,7 @@ def sharpness_table(doc: dict) -> Table:
 
 def warn_saturated(doc: dict, out: Console) -> None:
     """One warning per dataset and rho whose perturbed model is at chance somewhere."""
+    from ..analyses.sharpness import saturation_advice
     from ..core.distributed import is_main
 
     if not is_main():
@@ -103,36 +104,12 @@ def warn_saturated(doc: dict, out: Console) -> None:
             if not row["saturated"]:
                 continue
             where = _alphas_text(row["saturated_alphas"])
-            if not _noise_saturated(doc, name, row["rho"]):
-                why = "the model is at chance there even without noise; sharpness says nothing"
-            else:
-                why = "rho is too large for sharpness to mean anything there; " + _smaller_rho(
-                    doc, name, row["rho"]
-                )
+            why = saturation_advice(doc, name, row["rho"])
             out.print(
                 f"[yellow]warning:[/] {escape(name)}: at rho={row['rho']:g} the perturbed model is "
                 f"at chance (loss >= log C or accuracy within one standard error of 1/C){where}: "
                 f"{why}"
             )
-
-
-def _noise_saturated(doc: dict, name: str, rho: float) -> bool:
-    """True when the noise (not the model itself) brings a point at ``rho`` to chance."""
-    points = [p["metrics"][name] for p in doc["results"]["points"] if p["rho"] == rho]
-    return any(m["saturated"] and not m["clean_at_chance"] for m in points)
-
-
-def _smaller_rho(doc: dict, name: str, rho: float) -> str:
-    """A rho to try: the largest of this sweep that did not saturate, else a tenth of ``rho``.
-
-    A tenth is what was measured on the demo's tiny models: rho 0.5 and 1.0 saturated there,
-    0.3 and below did not (docs/demo.md); a first step to try, not a guarantee elsewhere.
-    """
-    rhos = {row["rho"] for row in doc["summary"][name]}
-    calm = [r for r in rhos if r < rho and not _noise_saturated(doc, name, r)]
-    if calm:
-        return f"at --rho {max(calm):g} the noise brought no point of this run to chance"
-    return f"try --rho {rho / 10:g}, or a sweep (--rho {rho / 100:g},{rho / 10:g},{rho / 3:.2g})"
 
 
 def _alphas_text(alphas: list) -> str:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ReportError
 from ..files import file_sha256, write_atomic
 from . import hf
 
@@ -534,6 +534,34 @@ def _check_same_towers(zero_shot: Checkpoint, fine_tuned: Checkpoint) -> None:
         f"{whole.name} has a text tower: a pair must share one layout; give the other end "
         "as the same code saved it (e.g. WiSE-FT's zeroshot.pt with its checkpoint_N.pt)"
     )
+
+
+def check_made_on(
+    doc: dict, checkpoints: Mapping[str, Checkpoint | str | Path], source: str, fix: str
+) -> None:
+    """Refuse a report made on other checkpoints than these: the sha256 it records for each
+    role must be that checkpoint's. ``source`` names the report as given (``--from r.json``),
+    ``fix`` says what to give instead."""
+    recorded = doc.get("inputs", {}).get("checkpoints", {})
+    for role, checkpoint in checkpoints.items():
+        path, sha = _path_and_sha256(checkpoint)
+        there = (recorded.get(role) or {}).get("sha256")
+        if there != sha:
+            raise ReportError(
+                f"{source} was made on another {role.replace('_', '-')} checkpoint than {path} "
+                f"(sha256 {str(there)[:12]}... there, {sha[:12]}... here); {fix}"
+            )
+
+
+def _path_and_sha256(checkpoint: Checkpoint | str | Path) -> tuple[Path | str, str]:
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint.path, checkpoint.sha256
+    local = resolve_source(checkpoint)  # a hub name: its file in the HuggingFace cache
+    if not local.is_file():
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not exist; give a .safetensors file or hf-hub:ORG/REPO"
+        )
+    return checkpoint, file_sha256(local)
 
 
 def _same_checkpoint(a: Checkpoint, b: Checkpoint) -> bool:

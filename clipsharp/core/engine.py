@@ -2,10 +2,11 @@
 
 An analysis is a list of :class:`Point` s — how to write the working model (an alpha on
 the path, a layer group at alpha, a noise draw at alpha), the first prefix stage that
-differs from the shared background, and which text-tower weights the point has — plus a
-summary of their metrics. Zero-shot heads are cached by that text identity for a whole
-run (``Workspace.restoring`` clears them at its start and end): points whose text tower
-differs from the run's shared one must say so, with an identity of their own.
+differs from the shared background — plus a summary of their metrics. Zero-shot heads
+are cached for a whole run by the identity of the text-tower weights
+(``Workspace.restoring`` clears them at its start and end), which no point declares: a
+point whose write moves a text-tower tensor gets one of its own, derived from that write
+(``ZeroShotHeads.text_state``), the same at every block.
 
 The engine streams each dataset once, in blocks of whole batches (decoded in DataLoader
 workers), and on each block evaluates every point before it moves on: write the point in
@@ -28,7 +29,7 @@ weights and kept for the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -65,7 +66,6 @@ class Point:
     write: Callable[[], None]  # write the point's weights in place
     undo: Callable[[], None] = _nothing  # back to the background (exactly, by copy or lerp)
     stage: int = 0  # prefix stage the forward starts from; 0: the images
-    text: Hashable = None  # identity of the text-tower weights; None: the run's shared ones
 
 
 Metric = dict[str, dict[str, Metrics]]  # point key -> dataset name -> metrics
@@ -118,6 +118,7 @@ class Engine:
         sums = torch.zeros(len(points), len(datasets), 3, dtype=torch.float64)
         done = self._resume(name, keys, datasets, sums)
         sums = sums.to(self.classifier.device)
+        written = object()  # this pass: a point's text weights are named (written, its key)
         depth = vit_depth(self.classifier) if any(p.stage for p in points) else None
         order = sorted(range(len(points)), key=lambda i: points[i].stage if depth else 0)
         block = self._block_size(datasets, depth is not None)
@@ -135,7 +136,9 @@ class Engine:
                 prefix = BlockPrefix(self.classifier, depth, data, batches) if depth else None
                 for i in order:
                     stage = points[i].stage if prefix else 0
-                    sums[i, index] += self._point(points[i], data, batches, labels, prefix, stage)
+                    sums[i, index] += self._point(
+                        points[i], (written, points[i].key), data, batches, labels, prefix, stage
+                    )
                     ticker.tick(sum(len(b) for b in batches), points[i].key)
                 done[index] += sum(len(b) for b in batches)
                 if self.journal is not None and name is not None:
@@ -151,13 +154,16 @@ class Engine:
             for i, point in enumerate(points)
         }
 
-    def _point(self, point: Point, data, batches, labels, prefix, stage: int) -> torch.Tensor:
-        """(3,) fp64 sums of correct, loss and count of ``point`` on one block."""
+    def _point(
+        self, point: Point, written_as, data, batches, labels, prefix, stage: int
+    ) -> torch.Tensor:
+        """(3,) fp64 sums of correct, loss and count of ``point`` on one block; ``written_as``
+        names its text weights, when its write moves any (``ZeroShotHeads.text_state``)."""
         inputs = prefix.at(stage) if stage else None  # at the background: before the write
         totals = torch.zeros(3, dtype=torch.float64, device=self.classifier.device)
         point.write()
         try:
-            head, targets = self.heads.for_data(data, state=point.text, progress=self.progress)
+            head, targets = self.heads.for_data(data, written_as, progress=self.progress)
             with torch.inference_mode():
                 for b, (images, y) in enumerate(zip(batches, labels, strict=True)):
                     if stage:
@@ -338,21 +344,21 @@ def evaluate(
 
 
 def loss_gradient(
-    engine: Engine, data: EvalData, keys: Sequence[str], text: Hashable = None
+    engine: Engine, data: EvalData, keys: Sequence[str]
 ) -> tuple[Metrics, dict[str, torch.Tensor]]:
     """Metrics of the current weights and the gradient of the mean cross-entropy.
 
     Streams this rank's shard once. Returns ``(metrics, {key: d loss / d tensor})`` over
     every rank's examples, the gradients in fp32 on the classifier's device. For worst-case
-    sharpness; the zero-shot head (of text identity ``text``, see ``Point``) is held fixed:
-    no gradient flows into the text tower.
+    sharpness; the zero-shot head (of the text weights as they are) is held fixed: no
+    gradient flows into the text tower.
     """
     classifier = engine.classifier
     parameters = dict(classifier.model.named_parameters())
     if classifier.head is not None:
         parameters |= {"head.weight": classifier.head.weight, "head.bias": classifier.head.bias}
     inputs = [parameters[key] for key in keys]
-    head, targets = engine.heads.for_data(data, state=text)
+    head, targets = engine.heads.for_data(data)
     head = None if head is None else head.clone()  # a normal tensor: autograd may save it
     grads = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for p in inputs]
     totals = torch.zeros(3, dtype=torch.float64, device=classifier.device)

@@ -12,6 +12,7 @@ a model without the text members it lacks (``drop_absent_text``).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -553,10 +554,10 @@ class ZeroShotHeads:
     """The head each dataset is classified with.
 
     Zero-shot heads are built from the text tower, one per list of class names and
-    text-tower ``state`` (an identity the caller gives to the text weights the model
-    holds: the engine passes each point's), and kept until :meth:`invalidate`. A path
-    that leaves the text tower alone encodes the class prompts once; one that moves it,
-    once per distinct text weights.
+    :meth:`text_state` (the identity of the text weights the model holds, derived here
+    from which text-tower tensors were written), and kept until :meth:`invalidate`. A
+    path that leaves the text tower alone encodes the class prompts once; one that moves
+    it, once per distinct text weights. No analysis declares what its points move.
 
     A dataset whose classes are some of the head's (ImageNet-A / -R against a 1000-class
     head) is found in the stored head by class name, by wnid, or, for a 1000-output head
@@ -582,40 +583,68 @@ class ZeroShotHeads:
         self.encodings = 0  # times the class prompts were encoded (for tests and timing)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._plans: dict[tuple, HeadPlan] = {}
+        parameters = classifier.model.state_dict(keep_vars=True)  # of which tensors are .data
+        text = [key for key in classifier.tensors if is_text_key(key)]
+        self._text = [classifier.tensors[k] for k in text] + [parameters[k] for k in text]
+        self._fresh = itertools.count()
+        self.invalidate()
+
+    def text_state(self, written_as: Hashable = None) -> Hashable:
+        """The identity of the text-tower weights the model holds now.
+
+        None (the text as it was at :meth:`invalidate`) until a text-tower tensor is written;
+        then, at the first look after each write, ``written_as`` (what the caller knows the
+        weights to be: the engine names the point it just wrote, whose weights are the same
+        at every block), else a new identity. A write is seen by torch's count of in-place
+        writes (``Tensor._version``) of each text-tower tensor of ``classifier.tensors``,
+        which every writer of weights (``ClipClassifier.write``, ``WeightPath``,
+        ``Perturbation``) goes through, and of the model's parameter it is the data of.
+        """
+        writes = self._write_counts()
+        if writes != self._writes:
+            self._state = ("written", next(self._fresh)) if written_as is None else written_as
+            self._writes = writes
+        return self._state
+
+    def _write_counts(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self._text)
 
     def get(
         self,
         classnames: Sequence[str],
-        state: Hashable = None,
+        written_as: Hashable = None,
         progress: Progress | None = None,
         templates: Sequence[str] | None = None,
     ) -> torch.Tensor | None:
-        """Zero-shot: the (D, C) head of these class names, encoded by the text tower as it
-        is now the first time ``state`` asks, from ``templates`` (a dataset's own; None: the
-        run's). Stored head: the (C,) columns of these classes in the head's outputs, or
-        None when they are its classes, in order."""
+        """Zero-shot: the (D, C) head of these class names at the text weights the model
+        holds (``written_as``: see :meth:`text_state`), from ``templates`` (a dataset's own;
+        None: the run's). Stored head: the (C,) columns of these classes in the head's
+        outputs, or None when they are its classes, in order."""
         if self.classifier.head is not None:
             return self.plan(classnames).columns
         if not self.classifier.has_text_tower:
             raise CheckpointError(NO_TEXT_TOWER.format(what="the checkpoint"))
+        state = self.text_state(written_as)
         key = (state, tuple(classnames), tuple(templates) if templates else None)
         if key not in self._cache:
             self._cache[key] = self._build(key, progress)
         return self._cache[key]
 
     def for_data(
-        self, data, state: Hashable = None, progress: Progress | None = None
+        self, data, written_as: Hashable = None, progress: Progress | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(head, targets)`` of a dataset (an ``EvalData``): the head ``classify`` takes,
         and each label's column of the logits (None: the label itself)."""
         plan = self.plan(data.classnames, data.classes.imagenet)
         if self.classifier.head is not None:
             return plan.columns, plan.targets
-        head = self.get(plan.classnames, state, progress, templates=data.templates)
+        head = self.get(plan.classnames, written_as, progress, templates=data.templates)
         return head, plan.targets
 
     def invalidate(self) -> None:
+        """Forget every zero-shot head; the text the model holds now is the run's (None)."""
         self._cache.clear()
+        self._writes, self._state = self._write_counts(), None
 
     def plan(self, classnames: Sequence[str], imagenet: Sequence[int] | None = None) -> HeadPlan:
         """How classes ``classnames`` (of standard ImageNet indices ``imagenet``, when

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .engine import Point
-from .models import ClipClassifier, is_text_key
+from .models import ClipClassifier
 from .workspace import Workspace
 
 
@@ -97,17 +97,11 @@ class WeightPath:
             else:  # lerp in fp32, then one rounding into the working dtype
                 live.copy_(torch.lerp(zs, ft, alpha))
 
-    def text_at(self, alpha: float, keys: Sequence[str] | None = None):
-        """The text identity of the model with ``keys`` at alpha: None when no text moves."""
-        keys = self.ends.keys if keys is None else keys
-        return ("alpha", alpha) if any(is_text_key(key) for key in keys) else None
-
     def point(self, alpha: float) -> Point:
         """The whole path at alpha, as an engine point."""
         return Point(
             key=alpha_key(alpha),
             write=lambda: self.set_alpha(alpha),
-            text=self.text_at(alpha),
         )
 
 
