@@ -33,7 +33,7 @@ DECODERS = ("cpu", "cuda")  # --decode: PIL in the workers, or torchvision's dec
 DATA, EVAL, PATH, SHARPNESS, LAYERS, RULE, PRUNE, STATISTICS = (
     "Datasets", "Evaluation", "Path", "Sharpness", "Layers", "Straggler rule", "Pruning",
     "Statistics",
-)  # fmt: skip
+)  # a table, aligned to read by column  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,9 @@ def parse_alphas(text: str) -> tuple[float, ...]:
         return tuple(sorted(set(_inclusive_range(*parts))))
     alphas = tuple(sorted(set(parts)))
     if len(alphas) > MAX_ALPHAS:
-        raise ConfigError(f"--alphas lists {len(alphas)} points, more than {MAX_ALPHAS}; "
-                          "give fewer")  # fmt: skip
+        raise ConfigError(
+            f"--alphas lists {len(alphas)} points, more than {MAX_ALPHAS}; give fewer"
+        )
     return alphas
 
 
@@ -148,8 +149,9 @@ def _inclusive_range(start: float, stop: float, step: float) -> list[float]:
         )
     span = (stop - start) / step  # may overflow to inf
     if span + 1e-9 >= MAX_ALPHAS:  # floor(span) + 1 points would be more than MAX_ALPHAS
-        raise ConfigError(f"--alphas range gives {span + 1:.0f} points, more than {MAX_ALPHAS}; "
-                          "use a larger step")  # fmt: skip
+        raise ConfigError(
+            f"--alphas range gives {span + 1:.0f} points, more than {MAX_ALPHAS}; use a larger step"
+        )
     count = int(math.floor(span + 1e-9)) + 1
     # Rounding keeps 0.1 * 3 from printing as 0.30000000000000004 in reports.
     return [round(start + i * step, 10) for i in range(count)]
@@ -163,9 +165,11 @@ class InputOptions:
         None, "In-distribution dataset SOURCE[:SPLIT].", metavar="SPEC", panel=DATA
     )
     ood: tuple[str, ...] = option(
-        (), "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several.", metavar="SPEC",
+        (),
+        "Out-of-distribution dataset SOURCE[:SPLIT]; repeat for several.",
+        metavar="SPEC",
         panel=DATA,
-    )  # fmt: skip
+    )
     model: str | None = option(
         None,
         "Architecture: an open_clip name (ViT-B-32) or a model-config JSON. "
@@ -194,9 +198,11 @@ class DataOptions:
         panel=DATA,
     )
     limit: int | None = option(
-        None, "Evaluate a seeded subset of at most N examples per dataset.", metavar="N",
+        None,
+        "Evaluate a seeded subset of at most N examples per dataset.",
+        metavar="N",
         panel=DATA,
-    )  # fmt: skip
+    )
     seed: int = option(0, "Seed of every random choice (--limit subsets).", metavar="N")
     num_workers: int | None = option(
         None,
@@ -385,9 +391,11 @@ class SharpnessOptions:
         parse=parse_rhos,
     )
     iterations: int = option(
-        20, "Noise draws (average) or gradient-ascent steps (worst).", metavar="N",
+        20,
+        "Noise draws (average) or gradient-ascent steps (worst).",
+        metavar="N",
         panel=SHARPNESS,
-    )  # fmt: skip
+    )
     norm: str = option(
         "l2", "Worst case: the ball's norm, l2 or linf.", metavar="l2|linf", panel=SHARPNESS
     )
@@ -529,14 +537,18 @@ class PruneOptions:
 class StatisticsOptions:
     """How sure a correlation over models is."""
 
-    bootstrap: int = option(2000, "Bootstrap resamples of the models.", metavar="N",
-                            panel=STATISTICS)  # fmt: skip
-    confidence: float = option(0.95, "Coverage of the bootstrap interval.", metavar="X",
-                               panel=STATISTICS)  # fmt: skip
+    bootstrap: int = option(
+        2000, "Bootstrap resamples of the models.", metavar="N", panel=STATISTICS
+    )
+    confidence: float = option(
+        0.95, "Coverage of the bootstrap interval.", metavar="X", panel=STATISTICS
+    )
     permutations: int = option(
-        10000, "Random pairings for the p-value above 8 models (8 or fewer: exact).",
-        metavar="N", panel=STATISTICS,
-    )  # fmt: skip
+        10000,
+        "Random pairings for the p-value above 8 models (8 or fewer: exact).",
+        metavar="N",
+        panel=STATISTICS,
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap < 1:

@@ -27,8 +27,9 @@ def u_norm(u: Mapping[str, torch.Tensor], norm: str) -> float:
     """||u||_p over all tensors jointly (p = 2 or infinity), accumulated in fp64."""
     if norm == "linf":
         return max((float(v.abs().max()) for v in u.values() if v.numel()), default=0.0)
-    return math.sqrt(sum(float(torch.linalg.vector_norm(v, dtype=torch.float64)) ** 2
-                         for v in u.values()))  # fmt: skip
+    return math.sqrt(
+        sum(float(torch.linalg.vector_norm(v, dtype=torch.float64)) ** 2 for v in u.values())
+    )
 
 
 def _project(u: dict[str, torch.Tensor], rho: float, norm: str) -> dict[str, torch.Tensor]:

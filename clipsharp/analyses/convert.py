@@ -113,8 +113,12 @@ def convert_checkpoint(
     checkpoint = Checkpoint(path=source, tensors=tensors, metadata=found.metadata)
     arch = resolve_architecture(checkpoint, model, quick_gelu=found.layout.quick_gelu)
     _check_loads(checkpoint, arch)
-    parameters = {"model": model, "wrapper": found.wrapper, "stripped_prefix":
-                  found.stripped_prefix, "layout": found.layout.name}  # fmt: skip
+    parameters = {
+        "model": model,
+        "wrapper": found.wrapper,
+        "stripped_prefix": found.stripped_prefix,
+        "layout": found.layout.name,
+    }
     provenance = {
         "clipsharp.operation": "convert",
         "clipsharp.source": source.name,
@@ -128,10 +132,16 @@ def convert_checkpoint(
     kept = {k: v for k, v in found.metadata.items() if not k.startswith("clipsharp.")}
     save_checkpoint(output, _own_storage(tensors), kept | arch.metadata() | provenance)
     return Converted(
-        source, output, arch, len(tensors), sum(t.numel() for t in tensors.values()),
-        found.wrapper, found.stripped_prefix, found.layout.name,
+        source,
+        output,
+        arch,
+        len(tensors),
+        sum(t.numel() for t in tensors.values()),
+        found.wrapper,
+        found.stripped_prefix,
+        found.layout.name,
         Path(head) if head is not None else None,
-    )  # fmt: skip
+    )
 
 
 def find_state(source: Path, allow_nonfinite: bool = False) -> Found:

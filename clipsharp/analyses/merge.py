@@ -111,9 +111,12 @@ def choose_alpha(
             f"its datasets: {', '.join(roles) or 'none'}"
         )
     return AlphaChoice(
-        alpha=float(summary["best_alpha"]), dataset=select_on, role=roles[select_on],
-        report=str(report_path), report_sha256=file_sha256(report_path),
-    )  # fmt: skip
+        alpha=float(summary["best_alpha"]),
+        dataset=select_on,
+        role=roles[select_on],
+        report=str(report_path),
+        report_sha256=file_sha256(report_path),
+    )
 
 
 def merge(
@@ -172,7 +175,7 @@ def merge(
             "extrapolate": extrapolate,
             "output": str(output),
             "format": source.format,
-        },  # fmt: skip
+        },
         results={"files": [str(path) for path in files]},
         summary={
             "alpha": choice.alpha,
@@ -182,7 +185,7 @@ def merge(
             "tensors": len(merged),
             "output": str(output),
             "format": source.format,
-        },  # fmt: skip
+        },
         seconds=time.perf_counter() - started,
     )
     return Merged(output, choice, report)

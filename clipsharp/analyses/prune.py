@@ -156,7 +156,7 @@ def run_prune(
             "layers": chosen,
             "output": str(output),
             "format": source.format,
-        },  # fmt: skip
+        },
         results={"tensors": rows},
         summary={
             "layers": chosen,
@@ -216,9 +216,14 @@ def prune(
     workspace = None
     if specs and "zero_shot" in checkpoints:
         workspace = open_workspace(
-            checkpoints, specs, data=run.data, evaluation=run.eval, model=model,
-            allow_nonfinite=allow_nonfinite, progress=progress,
-        )  # fmt: skip
+            checkpoints,
+            specs,
+            data=run.data,
+            evaluation=run.eval,
+            model=model,
+            allow_nonfinite=allow_nonfinite,
+            progress=progress,
+        )
         loaded, arch = workspace.checkpoints, workspace.arch
     else:
         loaded, arch, _ = open_checkpoints(

@@ -179,14 +179,15 @@ def _over_draws(clean: Metrics, draws: Sequence[Metrics], num_classes: int) -> S
     loss_rise = [m.loss - clean.loss for m in draws]  # exactly 0 each when rho = 0
     error_rise = [m.error - clean.error for m in draws]
     return _sharpness_metrics(
-        clean, num_classes,
+        clean,
+        num_classes,
         loss=statistics.fmean(m.loss for m in draws),
         accuracy=statistics.fmean(m.accuracy for m in draws),
         sharpness=statistics.fmean(loss_rise),
         error_sharpness=statistics.fmean(error_rise),
         stderr=_stderr(loss_rise),
         error_stderr=_stderr(error_rise),
-    )  # fmt: skip
+    )
 
 
 def _sharpness_metrics(
@@ -244,7 +245,8 @@ def worst_sharpness(
     name, u = max((("best", best_u), ("last", last_u)), key=lambda c: found[c[0]][data.name].loss)
     worst = found[name][data.name]
     return _sharpness_metrics(
-        clean, data.num_classes,
+        clean,
+        data.num_classes,
         loss=worst.loss,
         accuracy=worst.accuracy,
         sharpness=worst.loss - clean.loss,
@@ -252,7 +254,7 @@ def worst_sharpness(
         stderr=None,
         error_stderr=None,
         delta_norm=u_norm(u, options.norm),
-    )  # fmt: skip
+    )
 
 
 def measure_worst(
@@ -350,8 +352,11 @@ class Sharpness(Analysis):
             for alpha, base in zip(self.alphas(workspace), self.bases(workspace), strict=True)
             for rho in self.sharpness.rhos
         ]
-        results = {"convention": CONVENTION if pair else None, "kind": self.sharpness.kind,
-                   "points": [p.to_dict() for p in points]}  # fmt: skip
+        results = {
+            "convention": CONVENTION if pair else None,
+            "kind": self.sharpness.kind,
+            "points": [p.to_dict() for p in points],
+        }
         summary = {d.name: sharpness_summary(points, d.name) for d in workspace.datasets}
         return results, summary
 
@@ -374,15 +379,17 @@ def sharpness_summary(points: Sequence[SharpnessPoint], dataset: str) -> list[di
         at = {p.alpha: p.metrics[dataset] for p in points if p.rho == rho}
         top = max(at, key=lambda alpha: at[alpha].sharpness)  # the first alpha on ties
         saturated = [alpha for alpha, m in at.items() if m.saturated]
-        summary.append({
-            "rho": rho,
-            "zero_shot": at[0.0].sharpness if 0.0 in at else None,
-            "fine_tuned": at[1.0].sharpness if 1.0 in at else None,
-            "max_sharpness": at[top].sharpness,
-            "max_alpha": top,
-            "saturated": bool(saturated),
-            "saturated_alphas": saturated,
-        })  # fmt: skip
+        summary.append(
+            {
+                "rho": rho,
+                "zero_shot": at[0.0].sharpness if 0.0 in at else None,
+                "fine_tuned": at[1.0].sharpness if 1.0 in at else None,
+                "max_sharpness": at[top].sharpness,
+                "max_alpha": top,
+                "saturated": bool(saturated),
+                "saturated_alphas": saturated,
+            }
+        )
     return summary
 
 

@@ -124,7 +124,7 @@ class Stragglers(Analysis):
         bases = [
             Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors))
             for role in self.roles(workspace)
-        ]  # fmt: skip
+        ]
         options, rho = self.measure_options, self.measure_options.rhos[0]
         if options.kind == "worst":
             clean = engine.evaluate([b.point() for b in bases], name="clean", label="clean")

@@ -109,10 +109,13 @@ def run_sweep(
         del workspace  # one working model at a time
     zero_shot = interpolate[0]["inputs"]["checkpoints"]["zero_shot"] if interpolate else None
     return study_report(
-        rows, interpolate, options.statistics, seed=options.run.data.seed, started=started,
-        inputs={"reports": [f for r in rows for f in r["files"].values()],
-                "zero_shot": zero_shot},
-    )  # fmt: skip
+        rows,
+        interpolate,
+        options.statistics,
+        seed=options.run.data.seed,
+        started=started,
+        inputs={"reports": [f for r in rows for f in r["files"].values()], "zero_shot": zero_shot},
+    )
 
 
 def report_of(
@@ -125,9 +128,9 @@ def report_of(
 ) -> dict:
     """The report at ``path`` when it was made from these inputs with these options, else
     the analysis run now (and written to ``path`` by the main process)."""
-    expected = json.loads(json.dumps(
-        {"inputs": workspace.inputs(), "config": analysis.config(workspace)}
-    ))  # fmt: skip
+    expected = json.loads(
+        json.dumps({"inputs": workspace.inputs(), "config": analysis.config(workspace)})
+    )
     if path.exists():
         try:
             doc = read_report(path, analysis.command, complete=True)

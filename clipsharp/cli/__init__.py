@@ -99,8 +99,16 @@ app = typer.Typer(
 
 USAGE = 2
 # errors of the user's file system (full, read-only, no permission), not bugs: exit 2
-FILE_SYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-               errno.ENOTDIR, errno.ENAMETOOLONG}  # fmt: skip
+FILE_SYSTEM = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ENAMETOOLONG,
+}
 INTERNAL_ERROR = 3
 INTERRUPTED = 130  # 128 + SIGINT
 TERMINATED = 143  # 128 + SIGTERM
@@ -254,7 +262,7 @@ def _register() -> None:
         "stragglers": stragglers, "prune": prune, "inspect": inspection, "demo": demo,
         "plot": plot, "study": study, "check": check, "convert": convert, "merge": merge,
         "show": show,
-    }  # fmt: skip
+    }  # a table, aligned to read by column  # fmt: skip
     for name, module in commands.items():  # in the order --help lists them
         app.command(name, cls=Command)(handle_errors(module.command))
 

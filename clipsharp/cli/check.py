@@ -108,11 +108,15 @@ def command(
     from ..reports.report import read_report
 
     gates = Gates(
-        min_gain=min_gain, max_depth=max_depth, max_barrier=max_barrier,
-        max_sharpness=max_sharpness, no_failure_mode=no_failure_mode,
+        min_gain=min_gain,
+        max_depth=max_depth,
+        max_barrier=max_barrier,
+        max_sharpness=max_sharpness,
+        no_failure_mode=no_failure_mode,
         requires=tuple(Requirement.parse(text) for text in require or []),
-        datasets=_names(datasets), max_drop=baseline_max_drop(baseline, max_drop),
-    )  # fmt: skip
+        datasets=_names(datasets),
+        max_drop=baseline_max_drop(baseline, max_drop),
+    )
     doc = read_report(report)
     old = read_report(baseline) if baseline else None
     verdict = run_checks(

@@ -101,8 +101,10 @@ def check_type(source: Path, name: str, value: Any, param: Any) -> Any:
     key = name.replace("_", "-")
     if many and not isinstance(value, list):
         if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} = {_toml(value)} should be a list of quoted "
-                              f'names, e.g. {key} = ["data/shifted"]')  # fmt: skip
+            raise ConfigError(
+                f"{source}: {key} = {_toml(value)} should be a list of quoted "
+                f'names, e.g. {key} = ["data/shifted"]'
+            )
         value = [value]
     if kind is None:
         return value

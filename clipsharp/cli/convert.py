@@ -71,11 +71,18 @@ def command(
         check_output(str(output))
     guard(
         [("-o", target) for _, target in pairs],
-        [*[("the input checkpoint", source) for source, _ in pairs],
-         ("the --head file", head), ("the --model config", inputs.model)],
-    )  # fmt: skip
-    options = {"model": inputs.model, "head": head, "force": force,
-               "allow_nonfinite": inputs.allow_nonfinite}  # fmt: skip
+        [
+            *[("the input checkpoint", source) for source, _ in pairs],
+            ("the --head file", head),
+            ("the --model config", inputs.model),
+        ],
+    )
+    options = {
+        "model": inputs.model,
+        "head": head,
+        "force": force,
+        "allow_nonfinite": inputs.allow_nonfinite,
+    }
     failed = 0
     for _, done in convert_each(pairs, **options):
         if isinstance(done, Exception):

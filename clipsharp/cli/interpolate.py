@@ -71,10 +71,17 @@ def path_table(doc: dict) -> Table:
         name, s = dataset["name"], doc["summary"][dataset["name"]]
         failure = {True: "[bold red]FAILURE[/]", False: "no", None: "-"}[s["failure_mode"]]
         table.add_row(
-            escape(name), dataset["role"], fmt(first[name]["accuracy"]),
-            fmt(last[name]["accuracy"]), f"{s['best_alpha']:g}", fmt(s["best_accuracy"]),
-            signed(s["gain"]), signed(s["depth"]), signed(s["barrier"]), failure,
-        )  # fmt: skip
+            escape(name),
+            dataset["role"],
+            fmt(first[name]["accuracy"]),
+            fmt(last[name]["accuracy"]),
+            f"{s['best_alpha']:g}",
+            fmt(s["best_accuracy"]),
+            signed(s["gain"]),
+            signed(s["depth"]),
+            signed(s["barrier"]),
+            failure,
+        )
     return table
 
 

@@ -48,9 +48,13 @@ def command(
     out = console()
     with progress_bars(out) as progress:
         report = run_layerwise(
-            reading(roles, inputs), run, layerwise, progress=progress, output=output,
+            reading(roles, inputs),
+            run,
+            layerwise,
+            progress=progress,
+            output=output,
             resume=resume,
-        )  # fmt: skip
+        )
     finish(report, layer_table(report.to_dict()), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
 
@@ -72,9 +76,14 @@ def layer_table(doc: dict) -> Table:
         s = row[focus]
         collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
         table.add_row(
-            escape(row["layer"]), escape(towers.get(row["layer"], "-")), signed(s["gain"]),
-            signed(s["depth"]), signed(s["barrier"]), fmt(s["min_accuracy"]), collapse,
-        )  # fmt: skip
+            escape(row["layer"]),
+            escape(towers.get(row["layer"], "-")),
+            signed(s["gain"]),
+            signed(s["depth"]),
+            signed(s["barrier"]),
+            fmt(s["min_accuracy"]),
+            collapse,
+        )
     unchanged = [r["layer"] for r in rows if r["unchanged"]]
     if unchanged:
         table.caption = escape(f"unchanged (not evaluated): {', '.join(unchanged)}")

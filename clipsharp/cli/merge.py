@@ -100,9 +100,16 @@ def command(
         ],
     )
     done = merge(
-        zero_shot, fine_tuned, output, alpha, from_report=from_report, select_on=select_on,
-        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite, extrapolate=extrapolate,
-    )  # fmt: skip
+        zero_shot,
+        fine_tuned,
+        output,
+        alpha,
+        from_report=from_report,
+        select_on=select_on,
+        model=inputs.model,
+        allow_nonfinite=inputs.allow_nonfinite,
+        extrapolate=extrapolate,
+    )
     out = console()
     choice = done.choice
     if choice.on_test_set:
@@ -111,8 +118,14 @@ def command(
             f"{escape(choice.dataset)} (test-set selection): accuracy there is no longer an "
             "unbiased estimate; the metadata records it"
         )
-    finish(done.report, merge_table(done.report.to_dict()), report, out, flag="--report",
-           form=rendering.format)  # fmt: skip
+    finish(
+        done.report,
+        merge_table(done.report.to_dict()),
+        report,
+        out,
+        flag="--report",
+        form=rendering.format,
+    )
     out.print(f"merged model written to {done.output}", markup=False, soft_wrap=True)
 
 

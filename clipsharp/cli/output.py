@@ -102,9 +102,11 @@ def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
     from ..data.specs import dataset_specs
 
     return Inputs(
-        {role: Path(path) for role, path in checkpoints.items()}, dataset_specs(inputs),
-        model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
-    )  # fmt: skip
+        {role: Path(path) for role, path in checkpoints.items()},
+        dataset_specs(inputs),
+        model=inputs.model,
+        allow_nonfinite=inputs.allow_nonfinite,
+    )
 
 
 def gate(report: Report, fail_on: str | None, out: Console) -> None:
@@ -197,8 +199,9 @@ def stdout_is_piped() -> bool:
 def check_stdout(values: Mapping[str, object]) -> None:
     """Before any work: refuse output for a closed stdout (``>&-``), and two things printed
     on one stdout (``--format md -o -``). ``values`` are a command's options by name."""
-    dashes = [flag for flag, name in (("-o", "output"), ("--report", "report"))
-              if values.get(name) == "-"]  # fmt: skip
+    dashes = [
+        flag for flag, name in (("-o", "output"), ("--report", "report")) if values.get(name) == "-"
+    ]
     form = values.get("format")
     printing = [f"{flag} -" for flag in dashes] + ([f"--format {form}"] if form in PRINTED else [])
     if printing and sys.stdout is None:

@@ -130,9 +130,13 @@ def _leaf(path: tuple[str, ...], f: Any, hint: Any, chosen: Offer, param: str = 
         info = typer.Option(*names, **shown, rich_help_panel=flag.panel)
     kind = _typed(hint, flag.parse is not None)
     default = inspect.Parameter.empty if default is MISSING else None if default == () else default
-    return Leaf(path, param, inspect.Parameter(
-        param, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info], default=default
-    ))  # fmt: skip
+    return Leaf(
+        path,
+        param,
+        inspect.Parameter(
+            param, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info], default=default
+        ),
+    )
 
 
 def declared(annotation: Any) -> Any:
@@ -188,8 +192,10 @@ def _own(p: inspect.Parameter, chosen: Offer) -> inspect.Parameter:
     way is a bug of the command."""
     f = declared(p.annotation)
     if f is None:
-        raise TypeError(f"parameter {p.name!r} is not declared with option(): annotate it "
-                        "Annotated[TYPE, option(...)]")  # fmt: skip
+        raise TypeError(
+            f"parameter {p.name!r} is not declared with option(): annotate it "
+            "Annotated[TYPE, option(...)]"
+        )
     return _leaf((p.name,), f, typing.get_args(p.annotation)[0], chosen, p.name).parameter
 
 

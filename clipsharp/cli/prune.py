@@ -101,10 +101,18 @@ def command(
     try:
         with progress_bars(out) as progress:
             result = prune(
-                roles, output, pruning, layers=layers, from_report=from_report, specs=specs,
-                run=run, model=inputs.model, allow_nonfinite=inputs.allow_nonfinite,
-                write_to=staged, progress=progress,
-            )  # fmt: skip
+                roles,
+                output,
+                pruning,
+                layers=layers,
+                from_report=from_report,
+                specs=specs,
+                run=run,
+                model=inputs.model,
+                allow_nonfinite=inputs.allow_nonfinite,
+                write_to=staged,
+                progress=progress,
+            )
         if not result.summary["layers"]:
             out.print(
                 f"[yellow]warning:[/] {escape(str(from_report))} lists no straggler layers: "

@@ -14,9 +14,15 @@ from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
 
-@offer("run.path.exclude", "run.path.failure_threshold", defaults={"run.data.limit": 1024},
-       helps={"run.path.alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
-              "start:stop:step (inclusive), measured exactly as given."})  # fmt: skip
+@offer(
+    "run.path.exclude",
+    "run.path.failure_threshold",
+    defaults={"run.data.limit": 1024},
+    helps={
+        "run.path.alphas": "Points of the path (two checkpoints): a list 0,0.5,1 or a range "
+        "start:stop:step (inclusive), measured exactly as given."
+    },
+)
 def command(
     checkpoints: opt.Checkpoints,
     *,
@@ -47,9 +53,13 @@ def command(
     out = console()
     with progress_bars(out) as progress:
         report = run_sharpness(
-            reading(roles, inputs), run, sharpness, progress=progress, output=output,
+            reading(roles, inputs),
+            run,
+            sharpness,
+            progress=progress,
+            output=output,
             resume=resume,
-        )  # fmt: skip
+        )
     doc = report.to_dict()
     warn_saturated(doc, out)
     finish(report, sharpness_table(doc), output, out, form=rendering.format, written=True)
@@ -82,12 +92,20 @@ def sharpness_table(doc: dict) -> Table:
             saturated = "[bold yellow]yes[/]" if row["saturated"] else "no"
             if path:
                 at = "-" if row["max_alpha"] is None else f"{row['max_alpha']:g}"
-                cells = [signed(row["zero_shot"]), signed(row["fine_tuned"]),
-                         signed(row["max_sharpness"]), at]  # fmt: skip
+                cells = [
+                    signed(row["zero_shot"]),
+                    signed(row["fine_tuned"]),
+                    signed(row["max_sharpness"]),
+                    at,
+                ]
             else:
                 m = next(p["metrics"][name] for p in points if p["rho"] == row["rho"])
-                cells = [signed(m["sharpness"]), fmt(m["stderr"]), fmt(m["clean_loss"]),
-                         fmt(m["perturbed_loss"])]  # fmt: skip
+                cells = [
+                    signed(m["sharpness"]),
+                    fmt(m["stderr"]),
+                    fmt(m["clean_loss"]),
+                    fmt(m["perturbed_loss"]),
+                ]
             table.add_row(escape(name), f"{row['rho']:g}", *cells, saturated)
     return table
 

@@ -24,10 +24,12 @@ class Summary(Rendering):
 
 @offer(
     "rendering.show_config",
-    helps={"rendering.format": "table: the summary on stderr, as the command showed it; md: a "
-           "GitHub markdown table on stdout."},
+    helps={
+        "rendering.format": "table: the summary on stderr, as the command showed it; md: a "
+        "GitHub markdown table on stdout."
+    },
     metavars={"rendering.format": "table|md"},
-)  # fmt: skip
+)
 def command(
     report: Annotated[
         Path,
@@ -46,7 +48,7 @@ def command(
     Example:
 
         clipsharp show path.json --format md >> "$GITHUB_STEP_SUMMARY"
-    """  # fmt: skip
+    """
     from ..reports.report import read_report
 
     doc = read_report(report, complete=True)

@@ -74,9 +74,16 @@ def command(
         doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
         with progress_bars(out) as progress:
             report = run_stragglers(
-                reading(roles, inputs), run, sharpness, rule, layerwise=doc, progress=progress,
-                output=output, resume=resume, reads=read,
-            )  # fmt: skip
+                reading(roles, inputs),
+                run,
+                sharpness,
+                rule,
+                layerwise=doc,
+                progress=progress,
+                output=output,
+                resume=resume,
+                reads=read,
+            )
     written = rule.by != "barrier"  # by the library's run, with the report
     table = straggler_table(report.to_dict())
     finish(report, table, output, out, form=rendering.format, written=written)
@@ -94,9 +101,14 @@ def straggler_table(doc: dict) -> Table:
     for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
         mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
         table.add_row(
-            escape(row["layer"]), escape(row["tower"]), signed(row[value]), fmt(row.get("stderr")),
-            signed(row.get("zero_shot_sharpness")), f"{row['z']:+.2f}", mark,
-        )  # fmt: skip
+            escape(row["layer"]),
+            escape(row["tower"]),
+            signed(row[value]),
+            fmt(row.get("stderr")),
+            signed(row.get("zero_shot_sharpness")),
+            f"{row['z']:+.2f}",
+            mark,
+        )
     if s.get("spearman"):
         table.caption = "Spearman(sharpness, layer depth): " + ", ".join(
             f"{escape(name)} {fmt(v['spearman'], 2)} ({v['layers']} layers)"

@@ -21,13 +21,18 @@ STUDY = "Study"
 
 
 @offer(
-    "study.run.path.exclude", "study.run.path.extrapolate", "study.run.path.failure_threshold",
-    "study.stragglers.by", "study.stragglers.rank_on",
-    helps={"study.run.data.seed": "Seed of every random choice: --limit subsets, noise draws, "
-           "the bootstrap and the permutations.",
-           "resume": "Continue an analysis cut short from its journal in --reports-dir (same "
-           "inputs and options only). Finished models are reused with or without it."},
-)  # fmt: skip
+    "study.run.path.exclude",
+    "study.run.path.extrapolate",
+    "study.run.path.failure_threshold",
+    "study.stragglers.by",
+    "study.stragglers.rank_on",
+    helps={
+        "study.run.data.seed": "Seed of every random choice: --limit subsets, noise draws, "
+        "the bootstrap and the permutations.",
+        "resume": "Continue an analysis cut short from its journal in --reports-dir (same "
+        "inputs and options only). Finished models are reused with or without it.",
+    },
+)
 def command(
     paths: Annotated[
         list[Path],
@@ -132,9 +137,13 @@ def _from_checkpoints(
         folder.mkdir(parents=True, exist_ok=True)
     with progress_bars(out) as progress:
         return run_sweep(
-            [reading(r, inputs) for r in roles], options, folder, resume=resume,
-            progress=progress, say=lambda text: out.print(escape(text)),
-        )  # fmt: skip
+            [reading(r, inputs) for r in roles],
+            options,
+            folder,
+            resume=resume,
+            progress=progress,
+            say=lambda text: out.print(escape(text)),
+        )
 
 
 def study_table(doc: dict) -> Group:
@@ -160,10 +169,14 @@ def study_table(doc: dict) -> Group:
             interval = c.get("interval")
             shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
             table.add_row(
-                escape(measure), str(c["checkpoints"]), fmt(c["spearman"], 2), shown,
-                fmt(c.get("kendall_tau_b"), 2), fmt(c.get("p_value"), 3),
+                escape(measure),
+                str(c["checkpoints"]),
+                fmt(c["spearman"], 2),
+                shown,
+                fmt(c.get("kendall_tau_b"), 2),
+                fmt(c.get("p_value"), 3),
                 "[bold]*[/]" if c.get("excludes_zero") else "",
-            )  # fmt: skip
+            )
         table.caption = escape(
             "; ".join(f"no correlation, {reason}: {', '.join(m)}" for reason, m in without.items())
         )

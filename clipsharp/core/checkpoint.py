@@ -30,7 +30,7 @@ from . import hf
 __all__ = [
     "Checkpoint", "file_sha256", "has_text_tower", "load_checkpoint", "save_checkpoint",
     "validate_pair",
-]  # fmt: skip
+]  # a table, aligned to read by column  # fmt: skip
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
@@ -244,11 +244,23 @@ def _read_once(path: Path) -> tuple[torch.Tensor, str]:
 def _torch_dtypes() -> dict[str, torch.dtype]:
     """safetensors' dtype names -> torch's, for those this torch has."""
     names = {
-        "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
-        "I32": "int32", "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16",
-        "BF16": "bfloat16", "F32": "float32", "F64": "float64", "F8_E5M2": "float8_e5m2",
-        "F8_E4M3": "float8_e4m3fn", "F8_E8M0": "float8_e8m0fnu",
-    }  # fmt: skip
+        "BOOL": "bool",
+        "U8": "uint8",
+        "I8": "int8",
+        "I16": "int16",
+        "U16": "uint16",
+        "I32": "int32",
+        "U32": "uint32",
+        "I64": "int64",
+        "U64": "uint64",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "F32": "float32",
+        "F64": "float64",
+        "F8_E5M2": "float8_e5m2",
+        "F8_E4M3": "float8_e4m3fn",
+        "F8_E8M0": "float8_e8m0fnu",
+    }
     return {key: getattr(torch, name) for key, name in names.items() if hasattr(torch, name)}
 
 
@@ -334,7 +346,7 @@ def check_regular_file(path: Path) -> None:
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
     "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+}  # a table, aligned to read by column  # fmt: skip
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header, in bytes
 
 

@@ -31,8 +31,14 @@ INDEX = "model.safetensors.index.json"
 PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 PROCESSOR = "preprocessor_config.json"
 # files of the processor and tokenizer that a merged folder carries over from the fine-tuned one
-COMPANIONS = (PROCESSOR, "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-              "special_tokens_map.json")  # fmt: skip
+COMPANIONS = (
+    PROCESSOR,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+)
 SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
 
 CLIP_EOT = 49407  # CLIP BPE's end-of-text id: open_clip pools there (the largest id, argmax)
@@ -45,12 +51,12 @@ TEXT_DEFAULTS = {
     "vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
     "num_attention_heads": 8, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5, "eos_token_id": CLIP_EOT,
-}  # fmt: skip
+}  # a table, aligned to read by column  # fmt: skip
 VISION_DEFAULTS = {
     "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
     "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
     "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
-}  # fmt: skip
+}  # a table, aligned to read by column  # fmt: skip
 PROJECTION_DIM = 512
 
 # hidden_act -> (open_clip quick_gelu, act_kwargs of nn.GELU)
@@ -260,8 +266,12 @@ def model_config(config: Mapping[str, Any], where: str) -> dict[str, Any]:
         if act:
             cfg["act_kwargs"] = act
     embed_dim = config.get("projection_dim") or PROJECTION_DIM
-    return {"embed_dim": embed_dim, "quick_gelu": quick_text, "vision_cfg": vision_cfg,
-            "text_cfg": text_cfg}  # fmt: skip
+    return {
+        "embed_dim": embed_dim,
+        "quick_gelu": quick_text,
+        "vision_cfg": vision_cfg,
+        "text_cfg": text_cfg,
+    }
 
 
 def _clean(tower: Any) -> dict[str, Any]:

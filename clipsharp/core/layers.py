@@ -37,7 +37,7 @@ _COMMON_RULES = [
 _MODULE_TENSORS = {
     "weight", "bias", "running_mean", "running_var", "num_batches_tracked",
     "in_proj_weight", "in_proj_bias",
-}  # fmt: skip
+}  # a table, aligned to read by column  # fmt: skip
 _VIT = [(re.compile(p), name) for p, name in _VIT_IMAGE_RULES + _COMMON_RULES]
 _OTHER = [(re.compile(p), name) for p, name in _COMMON_RULES]
 

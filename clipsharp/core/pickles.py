@@ -221,8 +221,18 @@ def read_pickle(path: Path) -> Pickled:
         with open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return read_stream(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, RuntimeError, OverflowError, RecursionError) as e:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        RuntimeError,
+        OverflowError,
+        RecursionError,
+    ) as e:
         detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CheckpointError(
             f"{path} is not a readable pickle, torch.save file or TorchScript archive "

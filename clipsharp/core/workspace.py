@@ -112,10 +112,16 @@ class Workspace:
     def engine(self, batch_size: int, *, journal=None, progress=None) -> Engine:
         """An engine over this workspace's model and datasets (see ``engine.py``)."""
         return Engine(
-            self.classifier, self.heads, self.datasets, batch_size,
-            block_images=self.block_images, prefetch_blocks=self.prefetch_blocks,
-            journal=journal, progress=progress, memo=self.memo,
-        )  # fmt: skip
+            self.classifier,
+            self.heads,
+            self.datasets,
+            batch_size,
+            block_images=self.block_images,
+            prefetch_blocks=self.prefetch_blocks,
+            journal=journal,
+            progress=progress,
+            memo=self.memo,
+        )
 
     def inputs(self) -> dict[str, Any]:
         """The report's ``inputs`` section."""
@@ -147,9 +153,14 @@ class Inputs:
 
     def open(self, data: DataOptions, evaluation: EvalOptions, progress=None) -> Workspace:
         return open_workspace(
-            self.checkpoints, self.specs, data=data, evaluation=evaluation, model=self.model,
-            allow_nonfinite=self.allow_nonfinite, progress=progress,
-        )  # fmt: skip
+            self.checkpoints,
+            self.specs,
+            data=data,
+            evaluation=evaluation,
+            model=self.model,
+            allow_nonfinite=self.allow_nonfinite,
+            progress=progress,
+        )
 
 
 def open_workspace(
@@ -196,9 +207,15 @@ def open_workspace(
         datasets = [replace(d, templates=None) for d in datasets]
     _check_heads(heads, datasets)
     return Workspace(
-        loaded, arch, classifier, heads, datasets, device, block_images=evaluation.block_images,
+        loaded,
+        arch,
+        classifier,
+        heads,
+        datasets,
+        device,
+        block_images=evaluation.block_images,
         prefetch_blocks=evaluation.prefetch_blocks,
-    )  # fmt: skip
+    )
 
 
 def open_checkpoints(

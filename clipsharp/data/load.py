@@ -181,9 +181,18 @@ def _plan(spec: DatasetSpec, options: DataOptions) -> _Plan:
     notes = tuple(opened.notes.get(split, ()))
     templates = tuple(opened.templates) if opened.templates else None
     return _Plan(
-        spec, split, dataset, image_column, rows, opened.base_dir, labels, classes, identity,
-        notes, templates,
-    )  # fmt: skip
+        spec,
+        split,
+        dataset,
+        image_column,
+        rows,
+        opened.base_dir,
+        labels,
+        classes,
+        identity,
+        notes,
+        templates,
+    )
 
 
 def _finish(plan: _Plan, transform: Transform, options: DataOptions, device) -> EvalData:
@@ -194,9 +203,17 @@ def _finish(plan: _Plan, transform: Transform, options: DataOptions, device) -> 
         images = _images(plan, transform, options, device) if skipped else images
     name = display_name(plan.spec)
     return EvalData(
-        name, plan.spec, plan.split, images, plan.labels, plan.classes, images.fingerprint,
-        plan.notes, plan.templates, skipped,
-    )  # fmt: skip
+        name,
+        plan.spec,
+        plan.split,
+        images,
+        plan.labels,
+        plan.classes,
+        images.fingerprint,
+        plan.notes,
+        plan.templates,
+        skipped,
+    )
 
 
 def _without_bad_images(plan: _Plan, images: ImageSource) -> tuple[_Plan, tuple[str, ...]]:
@@ -211,9 +228,12 @@ def _without_bad_images(plan: _Plan, images: ImageSource) -> tuple[_Plan, tuple[
     kept = np.flatnonzero(keep)
     identity = [*plan.identity, "skipped", *(str(plan.rows[p]) for p, _ in bad)]
     return replace(
-        plan, dataset=plan.dataset.select(kept), rows=plan.rows[kept],
-        labels=plan.labels[torch.from_numpy(kept)], identity=identity,
-    ), tuple(why for _, why in bad)  # fmt: skip
+        plan,
+        dataset=plan.dataset.select(kept),
+        rows=plan.rows[kept],
+        labels=plan.labels[torch.from_numpy(kept)],
+        identity=identity,
+    ), tuple(why for _, why in bad)
 
 
 def skipped_entry(skipped: tuple[str, ...]) -> dict:

@@ -122,9 +122,12 @@ def _repair(artifacts, workspace, sample, sampled, measure, options, progress) -
     output = artifacts.root / "fine_tuned_aggressive_pruned.safetensors"
     pruning = PruneOptions(sparsity=options.sparsity, target="task-vector")
     report, pruned = run_prune(
-        workspace.checkpoints, workspace.arch, output, pruning,
+        workspace.checkpoints,
+        workspace.arch,
+        output,
+        pruning,
         layers=",".join(stragglers.summary["stragglers"]),
-    )  # fmt: skip
+    )
     add_before_and_after(report, workspace, pruned, _run_options(options, options.alphas), progress)
     return {"stragglers-aggressive": stragglers, "prune-aggressive": report}
 

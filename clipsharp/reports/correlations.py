@@ -118,9 +118,13 @@ def run_study(
     ]
     interpolate = [r["interpolate"] for r in groups.values()]
     return study_report(
-        rows, interpolate, statistics or StatisticsOptions(), seed=seed,
-        inputs={"reports": [str(p) for p in paths], "skipped": skipped}, started=started,
-    )  # fmt: skip
+        rows,
+        interpolate,
+        statistics or StatisticsOptions(),
+        seed=seed,
+        inputs={"reports": [str(p) for p in paths], "skipped": skipped},
+        started=started,
+    )
 
 
 def study_report(
@@ -134,8 +138,9 @@ def study_report(
 ) -> Report:
     """The study's report: the rows, and per OOD set every measure's statistics."""
     datasets = interpolate[0]["inputs"]["datasets"] if interpolate else []
-    ood = sorted({d["name"] for r in interpolate for d in r["inputs"]["datasets"]
-                  if d["role"] == "ood"})  # fmt: skip
+    ood = sorted(
+        {d["name"] for r in interpolate for d in r["inputs"]["datasets"] if d["role"] == "ood"}
+    )
     correlations = {name: _correlations(rows, name, statistics, seed) for name in ood}
     return Report(
         command="study",
@@ -167,8 +172,11 @@ def _correlations(
     names = sorted({m for r in rows for m in r["measures"]} - {target})
     result = {}
     for measure in names:
-        pairs = [(r["measures"][measure], r["measures"][target]) for r in rows
-                 if measure in r["measures"] and target in r["measures"]]  # fmt: skip
+        pairs = [
+            (r["measures"][measure], r["measures"][target])
+            for r in rows
+            if measure in r["measures"] and target in r["measures"]
+        ]
         found = correlate([p[0] for p in pairs], [p[1] for p in pairs], statistics, seed)
         result[measure] = {"checkpoints": len(pairs)} | found
     return result

@@ -25,8 +25,14 @@ FORMATS = (".png", ".svg", ".pdf")
 REPORT_STYLES = [("-", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D")]  # "--": baseline
 BASELINE = {"linestyle": "--", "linewidth": 1.0, "alpha": 0.8}  # the zero-shot value (α = 0)
 BEST = {"marker": "*", "markersize": 14, "markeredgecolor": "black", "linestyle": "none"}
-SATURATED = {"marker": "o", "markersize": 7, "markerfacecolor": "white", "color": "grey",
-             "markeredgecolor": "grey", "linestyle": "none"}  # fmt: skip
+SATURATED = {
+    "marker": "o",
+    "markersize": 7,
+    "markerfacecolor": "white",
+    "color": "grey",
+    "markeredgecolor": "grey",
+    "linestyle": "none",
+}
 MAX_ALPHA_TICKS = 6  # labelled α of a heatmap: 0, 0.2, ..., 1 for 11 or 21 alphas
 ROW_INCHES = 0.22  # height of one layer's row in the heatmap
 MAX_LABELLED_ROWS = 72  # more layers than this: every k-th layer named, the figure capped
@@ -98,8 +104,14 @@ def _path_series(axes, path: list[dict], datasets: list[dict], summary: dict, st
                     ax.axhline(y, color=colour, gid=f"zero-shot:{name}", **BASELINE)
         best = summary.get(name) or {}
         if best.get("best_alpha") is not None and best.get("best_accuracy") is not None:
-            axes[0].plot([best["best_alpha"]], [best["best_accuracy"]], color=colour,
-                         gid=f"best:{name}", zorder=4, **BEST)  # fmt: skip
+            axes[0].plot(
+                [best["best_alpha"]],
+                [best["best_accuracy"]],
+                color=colour,
+                gid=f"best:{name}",
+                zorder=4,
+                **BEST,
+            )
 
 
 def _path_figure(title: str, series: Sequence[tuple[str, list[dict], list[dict], dict]]):
@@ -111,8 +123,12 @@ def _path_figure(title: str, series: Sequence[tuple[str, list[dict], list[dict],
     baselines: dict[str, set] = {}
     for i, (_, path, datasets, summary) in enumerate(series):
         linestyle, marker = REPORT_STYLES[i % len(REPORT_STYLES)]
-        style = {"linestyle": linestyle, "marker": marker, "colours": colours,
-                 "baselines": baselines}  # fmt: skip
+        style = {
+            "linestyle": linestyle,
+            "marker": marker,
+            "colours": colours,
+            "baselines": baselines,
+        }
         _path_series(axes, path, datasets, summary, style)
     axes[0].set_ylabel("accuracy (fraction correct)")
     axes[1].set_ylabel("loss (mean cross-entropy, nats)")
@@ -122,22 +138,38 @@ def _path_figure(title: str, series: Sequence[tuple[str, list[dict], list[dict],
     roles = {d["name"]: d for _, _, datasets, _ in series for d in datasets}
     handles = [_line(color=colours[n], marker="o", label=_tag(roles[n])) for n in names]
     if len(series) > 1:  # reports by line style
-        handles += [_line(color="black", linestyle=REPORT_STYLES[i % len(REPORT_STYLES)][0],
-                          marker=REPORT_STYLES[i % len(REPORT_STYLES)][1], markersize=4,
-                          label=label) for i, (label, *_) in enumerate(series)]  # fmt: skip
+        handles += [
+            _line(
+                color="black",
+                linestyle=REPORT_STYLES[i % len(REPORT_STYLES)][0],
+                marker=REPORT_STYLES[i % len(REPORT_STYLES)][1],
+                markersize=4,
+                label=label,
+            )
+            for i, (label, *_) in enumerate(series)
+        ]
     best = BEST | {"markersize": 10}
-    handles += [_line(BASELINE, color="grey", label="zero-shot (α = 0)"),
-                _line(best, color="grey", label="best α (accuracy)")]  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
-               fontsize="small", frameon=False)  # fmt: skip
+    handles += [
+        _line(BASELINE, color="grey", label="zero-shot (α = 0)"),
+        _line(best, color="grey", label="best α (accuracy)"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(len(handles), 4),
+        fontsize="small",
+        frameon=False,
+    )
     fig.suptitle(title)
     return fig
 
 
 def interpolate_figure(docs: Sequence[dict]):
     """Fig. 1: accuracy and loss along the interpolation path, best α and zero-shot marked."""
-    series = [(label, d["results"]["path"], _datasets(d), d.get("summary", {}))
-              for label, d in zip(_labels(docs), docs, strict=True)]  # fmt: skip
+    series = [
+        (label, d["results"]["path"], _datasets(d), d.get("summary", {}))
+        for label, d in zip(_labels(docs), docs, strict=True)
+    ]
     return _path_figure("Interpolation path (WiSE-FT)", series)
 
 
@@ -199,8 +231,9 @@ def layerwise_figure(doc: dict):
     datasets = sorted(_datasets(doc), key=lambda d: d["role"] != "ood")
     alphas = [p["alpha"] for p in rows[0]["path"]]
     width, height, step = _heatmap_size(rows, len(datasets))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(width, height), sharey=True,
-                             layout="constrained", squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(width, height), sharey=True, layout="constrained", squeeze=False
+    )
     ticks = alpha_ticks(len(alphas))
     for ax, d in zip(axes[0], datasets, strict=True):
         grid = [[_number(p["metrics"][d["name"]]["accuracy"]) for p in r["path"]] for r in rows]
@@ -217,8 +250,9 @@ def layerwise_figure(doc: dict):
     axes[0][0].set_yticks(list(named), [rows[i]["layer"] for i in named], fontsize="small")
     background = doc["config"].get("background", "ft")
     others = "fine-tuned" if background == "ft" else "zero-shot"
-    fig.suptitle(f"Layer-wise interpolation of {label_of(doc)}: one layer moved, "
-                 f"the others {others}")  # fmt: skip
+    fig.suptitle(
+        f"Layer-wise interpolation of {label_of(doc)}: one layer moved, the others {others}"
+    )
     return fig
 
 
@@ -245,13 +279,25 @@ def _sharpness_title(docs: Sequence[dict], along_path: bool) -> str:
 def _sharpness_series(ax, x: list[float], metrics: list[dict], tag: str) -> bool:
     """One series with error bars; saturated points hollow and grey. True if any is."""
     y = [_number(m["sharpness"]) for m in metrics]
-    bars = ax.errorbar(x, y, yerr=[_number(m["stderr"]) for m in metrics], marker="o",
-                       markersize=4, capsize=3, label=tag)  # fmt: skip
+    bars = ax.errorbar(
+        x,
+        y,
+        yerr=[_number(m["stderr"]) for m in metrics],
+        marker="o",
+        markersize=4,
+        capsize=3,
+        label=tag,
+    )
     saturated = [i for i, m in enumerate(metrics) if m.get("saturated")]
     bars.lines[0].set_markevery([i for i in range(len(y)) if i not in saturated])
     if saturated:
-        ax.plot([x[i] for i in saturated], [y[i] for i in saturated], gid="saturated",
-                zorder=3, **SATURATED)  # fmt: skip
+        ax.plot(
+            [x[i] for i in saturated],
+            [y[i] for i in saturated],
+            gid="saturated",
+            zorder=3,
+            **SATURATED,
+        )
     return bool(saturated)
 
 
@@ -279,8 +325,12 @@ def sharpness_figure(docs: Sequence[dict]):
     ax.grid(alpha=0.3)
     handles = ax.get_legend_handles_labels()[0]
     if any_saturated:
-        handles.append(_line(SATURATED, label="saturated: perturbed model at chance\n"
-                             "(ρ too large to tell models apart)"))  # fmt: skip
+        handles.append(
+            _line(
+                SATURATED,
+                label="saturated: perturbed model at chance\n(ρ too large to tell models apart)",
+            )
+        )
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(_sharpness_title(docs, along_path), fontsize="medium")
     return fig
@@ -316,9 +366,17 @@ def _threshold_lines(ax, rows: list[dict], value: str, z: float) -> list:
     for tower, members in groupby(rows, key=lambda r: r.get("tower")):
         count = len(list(members))
         if tower in thresholds:
-            handles = [ax.hlines(thresholds[tower], start - 0.45, start + count - 0.55,
-                                 colors="tab:red", linestyles="--", gid=f"z-threshold:{tower}",
-                                 label=f"z = {z:g} threshold (per tower)")]  # fmt: skip
+            handles = [
+                ax.hlines(
+                    thresholds[tower],
+                    start - 0.45,
+                    start + count - 0.55,
+                    colors="tab:red",
+                    linestyles="--",
+                    gid=f"z-threshold:{tower}",
+                    label=f"z = {z:g} threshold (per tower)",
+                )
+            ]
         start += count
     return handles
 
@@ -347,15 +405,29 @@ def stragglers_figure(doc: dict):
     colours = ["tab:red" if r["layer"] in stragglers else "tab:blue" for r in rows]
     value = "sharpness" if "sharpness" in rows[0] else "depth"
     errors = [_number(r.get("stderr")) if r.get("stderr") is not None else 0 for r in rows]
-    ax.bar(x, [_number(r[value]) for r in rows], yerr=errors, color=colours, capsize=2,
-           error_kw={"ecolor": "0.4"})  # fmt: skip
+    ax.bar(
+        x,
+        [_number(r[value]) for r in rows],
+        yerr=errors,
+        color=colours,
+        capsize=2,
+        error_kw={"ecolor": "0.4"},
+    )
     measured = "fine-tuned" if value == "sharpness" else "layer"
-    handles = [_line(color="tab:blue", marker="s", linestyle="none", label=measured),
-               _line(color="tab:red", marker="s", linestyle="none", label="straggler")]  # fmt: skip
+    handles = [
+        _line(color="tab:blue", marker="s", linestyle="none", label=measured),
+        _line(color="tab:red", marker="s", linestyle="none", label="straggler"),
+    ]
     reference = [r.get("zero_shot_sharpness") for r in rows]
     if any(v is not None for v in reference):
-        handles += ax.plot(x, [_number(v) for v in reference], "k_", markersize=24,
-                           markeredgewidth=2.5, label="zero-shot")  # fmt: skip
+        handles += ax.plot(
+            x,
+            [_number(v) for v in reference],
+            "k_",
+            markersize=24,
+            markeredgewidth=2.5,
+            label="zero-shot",
+        )
     config = doc.get("config", {})
     if config.get("top_k") is None and config.get("z") is not None:
         handles += _threshold_lines(ax, rows, value, config["z"])
@@ -390,8 +462,11 @@ def study_figure(doc: dict):
     measures ranked by |ρ| as in the study's table."""
     plt = _pyplot()
     rows = doc["results"]["checkpoints"]
-    panels = [(ood, m, found[m]) for ood, found in doc["summary"]["correlations"].items()
-              for m in doc["summary"].get("ranking", {}).get(ood, sorted(found))]  # fmt: skip
+    panels = [
+        (ood, m, found[m])
+        for ood, found in doc["summary"]["correlations"].items()
+        for m in doc["summary"].get("ranking", {}).get(ood, sorted(found))
+    ]
     columns = max(1, min(4, len(panels)))
     lines = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(lines, columns, figsize=(3.4 * columns, 3.0 * lines), squeeze=False)
@@ -403,8 +478,14 @@ def study_figure(doc: dict):
         ax.scatter(x, y, gid=f"scatter:{ood}:{measure}")
         for r, xi, yi in zip(shown, x, y, strict=True):
             name = r.get("name") or Path(r["fine_tuned"]).stem
-            ax.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points",
-                        gid=f"model:{name}")  # fmt: skip
+            ax.annotate(
+                name,
+                (xi, yi),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+                gid=f"model:{name}",
+            )
         ax.set_title(_study_title(measure, found), fontsize=8)
         ax.set_xlabel(measure, fontsize=7)
         ax.set_ylabel(f"OOD gain ({ood})", fontsize=7)

@@ -219,8 +219,12 @@ def _changed_layer(extra: dict) -> Callable:
 
 def _ranked_layer(row: Any, where: str, names: list[str], source: Path) -> None:
     """A stragglers entry: its layer and the value ranked (sharpness, or depth)."""
-    values = {"?sharpness": NUMBER_OR_NULL, "?depth": NUMBER_OR_NULL, "?stderr": NUMBER_OR_NULL,
-              "?zero_shot_sharpness": NUMBER_OR_NULL}  # fmt: skip
+    values = {
+        "?sharpness": NUMBER_OR_NULL,
+        "?depth": NUMBER_OR_NULL,
+        "?stderr": NUMBER_OR_NULL,
+        "?zero_shot_sharpness": NUMBER_OR_NULL,
+    }
     _check(row, {"layer": TEXT, **values}, where, names, source)
     if "sharpness" not in row and "depth" not in row:
         raise ReportError(f"report {source}: {where} has neither sharpness nor depth; {RERUN}")

@@ -116,9 +116,16 @@ def correlate(
     The interval needs 5 models (null below). ``excludes_zero``: it lies wholly above or
     below 0.
     """
-    found: dict[str, Any] = {"spearman": None, "kendall_tau_b": None,
-                             "interval": None, "resamples": 0, "excludes_zero": False,
-                             "p_value": None, "p_method": None, "reason": None}  # fmt: skip
+    found: dict[str, Any] = {
+        "spearman": None,
+        "kendall_tau_b": None,
+        "interval": None,
+        "resamples": 0,
+        "excludes_zero": False,
+        "p_value": None,
+        "p_method": None,
+        "reason": None,
+    }
     if len(x) < MIN_MODELS:
         return found | {"reason": f"fewer than {MIN_MODELS} models ({len(x)})"}
     for values, what in ((x, "the measure"), (y, "the OOD gain")):
@@ -126,8 +133,12 @@ def correlate(
             return found | {"reason": f"{what} is the same for every model"}
     interval = bootstrap_interval(x, y, options, seed) if len(x) >= MIN_BOOTSTRAP else None
     p_value, method = permutation_p(x, y, options, seed)
-    found |= {"spearman": spearman(x, y), "kendall_tau_b": kendall_tau_b(x, y),
-              "p_value": p_value, "p_method": method}  # fmt: skip
+    found |= {
+        "spearman": spearman(x, y),
+        "kendall_tau_b": kendall_tau_b(x, y),
+        "p_value": p_value,
+        "p_method": method,
+    }
     if interval is not None:
         low, high, kept = interval
         found |= {"interval": [low, high], "resamples": kept, "excludes_zero": low > 0 or high < 0}
