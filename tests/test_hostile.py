@@ -289,6 +289,13 @@ def make_input(tmp_path: Path, given: dict, name: str) -> Path:
     if name == "ft-pt":  # the fine-tuned weights as a torch.save pickle, for convert
         torch.save(load_file(given["ft"]), tmp_path / "ft.pt")
         return tmp_path / "ft.pt"
+    if name == "cut-pt":  # a torch.save file cut in half (a download that stopped)
+        data = (make_input(tmp_path, given, "ft-pt")).read_bytes()
+        (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+        return tmp_path / "cut.pt"
+    if name == "wide-head":  # a separately saved head of 7-dimensional features, not 32
+        torch.save({"weight": torch.randn(3, 7), "bias": torch.zeros(3)}, tmp_path / "head.pt")
+        return tmp_path / "head.pt"
     if name == "zs-fifo":  # what <(cat zs.safetensors) gives: a pipe, readable once
         os.mkfifo(tmp_path / "zs.fifo")
         return tmp_path / "zs.fifo"
@@ -496,10 +503,22 @@ EXIT_2 = {  # case -> (arguments, what the message names)
         ["inspect", "{zs}", "--format", "md", "-o", "-"],
         ["--format md", "-o -", "stdout"],
     ),  # fmt: skip
+    "convert: a torch.save file cut in half": (
+        ["convert", "{cut-pt}", "-o", "{out}/c.safetensors"],
+        ["{cut-pt}", "not a readable pickle", "truncated or corrupt"],
+    ),  # fmt: skip
+    "convert --head of other features": (
+        ["convert", "{ft-pt}", "--head", "{wide-head}", "-o", "{out}/c.safetensors"],
+        ["--head {wide-head}", "(3, 7)", "32 dimensions"],
+    ),  # fmt: skip
+    "--classnames imagenet on classes that are not ImageNet's": (
+        ["interpolate", "{zs}", "{ft}", "--ood", "{shifted}", "--classnames", "imagenet"],
+        ["{shifted}", "'red'", "not in --classnames imagenet"],
+    ),  # fmt: skip
 }
 MADE = ("forged", "short", "zs-copy", "array", "metrics-gap", "wrong-type", "layer-gap",
         "baseline-list", "latin1-name", "short-webdataset", "fifo", "socket", "deep", "huge",
-        "ft-pt", "zs-fifo")  # fmt: skip
+        "ft-pt", "zs-fifo", "cut-pt", "wide-head")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EXIT_2)
