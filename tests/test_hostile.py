@@ -539,52 +539,25 @@ def test_bad_input_exits_2_with_one_line_naming_it(given, tmp_path, case):
 
 # an integer option out of range: refused with the other options, before any checkpoint is
 # read (the checkpoints named here do not exist: reading them first would say so instead)
+PAIR = ["{gone}", "{gone}", "--ood", "{shifted}"]  # two checkpoints that do not exist
 INTEGERS = {  # case -> (arguments, the flag named)
-    "--seed -1 with --limit": (
-        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1", "--limit", "5"],
-        "--seed",
-    ),  # fmt: skip
-    "study --seed -1": (
-        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--seed", "-1"],
-        "--seed",
-    ),  # fmt: skip
+    "--seed -1 with --limit": (["interpolate", *PAIR, "--seed", "-1", "--limit", "5"], "--seed"),
+    "study --seed -1": (["study", *PAIR, "--seed", "-1"], "--seed"),
     "demo --seed -1": (["demo", "--out", "{out}/demo", "--seed", "-1"], "--seed"),
-    "--limit 0": (
-        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "0"],
-        "--limit",
-    ),  # fmt: skip
-    "--limit -3": (
-        ["layerwise", "{gone}", "{gone}", "--ood", "{shifted}", "--limit", "-3"],
-        "--limit",
-    ),  # fmt: skip
-    "--batch-size 0": (
-        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--batch-size", "0"],
-        "--batch-size",
-    ),  # fmt: skip
-    "--block-images 0": (
-        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--block-images", "0"],
-        "--block-images",
-    ),  # fmt: skip
-    "--num-workers -1": (
-        ["interpolate", "{gone}", "{gone}", "--ood", "{shifted}", "--num-workers", "-1"],
-        "--num-workers",
-    ),  # fmt: skip
-    "--iterations 0": (
-        ["sharpness", "{gone}", "--ood", "{shifted}", "--iterations", "0"],
-        "--iterations",
-    ),  # fmt: skip
-    "--top-k 0": (
-        ["stragglers", "{gone}", "{gone}", "--ood", "{shifted}", "--top-k", "0"],
-        "--top-k",
-    ),  # fmt: skip
-    "--bootstrap 0": (
-        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--bootstrap", "0"],
-        "--bootstrap",
-    ),  # fmt: skip
-    "--permutations 0": (
-        ["study", "{gone}", "{gone}", "--ood", "{shifted}", "--permutations", "0"],
-        "--permutations",
-    ),  # fmt: skip
+    **{
+        f"{flag} {value}": ([command, *PAIR[command == "sharpness" :], flag, value], flag)
+        for command, flag, value in [
+            ("interpolate", "--limit", "0"),
+            ("layerwise", "--limit", "-3"),
+            ("interpolate", "--batch-size", "0"),
+            ("interpolate", "--block-images", "0"),
+            ("interpolate", "--num-workers", "-1"),
+            ("sharpness", "--iterations", "0"),
+            ("stragglers", "--top-k", "0"),
+            ("study", "--bootstrap", "0"),
+            ("study", "--permutations", "0"),
+        ]
+    },
 }
 
 

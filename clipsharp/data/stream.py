@@ -371,8 +371,7 @@ def _stored_bytes(value: Any, base_dir: Path | None) -> bytes | None:
             return member_bytes(value)
     if not isinstance(value, str):
         return None
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() or base_dir is None else base_dir / path).read_bytes()
+    return _located(value, base_dir).read_bytes()
 
 
 def _chunk(batch_size: int, workers: int) -> int:
