@@ -48,7 +48,6 @@ _API = {
     "run_sweep": "analyses.study",
     "SweepOptions": "options",
     "StatisticsOptions": "options",
-    "PruneOptions": "options",
     "run_prune": "analyses.prune",
     "run_checks": "reports.gates",
     "convert_checkpoint": "analyses.convert",
@@ -58,6 +57,14 @@ _API = {
     "layer_groups": "core.layers",
     "Report": "reports.report",
     "read_report": "reports.report",
+    "InputOptions": "options",
+    "Inputs": "core.workspace",
+    "PruneOptions": "options",
+    "prune": "analyses.prune",
+    "MergeOptions": "options",
+    "merge": "analyses.merge",
+    "StudyOptions": "options",
+    "study": "analyses.study",
 }
 
 __all__ = ["__version__", *_API]

@@ -479,6 +479,13 @@ class LayerwiseOptions:
 class StragglerOptions:
     """The rule that picks straggler layers."""
 
+    layerwise: Path | None = option(
+        None,
+        "A layerwise report of the same pair: --by barrier ranks by its depths; "
+        "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
+        metavar="REPORT",
+        panel=RULE,
+    )  # read by the run, never part of the report's config
     by: str = option(
         "sharpness",
         "Rank layers by layer-wise sharpness, or by their depth in a layerwise "
@@ -513,8 +520,18 @@ class StragglerOptions:
 
 @dataclass(frozen=True)
 class PruneOptions:
-    """How the chosen layers are pruned."""
+    """Which layers are pruned, and how."""
 
+    layers: str | None = option(
+        None, "Layers to prune: names or globs, comma-separated.", metavar="NAMES", panel=PRUNE
+    )
+    from_report: Path | None = option(
+        None,
+        "Prune the stragglers of this stragglers report.",
+        metavar="REPORT",
+        panel=PRUNE,
+        name="--from",
+    )  # exactly one of layers and from_report
     sparsity: float = option(
         0.5, "Fraction of entries pruned per tensor.", metavar="X", panel=PRUNE
     )
@@ -577,3 +594,66 @@ class SweepOptions:
     stragglers: StragglerOptions = field(default_factory=StragglerOptions)
     layerwise: LayerwiseOptions | None = None  # None: no layerwise analysis (--layerwise: block)
     statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
+
+
+# ---- the options of merge and study, which only those commands take
+
+MERGE, STUDY = "Merge", "Study"  # --help panels
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """The alpha ``merge`` writes theta(alpha) at, given or chosen from a report."""
+
+    alpha: str = option(
+        ...,
+        "A in [0, 1]: theta = (1 - A) * zero-shot + A * fine-tuned; or 'best': the "
+        "best alpha on the in-distribution set of the --from report.",
+        metavar="A|best",
+        panel=MERGE,
+    )  # a number as text ("0.5") or "best"; checked by merge
+    from_report: Path | None = option(
+        None,
+        "An interpolate report of this pair, for --alpha best.",
+        metavar="REPORT",
+        panel=MERGE,
+        name="--from",
+    )
+    extrapolate: bool = option(
+        False,
+        "Allow A outside [0, 1]: beyond the fine-tuned model (A > 1) or before the "
+        "zero-shot one (A < 0).",
+        panel=MERGE,
+    )
+    select_on: str | None = option(
+        None,
+        "Choose alpha on this dataset of the report instead of its --id set. An OOD "
+        "set means choosing on the test set; the output says so.",
+        metavar="NAME",
+        panel=MERGE,
+    )
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """What ``study`` reads (checkpoints, or reports already written) and where it keeps
+    each model's reports."""
+
+    paths: tuple[Path, ...] = option(
+        ...,
+        "A zero-shot checkpoint and its fine-tuned checkpoints: run every analysis "
+        "of each; or reports (.json) already written: interpolate reports (one per "
+        "fine-tuned checkpoint) with any sharpness, layerwise and stragglers reports.",
+        metavar="ZERO_SHOT FINE_TUNED... | REPORT...",
+        argument=True,
+    )
+    layerwise: bool = option(
+        False, "Also run layerwise (block granularity) on each model.", panel=STUDY
+    )  # the LayerwiseOptions() of SweepOptions.layerwise, unless that is set
+    reports_dir: Path | None = option(
+        None,
+        "Folder of each model's reports (NAME.COMMAND.json). "
+        "Default: STUDY.reports beside -o STUDY.json.",
+        metavar="DIR",
+        panel=STUDY,
+    )

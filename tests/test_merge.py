@@ -225,3 +225,19 @@ def test_report_records_the_choice_and_show_renders_it(pair, path_report, tmp_pa
     shown = invoke("show", report, "--format", "md")
     assert shown.exit_code == 0, shown.output
     assert f"| alpha | {best:g} (best alpha on the in-distribution set in_dist" in shown.stdout
+
+
+def test_library_merge_takes_the_options_the_command_offers(pair, path_report, tmp_path):
+    """From Python, the MergeOptions of the command: an OOD set chosen by name, extrapolated."""
+    from clipsharp.analyses.merge import merge
+    from clipsharp.options import MergeOptions
+
+    report = edited(
+        path_report, tmp_path, lambda doc: doc["summary"]["shifted"].update(best_alpha=1.5)
+    )
+    options = MergeOptions("best", from_report=report, extrapolate=True, select_on="shifted")
+    done = merge(pair.zero_shot, pair.fine_tuned, tmp_path / "m.safetensors", options)
+    assert done.choice.alpha == 1.5 and done.choice.on_test_set
+    assert done.report.config["from"] == str(report) and done.report.config["extrapolate"]
+    zero_shot, fine_tuned = load_file(str(pair.zero_shot)), load_file(str(pair.fine_tuned))
+    assert_formula(load_file(str(done.output)), zero_shot, fine_tuned, 1.5)

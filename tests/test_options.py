@@ -193,3 +193,23 @@ def test_every_option_that_takes_a_value_says_what_to_type():
         if param.param_type_name == "option" and not param.is_flag and not param.metavar
     }
     assert untyped == set()
+
+
+def test_a_field_whose_flag_is_a_python_keyword_is_named_after_the_field(tmp_path, monkeypatch):
+    """--from (PruneOptions.from_report, MergeOptions.from_report) cannot name a Python
+    parameter: the field's name does, in clipsharp.toml and --show-config too."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for name in ("merge", "prune"):
+        found = [p for p in commands[name].params if p.name == "from_report"]
+        assert [p.opts for p in found] == [["--from"]]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clipsharp.toml").write_text('[prune]\nfrom-report = "s.json"\n')
+    result = runner.invoke(app, ["prune", "ft.safetensors", "-o", "p.safetensors", "--show-config"])
+    shown = json.loads(result.stdout)["options"]
+    assert shown["from-report"] == {"value": "s.json", "from": "config file"}
+    result = runner.invoke(
+        app, ["merge", "a", "b", "--alpha", "best", "--from", "r.json", "-o", "m", "--show-config"]
+    )
+    assert json.loads(result.stdout)["options"]["from-report"]["value"] == "r.json"

@@ -264,3 +264,69 @@ def test_transformers_input_is_pruned_into_a_folder_from_pretrained_loads(hf_pai
     refused = invoke(*args, "-o", as_file)
     assert refused.exit_code == 2 and "written as a folder" in refused.stderr
     assert not as_file.exists() and not (tmp_path / ".pruned.safetensors.pending").exists()
+
+
+# ---- the library's prune with a report: the checkpoint and its report, both or neither -----
+
+
+def library_prune(pair, tmp_path, **how):
+    from clipsharp.analyses.prune import prune
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.options import PruneOptions
+
+    inputs = Inputs({"fine_tuned": pair.fine_tuned}, ())
+    options = PruneOptions(layers="visual.block.0", sparsity=0.3)
+    return prune(inputs, tmp_path / "p.safetensors", options, **how)
+
+
+def test_library_prune_writes_the_checkpoint_and_its_report_together(pair, tmp_path):
+    report = library_prune(pair, tmp_path, report=tmp_path / "p.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "p.safetensors"]  # no staging
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads(report.to_json())
+    assert report.config["output"] == str(tmp_path / "p.safetensors")  # not the staged name
+    pruned, before = load_file(str(tmp_path / "p.safetensors")), load_file(str(pair.fine_tuned))
+    for row in report.results["tensors"]:
+        zeros = int((pruned[row["key"]] == 0).sum()) - int((before[row["key"]] == 0).sum())
+        assert zeros == row["pruned"] == round(0.3 * row["numel"])
+
+
+def test_library_prune_leaves_neither_file_when_the_report_cannot_be_written(
+    pair, tmp_path, monkeypatch
+):
+    from clipsharp.reports.report import Report
+
+    def full(self, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Report, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        library_prune(pair, tmp_path, report=tmp_path / "p.json")
+    assert list(tmp_path.iterdir()) == []  # the staged checkpoint removed too
+
+
+def test_library_prune_removes_its_report_when_the_checkpoint_cannot_be_moved(
+    pair, tmp_path, monkeypatch
+):
+    import clipsharp.analyses.prune as pruning
+    from clipsharp.errors import ClipsharpError
+
+    def refused(staged, output):
+        raise ClipsharpError(f"cannot write -o {output}: Read-only file system")
+
+    monkeypatch.setattr(pruning, "move", refused)
+    with pytest.raises(ClipsharpError, match="Read-only"):
+        library_prune(pair, tmp_path, report=tmp_path / "p.json")
+    assert list(tmp_path.iterdir()) == []  # the report went with the checkpoint
+
+
+def test_library_prune_refuses_an_output_that_is_an_input_before_any_work(pair, tmp_path):
+    from clipsharp.errors import ConfigError
+
+    heard = []
+    with pytest.raises(ConfigError, match="is also an input, the fine-tuned checkpoint"):
+        library_prune(pair, tmp_path, report=pair.fine_tuned, progress=heard.append)
+    config = tmp_path / "clipsharp.toml"
+    config.write_text("")
+    with pytest.raises(ConfigError, match="is also an input, the config file"):
+        library_prune(pair, tmp_path, report=config, reads=[("the config file", config)])
+    assert heard == [] and sorted(p.name for p in tmp_path.iterdir()) == ["clipsharp.toml"]

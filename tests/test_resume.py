@@ -294,3 +294,54 @@ def test_library_run_writes_its_report_and_removes_the_journal(pair, tmp_path):
     assert not journal.exists()  # and removed once the report was written
     assert output.read_text(encoding="utf-8") == report.to_json()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left
+
+
+def test_inputs_of_the_command_line_options(pair):
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.data.specs import DatasetSpec
+    from clipsharp.options import InputOptions
+
+    options = InputOptions(
+        id=str(pair.in_dist),
+        ood=(str(pair.shifted), f"{pair.shifted}:test"),
+        model="config.json",
+        allow_nonfinite=True,
+    )
+    built = Inputs.of({"zero_shot": str(pair.zero_shot), "fine_tuned": pair.fine_tuned}, options)
+    specs = (
+        DatasetSpec.parse(str(pair.in_dist), "id"),
+        DatasetSpec.parse(str(pair.shifted), "ood"),
+        DatasetSpec.parse(f"{pair.shifted}:test", "ood"),
+    )
+    assert built == Inputs(
+        {"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
+        specs,
+        model="config.json",
+        allow_nonfinite=True,
+    )
+    assert built.specs[2].split == "test"
+
+
+def test_library_run_checks_its_outputs_without_a_report_file_and_against_reads(pair, tmp_path):
+    """No -o: the --data-cache is still checked against the inputs; ``reads`` (the config
+    file the command line read) are inputs too."""
+    from dataclasses import replace
+
+    from clipsharp.errors import ConfigError
+    from clipsharp.options import DataOptions
+
+    heard = []
+    cached = replace(run_options(), data=DataOptions(cache_dir=pair.shifted))
+    with pytest.raises(ConfigError, match="--data-cache .* is also an input, the --ood dataset"):
+        run_interpolation(library_inputs(pair), cached, progress=heard.append)
+    config = tmp_path / "clipsharp.toml"
+    config.write_text('device = "cpu"\n')
+    with pytest.raises(ConfigError, match="-o .* is also an input, the config file"):
+        run_interpolation(
+            library_inputs(pair),
+            run_options(),
+            output=config,
+            reads=[("the config file", config)],
+            progress=heard.append,
+        )
+    assert heard == [] and config.read_text() == 'device = "cpu"\n'

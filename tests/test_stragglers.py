@@ -69,6 +69,7 @@ def test_reported_stragglers_follow_from_reported_values(pair, layerwise_report,
     depth = {r["layer"]: r["shifted"]["depth"] for r in depths if not r["unchanged"]}
     expected_rho = reference_spearman(values, [depth[r["layer"]] for r in rows])
     assert doc["summary"]["spearman"]["shifted"]["spearman"] == pytest.approx(expected_rho)
+    assert "layerwise" not in doc["config"]  # the report read is an input, not an option
 
 
 def test_by_barrier_ranks_the_layerwise_depths(pair, layerwise_report, tmp_path):
@@ -85,6 +86,44 @@ def test_by_barrier_ranks_the_layerwise_depths(pair, layerwise_report, tmp_path)
     assert other.exit_code == 2 and "made on another" in other.stderr
     missing = invoke("stragglers", pair.zero_shot, pair.fine_tuned, "--by", "barrier")
     assert missing.exit_code == 2 and "needs --layerwise" in missing.stderr
+
+
+def test_library_stragglers_by_barrier_writes_its_report(pair, layerwise_report, tmp_path):
+    from clipsharp.analyses.stragglers import run_stragglers
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.options import RunOptions, SharpnessOptions
+
+    rule = StragglerOptions(layerwise=layerwise_report, by="barrier", top_k=1)
+    inputs = Inputs({"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned}, ())
+    output = tmp_path / "s.json"
+    report = run_stragglers(inputs, RunOptions(), SharpnessOptions(), rule, output=output)
+    assert json.loads(output.read_text()) == json.loads(report.to_json())
+    depths = json.loads(layerwise_report.read_text())["summary"]["layers"]
+    deepest = max((r for r in depths if not r["unchanged"]), key=lambda r: r["shifted"]["depth"])
+    assert report.summary["stragglers"] == [deepest["layer"]]
+    assert report.config["layerwise"] == str(layerwise_report)
+
+
+@pytest.mark.parametrize("by", ["sharpness", "barrier"])
+def test_library_stragglers_checks_its_output_before_reading_the_layerwise_report(
+    pair, tmp_path, by
+):
+    """-o over the --layerwise file is refused as an input, before that file is read (it is
+    no report: reading it first would fail with another error)."""
+    from clipsharp.analyses.stragglers import run_stragglers
+    from clipsharp.core.workspace import Inputs
+    from clipsharp.data.specs import DatasetSpec
+    from clipsharp.errors import ConfigError
+    from clipsharp.options import RunOptions, SharpnessOptions
+
+    other = tmp_path / "layers.json"
+    other.write_text("not a report")
+    rule = StragglerOptions(layerwise=other, by=by)
+    specs = (DatasetSpec.parse(str(pair.shifted), "ood"),)
+    inputs = Inputs({"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned}, specs)
+    with pytest.raises(ConfigError, match="is also an input, the --layerwise report"):
+        run_stragglers(inputs, RunOptions(), SharpnessOptions(), rule, output=other)
+    assert other.read_text() == "not a report"
 
 
 def test_prune_takes_the_stragglers_report(pair, tmp_path):

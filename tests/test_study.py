@@ -93,6 +93,24 @@ def test_correlations_recomputed_from_the_reports(reports):
     assert "sharpness@1[shifted]" in result.stderr  # the table
 
 
+def test_library_study_of_reports_is_the_command_s_and_writes_its_report(reports, tmp_path):
+    from clipsharp.analyses.study import study
+    from clipsharp.errors import ConfigError
+    from clipsharp.options import StudyOptions
+
+    output = tmp_path / "study.json"
+    report = study(StudyOptions(paths=tuple(reports)), output=output)
+    written = json.loads(output.read_text())
+    assert written == json.loads(report.to_json())
+    command = json.loads(succeeds("study", *reports, "-o", "-").stdout)
+    for key in ("inputs", "config", "results", "summary"):  # not when, nor how long
+        assert written[key] == command[key], key
+    before = reports[0].read_bytes()
+    with pytest.raises(ConfigError, match="is also an input, the report"):
+        study(StudyOptions(paths=tuple(reports)), output=reports[0])
+    assert reports[0].read_bytes() == before
+
+
 def test_the_study_s_seed_is_the_seed_of_its_statistics(reports):
     """One --seed: the data's (DataOptions.seed) is the one the statistics record and use."""
     seeded = json.loads(succeeds("study", *reports, "--seed", "5", "-o", "-").stdout)

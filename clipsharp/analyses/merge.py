@@ -24,6 +24,7 @@ from ..core.weights import interpolate_weights
 from ..core.workspace import describe_checkpoints, open_checkpoints
 from ..errors import ConfigError, ReportError
 from ..files import file_sha256
+from ..options import InputOptions, MergeOptions
 from ..reports.report import Report, read_report
 
 BEST = "best"  # --alpha best: from the --from report
@@ -123,13 +124,8 @@ def merge(
     zero_shot: str | Path,
     fine_tuned: str | Path,
     output: str | Path,
-    alpha: float | str,
-    *,
-    from_report: str | Path | None = None,
-    select_on: str | None = None,
-    model: str | None = None,
-    allow_nonfinite: bool = False,
-    extrapolate: bool = False,
+    options: MergeOptions,
+    inputs: InputOptions | None = None,
 ) -> Merged:
     """Write theta(alpha) = (1 - alpha) * zero_shot + alpha * fine_tuned in the fine-tuned
     checkpoint's format, with the provenance in its metadata.
@@ -137,26 +133,29 @@ def merge(
     Args:
         zero_shot, fine_tuned: checkpoints (open_clip safetensors or transformers folders).
         output: the safetensors file (open_clip) or the folder (transformers) to write.
-        alpha: in [0, 1], or ``"best"`` to take it from ``from_report``.
-        from_report: an ``interpolate`` report of this pair (for ``alpha="best"``).
-        select_on: the report's dataset to choose on (default: its in-distribution set).
-        extrapolate: allow alpha outside [0, 1] (beyond the fine-tuned end, or before the
-            zero-shot one).
+        options: ``alpha`` in [0, 1] (outside with ``extrapolate``), or ``"best"`` to take
+            it from ``from_report``, an ``interpolate`` report of this pair, on its
+            in-distribution set or the dataset ``select_on``.
+        inputs: how to read the checkpoints (``model``, ``allow_nonfinite``); its datasets
+            are not used.
 
     Example:
-        >>> merge("zs.safetensors", "ft.safetensors", "wise-ft.safetensors", 0.5)
+        >>> merge("zs.safetensors", "ft.safetensors", "wise-ft.safetensors", MergeOptions("0.5"))
     """
     started = time.perf_counter()
-    requested = parse_alpha(alpha, extrapolate)
-    _check_alpha_source(requested, from_report, select_on)
+    inputs = inputs or InputOptions()
+    requested = parse_alpha(options.alpha, options.extrapolate)
+    _check_alpha_source(requested, options.from_report, options.select_on)
     roles = {"zero_shot": Path(zero_shot), "fine_tuned": Path(fine_tuned)}
-    loaded, arch, _ = open_checkpoints(roles, model=model, allow_nonfinite=allow_nonfinite)
+    loaded, arch, _ = open_checkpoints(
+        roles, model=inputs.model, allow_nonfinite=inputs.allow_nonfinite
+    )
     if requested == BEST:
-        choice = choose_alpha(Path(from_report), loaded, select_on)
-        if not (extrapolate or 0.0 <= choice.alpha <= 1.0):
+        choice = choose_alpha(Path(options.from_report), loaded, options.select_on)
+        if not (options.extrapolate or 0.0 <= choice.alpha <= 1.0):
             raise ConfigError(
-                f"the best alpha of --from {from_report} is {choice.alpha:g}, outside [0, 1] "
-                "(the report extrapolated); add --extrapolate to merge there"
+                f"the best alpha of --from {options.from_report} is {choice.alpha:g}, outside "
+                "[0, 1] (the report extrapolated); add --extrapolate to merge there"
             )
     else:
         choice = AlphaChoice(requested)
@@ -170,9 +169,9 @@ def merge(
         inputs=describe_checkpoints(loaded, arch),
         config={
             "alpha": requested,
-            "from": None if from_report is None else str(from_report),
-            "select_on": select_on,
-            "extrapolate": extrapolate,
+            "from": None if options.from_report is None else str(options.from_report),
+            "select_on": options.select_on,
+            "extrapolate": options.extrapolate,
             "output": str(output),
             "format": source.format,
         },

@@ -20,13 +20,16 @@ import torch
 
 from .. import __version__
 from ..core import distributed
+from ..core.analysis import files_read, write_report
 from ..core.checkpoint import Checkpoint
 from ..core.layers import layer_groups, select_layers
 from ..core.models import Architecture
-from ..core.saving import check_target, save_like
-from ..core.workspace import Workspace, describe_checkpoints, open_checkpoints, open_workspace
-from ..data.specs import DatasetSpec
-from ..errors import ConfigError, ReportError
+from ..core.outputs import Paths, check_folder, check_output, check_paths, uninterrupted
+from ..core.saving import check_target, discard, save_like
+from ..core.saving import commit as move
+from ..core.workspace import Inputs, Workspace, describe_checkpoints, open_checkpoints
+from ..errors import ClipsharpError, ConfigError, ReportError
+from ..files import is_stream
 from ..options import PruneOptions, RunOptions
 from ..progress import Progress
 from ..reports.report import Report, read_report
@@ -91,8 +94,9 @@ def layers_from_report(path: Path) -> list[str]:
     return [s["layer"] if isinstance(s, dict) else str(s) for s in stragglers]
 
 
-def choose_layers(fine_tuned: Checkpoint, spec: str | None, from_report: Path | None) -> list[str]:
+def choose_layers(fine_tuned: Checkpoint, options: PruneOptions) -> list[str]:
     """Layers from ``--layers`` (names or globs) or ``--from`` a stragglers report."""
+    spec, from_report = options.layers, options.from_report
     if (spec is None) == (from_report is None):
         raise ConfigError("give the layers to prune with exactly one of --layers and --from")
     names = list(layer_groups(fine_tuned.tensors))
@@ -122,18 +126,17 @@ def pruned_provenance(
     }
     if zero_shot is not None and options.target == "task-vector":
         metadata["clipsharp.zero_shot_sha256"] = zero_shot.sha256
-    parameters = {"layers": list(layers), **asdict(options), "clipsharp_version": __version__}
+    parameters = {"layers": list(layers), **_how(options), "clipsharp_version": __version__}
     return metadata | {"clipsharp.parameters": json.dumps(parameters)}
 
 
+def _how(options: PruneOptions) -> dict:
+    """The options that say how the layers are pruned (the layers are recorded as chosen)."""
+    return {k: v for k, v in asdict(options).items() if k not in ("layers", "from_report")}
+
+
 def run_prune(
-    checkpoints: dict[str, Checkpoint],
-    arch: Architecture,
-    output: Path,
-    options: PruneOptions,
-    *,
-    layers: str | None = None,
-    from_report: Path | None = None,
+    checkpoints: dict[str, Checkpoint], arch: Architecture, output: Path, options: PruneOptions
 ) -> tuple[Report, Checkpoint]:
     """Prune the chosen layers of ``checkpoints["fine_tuned"]`` and write ``output``.
 
@@ -143,7 +146,7 @@ def run_prune(
     """
     started = time.perf_counter()
     source, base = checkpoints["fine_tuned"], checkpoints.get("zero_shot")
-    chosen = choose_layers(source, layers, from_report)
+    chosen = choose_layers(source, options)
     tensors, rows = prune_tensors(source, chosen, options, base)
     if distributed.is_main():  # under torchrun, one writer
         save_like(output, tensors, source, arch, pruned_provenance(source, chosen, options, base))
@@ -152,7 +155,7 @@ def run_prune(
         command="prune",
         inputs=describe_checkpoints(checkpoints, arch),
         config={
-            **asdict(options),
+            **_how(options),
             "layers": chosen,
             "output": str(output),
             "format": source.format,
@@ -186,54 +189,94 @@ def add_before_and_after(
 
 
 def prune(
-    checkpoints: dict[str, Path],
-    output: Path,
+    inputs: Inputs,
+    output: str | Path,
     options: PruneOptions,
-    *,
-    layers: str | None = None,
-    from_report: Path | None = None,
-    specs: Sequence[DatasetSpec] = (),
     run: RunOptions | None = None,
-    model: str | None = None,
-    allow_nonfinite: bool = False,
-    write_to: Path | None = None,
+    *,
+    report: str | Path | None = None,
     progress: Progress | None = None,
+    reads: Paths = (),
 ) -> Report:
     """The ``prune`` command: prune, write the checkpoint in the fine-tuned checkpoint's own
-    format and, with datasets and a zero-shot checkpoint, measure the path before and after.
+    format and its report, and, with datasets and a zero-shot checkpoint, measure the path
+    before and after.
 
     Args:
-        checkpoints: ``{"fine_tuned": path}``, with ``"zero_shot"`` for ``task-vector`` and
-            for the before/after measurement.
+        inputs: ``{"fine_tuned": path}``, with ``"zero_shot"`` for ``task-vector`` and for
+            the before/after measurement of the datasets (measured only with it).
         output: the pruned checkpoint, in the fine-tuned checkpoint's format: a safetensors
             file (open_clip) or a folder (transformers); the report records it.
-        specs: ``--id`` / ``--ood`` datasets; measured only with a zero-shot checkpoint.
+        options: the layers (``layers`` or ``from_report``) and how they are pruned.
         run: data, evaluation and path options of the measurement.
-        write_to: where the checkpoint is written, when not ``output`` (the CLI writes a
-            hidden file and renames it once the report is written too).
+        report: the report's file (None or ``-``: returned only, not written).
+        reads: other files the run reads (``(what, path)``), which no output may be.
+
+    Before any work, ``output`` and ``report`` are checked: writable, and not an input. The
+    checkpoint is staged beside ``output`` (``.NAME.pending``) and moved there once the
+    report is written, signals held meanwhile: an error, Ctrl-C or SIGTERM leaves both or
+    neither. Under torchrun the main process writes them.
+
+    Example:
+        >>> inputs = Inputs.of({"fine_tuned": "ft.safetensors"}, InputOptions())
+        >>> prune(inputs, "pruned.safetensors", PruneOptions(layers="visual.block.11"),
+        ...       report="prune.json")
     """
     run = run or RunOptions()
+    output = Path(output)
+    _check_outputs(inputs, output, report, options, run, reads)
+    staged = output.with_name(f".{output.name}.pending")  # moved to output with the report
+    try:
+        result = _pruned(inputs, output, staged, options, run, progress)
+        if distributed.is_main():  # the writer: another rank leaves the files be
+            with uninterrupted():
+                write_report(result, report)
+                commit(staged, output, report)
+    finally:
+        if distributed.is_main():
+            discard(staged)
+    return result
+
+
+def _check_outputs(inputs: Inputs, output: Path, report, options, run, reads) -> None:
+    """Before any work: both outputs can be written, and neither is an input."""
+    if output.is_dir():  # a transformers folder (its format is checked once it is read)
+        check_folder(output, "-o")
+    else:
+        check_output(str(output))
+    check_output(None if report is None else str(report), "--report")
+    check_paths(
+        [("-o", output), ("--report", report), ("--data-cache", run.data.cache_dir)],
+        files_read(inputs, run, [("the --from report", options.from_report), *reads]),
+    )
+
+
+def _pruned(
+    inputs: Inputs, output: Path, staged: Path, options: PruneOptions, run: RunOptions, progress
+) -> Report:
+    """The pruned checkpoint written to ``staged`` and its report (which names ``output``)."""
     workspace = None
-    if specs and "zero_shot" in checkpoints:
-        workspace = open_workspace(
-            checkpoints,
-            specs,
-            data=run.data,
-            evaluation=run.eval,
-            model=model,
-            allow_nonfinite=allow_nonfinite,
-            progress=progress,
-        )
+    if inputs.specs and "zero_shot" in inputs.checkpoints:
+        workspace = inputs.open(run.data, run.eval, progress)
         loaded, arch = workspace.checkpoints, workspace.arch
     else:
         loaded, arch, _ = open_checkpoints(
-            checkpoints, model=model, allow_nonfinite=allow_nonfinite
+            inputs.checkpoints, model=inputs.model, allow_nonfinite=inputs.allow_nonfinite
         )
-    check_target(Path(output), loaded["fine_tuned"].format)
-    report, pruned = run_prune(
-        loaded, arch, write_to or output, options, layers=layers, from_report=from_report
-    )
+    check_target(output, loaded["fine_tuned"].format)
+    report, pruned = run_prune(loaded, arch, staged, options)
     report.config["output"] = str(output)
     if workspace is not None:
         add_before_and_after(report, workspace, pruned, run, progress)
     return report
+
+
+def commit(staged: Path, output: Path, report: str | Path | None) -> None:
+    """Move the staged checkpoint to ``output`` once its report is written; if it cannot be
+    moved, the report is removed: no report without its checkpoint."""
+    try:
+        move(staged, output)
+    except ClipsharpError:
+        if report not in (None, "-") and not is_stream(report):
+            Path(report).unlink(missing_ok=True)
+        raise

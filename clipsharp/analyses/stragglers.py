@@ -11,19 +11,21 @@ from a ``layerwise`` report instead.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ..core.analysis import Analysis, run, run_config
-from ..core.checkpoint import check_made_on
+from ..core.analysis import Analysis, journal_of, run_checked, run_config, write_report
+from ..core.checkpoint import Checkpoint, check_made_on
 from ..core.engine import Engine
 from ..core.layers import layer_groups, tower_of
+from ..core.outputs import Paths
 from ..core.perturb import NoiseBank, perturbed_keys
 from ..core.workspace import Inputs, Workspace
 from ..errors import ConfigError, ReportError
 from ..options import RunOptions, SharpnessOptions, StragglerOptions
+from ..progress import Progress
 from ..reports.report import Report, read_report
 from ..reports.statistics import spearman
 from .sharpness import Base, Draws, SharpnessMetrics, average_metrics, measure_worst
@@ -91,7 +93,7 @@ class Stragglers(Analysis):
     options: RunOptions
     measure_options: SharpnessOptions
     stragglers: StragglerOptions = StragglerOptions()
-    layerwise: dict | None = None  # a layerwise report: Spearman of sharpness with depth
+    layerwise: dict | None = None  # the layerwise report read: Spearman of sharpness with depth
     command: ClassVar[str] = "stragglers"
 
     def __post_init__(self) -> None:
@@ -105,7 +107,7 @@ class Stragglers(Analysis):
 
     def config(self, workspace: Workspace) -> dict:
         config = run_config(workspace, self.options) | asdict(self.measure_options)
-        config |= asdict(self.stragglers)
+        config |= {k: v for k, v in asdict(self.stragglers).items() if k != "layerwise"}
         for key in ("exclude", "extrapolate", "failure_threshold"):
             config.pop(key, None)
         return config | {
@@ -172,18 +174,38 @@ def run_stragglers(
     measure: SharpnessOptions,
     stragglers: StragglerOptions,
     *,
-    layerwise: dict | None = None,
-    **how: Any,
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    reads: Paths = (),
 ) -> Report:
-    """The ``stragglers`` analysis, run; ``how``: :func:`analysis.run`'s keywords."""
-    return run(Stragglers(options, measure, stragglers, layerwise), workspace, **how)
+    """The ``stragglers`` command: by layer-wise sharpness (the :class:`Stragglers` analysis,
+    with the Spearman correlation against the depths of ``stragglers.layerwise`` when given),
+    or, ``by="barrier"``, by the depths of that layerwise report (no model is evaluated).
+
+    The keywords are :func:`analysis.run`'s; the layerwise report is one of the run's
+    inputs, read once the outputs are checked, before any work.
+    """
+    reads = [*reads, ("the --layerwise report", stragglers.layerwise)]
+    journal = journal_of(options, workspace, output, resume, reads)  # before it is read
+    if stragglers.by == "barrier":
+        report = barrier_stragglers_of(workspace.checkpoints, stragglers)
+        write_report(report, output)
+        return report
+    path = stragglers.layerwise
+    layerwise = read_report(path, "layerwise", complete=True) if path is not None else None
+    analysis = Stragglers(options, measure, stragglers, layerwise)
+    return run_checked(
+        analysis, workspace, journal, output=output, resume=resume, progress=progress
+    )
 
 
 def barrier_stragglers_of(
-    checkpoints: dict[str, str | Path], layerwise: Path | None, stragglers: StragglerOptions
+    checkpoints: Mapping[str, Checkpoint | str | Path], stragglers: StragglerOptions
 ) -> Report:
     """``stragglers --by barrier``: read and check the ``layerwise`` report (made for these
     checkpoints, every field present), then rank its layer depths. No model is evaluated."""
+    layerwise = stragglers.layerwise
     if layerwise is None:
         raise ConfigError("--by barrier needs --layerwise LAYERS.json (a layerwise report)")
     doc = read_report(layerwise, "layerwise", complete=True)

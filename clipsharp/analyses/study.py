@@ -1,5 +1,6 @@
-"""``study`` from checkpoints: for each fine-tuned model, the analyses behind the study's
-measures, run through the same library calls as the single commands.
+"""``study``: of reports already written, or from checkpoints: for each fine-tuned model,
+the analyses behind the study's measures, run through the same library calls as the single
+commands (:func:`study` is the whole command, :func:`run_sweep` the part from checkpoints).
 
 Each model's reports are written beside the study as ``NAME.COMMAND.json`` (NAME: the
 fine-tuned checkpoint's file name without its suffix), atomically, on the main process
@@ -16,15 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.analysis import Analysis, run
+from ..core.analysis import Analysis, files_read, run, write_report
 from ..core.checkpoint import HUB_PREFIX
 from ..core.distributed import is_main
 from ..core.layers import layer_groups, tower_of
+from ..core.outputs import Paths, check_folder, check_output, check_paths
 from ..core.workspace import Inputs, Workspace
 from ..errors import CheckpointError, ConfigError, ReportError
-from ..options import PathOptions, SweepOptions
+from ..options import InputOptions, LayerwiseOptions, PathOptions, StudyOptions, SweepOptions
 from ..progress import Progress
-from ..reports.correlations import checkpoint_row, study_report
+from ..reports.correlations import checkpoint_row, run_study, study_report
 from ..reports.report import Report, read_report
 from .inspect import relative_change
 from .interpolate import Interpolation
@@ -116,6 +118,86 @@ def run_sweep(
         started=started,
         inputs={"reports": [f for r in rows for f in r["files"].values()], "zero_shot": zero_shot},
     )
+
+
+def study(
+    options: StudyOptions,
+    inputs: InputOptions | None = None,
+    sweep: SweepOptions | None = None,
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    say: Say | None = None,
+    reads: Paths = (),
+) -> Report:
+    """The ``study`` command: of reports already written (:func:`run_study`), or of a
+    zero-shot checkpoint and its fine-tuned ones (:func:`run_sweep`).
+
+    Args:
+        options: the checkpoints (zero-shot first) or the reports; ``reports_dir``, where
+            each model's reports go (default: ``STUDY.reports`` beside ``output``);
+            ``layerwise``: run layerwise too (``LayerwiseOptions()``, unless ``sweep`` sets
+            its own).
+        inputs: the datasets (of a study of checkpoints) and how to read the models.
+        sweep: the analyses and the statistics.
+        output: the study report's file, written atomically on the main process.
+        resume, progress, say: as for :func:`run_sweep`.
+        reads: other files the study reads (``(what, path)``), which no output may be.
+
+    Before any work, ``output`` and the reports folder are checked: writable, and not an
+    input.
+    """
+    inputs, sweep = inputs or InputOptions(), sweep or SweepOptions()
+    if options.layerwise and sweep.layerwise is None:
+        sweep = replace(sweep, layerwise=LayerwiseOptions())
+    report_path = check_output(None if output is None else str(output))
+    paths = [Path(path) for path in options.paths]
+    reports = [path for path in paths if path.suffix.lower() == ".json"]
+    if reports and len(reports) < len(paths):
+        raise ConfigError(
+            f"{reports[0]} is a report among checkpoints; give checkpoints (zero-shot first) "
+            "or reports, not both"
+        )
+    if reports or not paths:
+        if inputs.id or inputs.ood:
+            raise ConfigError("--id and --ood are for a study of checkpoints; reports name theirs")
+        check_paths([("-o", output)], [*(("the report", path) for path in paths), *reads])
+        report = run_study(paths, sweep.statistics, seed=sweep.run.data.seed)
+    else:
+        folder = _reports_dir(options.reports_dir, report_path)
+        pairs = _pairs(paths, folder, inputs, sweep, output, reads)
+        report = run_sweep(pairs, sweep, folder, resume=resume, progress=progress, say=say)
+    write_report(report, output)
+    return report
+
+
+def _reports_dir(given: Path | None, output: Path | None) -> Path:
+    if given is not None:
+        return Path(given)
+    if output is None:
+        raise ConfigError(
+            "a study of checkpoints writes each model's reports: give -o STUDY.json or "
+            "--reports-dir DIR"
+        )
+    return output.with_name(output.name.removesuffix(".json") + ".reports")
+
+
+def _pairs(paths, folder: Path, inputs, sweep: SweepOptions, output, reads) -> list[Inputs]:
+    """One ``Inputs`` per fine-tuned checkpoint, once the outputs are checked (the reports
+    folder made, on the main process)."""
+    if len(paths) < 2:
+        raise ConfigError("give the zero-shot checkpoint, then one or more fine-tuned ones")
+    check_folder(folder, "--reports-dir")
+    pairs = [Inputs.of({"zero_shot": paths[0], "fine_tuned": ft}, inputs) for ft in paths[1:]]
+    outputs = [("-o", output), ("--reports-dir", folder)]
+    check_paths(
+        [*outputs, ("--data-cache", sweep.run.data.cache_dir)],
+        [item for pair in pairs for item in files_read(pair, sweep.run, reads)],
+    )
+    if is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+    return pairs
 
 
 def report_of(

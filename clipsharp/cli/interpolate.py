@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..options import InputOptions, RunOptions
 from . import options as opt
-from .output import console, finish, gate, guard_run, reading
+from .output import config_read, console, finish, gate
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
@@ -43,14 +43,18 @@ def command(
             --id data/in_dist --ood data/shifted -o path.json
     """
     from ..analyses.interpolate import run_interpolation
+    from ..core.workspace import Inputs
 
     opt.check_fail_on(fail_on, "failure-mode")
-    roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_interpolation(
-            reading(roles, inputs), run, progress=progress, output=output, resume=resume
+            Inputs.of({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, inputs),
+            run,
+            output=output,
+            resume=resume,
+            progress=progress,
+            reads=config_read(),
         )
     doc = report.to_dict()
     warn_chance(doc, out)

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..options import InputOptions, LayerwiseOptions, RunOptions
 from . import options as opt
-from .output import console, finish, gate, guard_run, reading
+from .output import config_read, console, finish, gate
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
@@ -41,19 +41,19 @@ def command(
             --ood data/shifted --alphas 0,0.5,1
     """
     from ..analyses.layerwise import run_layerwise
+    from ..core.workspace import Inputs
 
     opt.check_fail_on(fail_on, "collapse")
-    roles = {"zero_shot": zero_shot, "fine_tuned": fine_tuned}
-    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_layerwise(
-            reading(roles, inputs),
+            Inputs.of({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, inputs),
             run,
             layerwise,
-            progress=progress,
             output=output,
             resume=resume,
+            progress=progress,
+            reads=config_read(),
         )
     finish(report, layer_table(report.to_dict()), output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)

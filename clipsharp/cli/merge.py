@@ -9,13 +9,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.outputs import check_output, checkpoint_inputs
-from ..options import InputOptions, option
+from ..options import InputOptions, MergeOptions, option
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer
 from .progress import summary_table
-
-MERGE = "Merge"
 
 
 @offer("inputs.id", "inputs.ood")
@@ -33,46 +31,8 @@ def command(
             short="-o",
         ),
     ],
-    alpha: Annotated[
-        str,
-        option(
-            ...,
-            "A in [0, 1]: theta = (1 - A) * zero-shot + A * fine-tuned; or 'best': the "
-            "best alpha on the in-distribution set of the --from report.",
-            metavar="A|best",
-            panel=MERGE,
-        ),
-    ],
-    from_report: Annotated[
-        Path | None,
-        option(
-            None,
-            "An interpolate report of this pair, for --alpha best.",
-            metavar="REPORT",
-            panel=MERGE,
-            name="--from",
-        ),
-    ],
-    extrapolate: Annotated[
-        bool,
-        option(
-            False,
-            "Allow A outside [0, 1]: beyond the fine-tuned model (A > 1) or before the "
-            "zero-shot one (A < 0).",
-            panel=MERGE,
-        ),
-    ],
-    select_on: Annotated[
-        str | None,
-        option(
-            None,
-            "Choose alpha on this dataset of the report instead of its --id set. An OOD "
-            "set means choosing on the test set; the output says so.",
-            metavar="NAME",
-            panel=MERGE,
-        ),
-    ],
     report: opt.ReportFile,
+    merging: MergeOptions,
     inputs: InputOptions,
     rendering: Rendering,
 ) -> None:
@@ -95,21 +55,11 @@ def command(
         [("-o", output), ("--report", report)],
         [
             *checkpoint_inputs({"zero_shot": zero_shot, "fine_tuned": fine_tuned}),
-            ("the --from report", from_report),
+            ("the --from report", merging.from_report),
             ("the --model config", inputs.model),
         ],
     )
-    done = merge(
-        zero_shot,
-        fine_tuned,
-        output,
-        alpha,
-        from_report=from_report,
-        select_on=select_on,
-        model=inputs.model,
-        allow_nonfinite=inputs.allow_nonfinite,
-        extrapolate=extrapolate,
-    )
+    done = merge(zero_shot, fine_tuned, output, merging, inputs)
     out = console()
     choice = done.choice
     if choice.on_test_set:

@@ -14,9 +14,8 @@ from rich.markup import escape
 from rich.segment import Segment
 from rich.table import Table
 
-from ..core.outputs import Paths, check_paths, check_report, checkpoint_inputs, run_files
+from ..core.outputs import Paths, check_paths
 from ..errors import ClipsharpError
-from ..options import InputOptions, RunOptions
 from ..printable import printable
 from ..reports.gates import tripped
 from ..reports.report import Report
@@ -56,8 +55,10 @@ class _Printed:
 
 
 def guard(outputs: Paths, inputs: Paths) -> None:
-    """Refuse an output that is, or lies inside, an input of the run or the config file
-    (:func:`clipsharp.core.outputs.check_paths`). Every command calls this before any work."""
+    """Refuse an output that is, or lies inside, an input of the command or the config file
+    (:func:`clipsharp.core.outputs.check_paths`), before any work: for the commands whose
+    library call does not check its outputs itself (the analyses, ``prune`` and ``study``
+    do, handed :func:`config_read`)."""
     check_paths(outputs, [*inputs, *config_read()])
 
 
@@ -67,46 +68,6 @@ def config_read() -> list:
 
     found = find_config(Path.cwd())
     return [("the config file", found[0])] if found else []
-
-
-def guard_run(
-    output: str | None,
-    resume: bool,
-    checkpoints: Mapping[str, str | Path | None],
-    inputs: InputOptions,
-    run: RunOptions,
-    *,
-    outputs: Paths = (),
-    read: Paths = (),
-) -> None:
-    """Before any work, even reading a report: the report path can be written and no output is
-    an input (the checkpoints, the datasets, the files the options name, ``read``, the config
-    file). The library's ``run`` checks the same again (:func:`clipsharp.core.outputs.check_report`)
-    when it is handed ``-o``."""
-    check_report(
-        output,
-        resume,
-        [*checkpoint_inputs(checkpoints), *read, *option_files(inputs, run), *config_read()],
-        [*outputs, ("--data-cache", run.data.cache_dir)],
-    )
-
-
-def option_files(inputs: InputOptions, run: RunOptions) -> list:
-    """:func:`clipsharp.core.outputs.run_files` of the command's options."""
-    return run_files([inputs.id] if inputs.id else [], inputs.ood, inputs.model, run)
-
-
-def reading(checkpoints: Mapping[str, str | Path], inputs: InputOptions):
-    """The ``Inputs`` of a run on these checkpoints and the --id / --ood datasets."""
-    from ..core.workspace import Inputs
-    from ..data.specs import dataset_specs
-
-    return Inputs(
-        {role: Path(path) for role, path in checkpoints.items()},
-        dataset_specs(inputs),
-        model=inputs.model,
-        allow_nonfinite=inputs.allow_nonfinite,
-    )
 
 
 def gate(report: Report, fail_on: str | None, out: Console) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import keyword
 import typing
 from collections.abc import Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
@@ -118,6 +119,8 @@ def _leaf(path: tuple[str, ...], f: Any, hint: Any, chosen: Offer, param: str = 
     flag, key = flag_of(f), ".".join(path)
     decls = flag.name or "--" + path[-1].replace("_", "-")
     param = param or decls.split("/")[0].lstrip("-").replace("-", "_")
+    if keyword.iskeyword(param):  # --from: named after its field (from_report) instead
+        param = path[-1]
     default = chosen.defaults.get(key, flag.text if flag.parse else f.default)
     shown = {
         "help": chosen.helps.get(key, flag.help),

@@ -9,7 +9,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..options import InputOptions, RunOptions, SharpnessOptions
 from . import options as opt
-from .output import console, finish, guard_run, reading
+from .output import config_read, console, finish
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 
@@ -47,18 +47,18 @@ def command(
             --ood data/shifted -o sharp.json
     """
     from ..analyses.sharpness import run_sharpness
+    from ..core.workspace import Inputs
 
-    roles = _roles(checkpoints)
-    guard_run(output, resume, roles, inputs, run)
     out = console()
     with progress_bars(out) as progress:
         report = run_sharpness(
-            reading(roles, inputs),
+            Inputs.of(_roles(checkpoints), inputs),
             run,
             sharpness,
-            progress=progress,
             output=output,
             resume=resume,
+            progress=progress,
+            reads=config_read(),
         )
     doc = report.to_dict()
     warn_saturated(doc, out)

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
-from typing import Annotated
 
 from rich.markup import escape
 from rich.table import Table
 
-from ..options import (
-    RULE,
-    InputOptions,
-    PathOptions,
-    RunOptions,
-    SharpnessOptions,
-    StragglerOptions,
-    option,
-)
+from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
 from . import options as opt
-from .output import console, finish, guard_run, reading
+from .output import config_read, console, finish
 from .params import Rendering, offer
 from .progress import fmt, progress_bars, signed, summary_table
 from .sharpness import _roles
@@ -31,22 +21,12 @@ PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no pa
 def command(
     checkpoints: opt.Checkpoints,
     *,
-    layerwise: Annotated[
-        Path | None,
-        option(
-            None,
-            "A layerwise report of the same pair: --by barrier ranks by its depths; "
-            "with --by sharpness, the Spearman correlation of sharpness and depth is reported.",
-            metavar="REPORT",
-            panel=RULE,
-        ),
-    ],
     output: opt.Output,
     resume: opt.Resume,
+    rule: StragglerOptions,
     inputs: InputOptions,
     run: RunOptions,
     sharpness: SharpnessOptions,
-    rule: StragglerOptions,
     rendering: Rendering,
 ) -> None:
     """Layer-wise sharpness and its outliers, the straggler layers (the paper's Fig. 4).
@@ -61,32 +41,24 @@ def command(
         clipsharp stragglers zs.safetensors ft.safetensors \\
             --ood data/shifted -o stragglers.json
     """
-    from ..analyses.stragglers import barrier_stragglers_of, run_stragglers
-    from ..reports.report import read_report
+    from ..analyses.stragglers import run_stragglers
+    from ..core.workspace import Inputs
 
-    roles = _roles(checkpoints)
-    read = [("the --layerwise report", layerwise)]
-    guard_run(output, resume, roles, inputs, run, read=read)
     out = console()
-    if rule.by == "barrier":
-        report = barrier_stragglers_of(roles, layerwise, rule)
-    else:
-        doc = read_report(layerwise, "layerwise", complete=True) if layerwise else None
-        with progress_bars(out) as progress:
-            report = run_stragglers(
-                reading(roles, inputs),
-                run,
-                sharpness,
-                rule,
-                layerwise=doc,
-                progress=progress,
-                output=output,
-                resume=resume,
-                reads=read,
-            )
-    written = rule.by != "barrier"  # by the library's run, with the report
-    table = straggler_table(report.to_dict())
-    finish(report, table, output, out, form=rendering.format, written=written)
+    with progress_bars(out) as progress:
+        report = run_stragglers(
+            Inputs.of(_roles(checkpoints), inputs),
+            run,
+            sharpness,
+            rule,
+            output=output,
+            resume=resume,
+            progress=progress,
+            reads=config_read(),
+        )
+    finish(
+        report, straggler_table(report.to_dict()), output, out, form=rendering.format, written=True
+    )
 
 
 def straggler_table(doc: dict) -> Table:

@@ -77,14 +77,33 @@ def run(
             (see ``journal.py``).
         resume: continue from an existing journal written by the same run.
         progress: called with a :class:`clipsharp.progress.Event` as the run goes.
-        reads: other files the run reads (``(what, path)``), which ``output`` may not be.
+        reads: other files the run reads (``(what, path)``), which no output may be: the
+            command line names its config file here.
 
-    The working model holds its checkpoint again afterwards, bit for bit. The journal is
-    removed once the report is made (and written, with ``output``).
+    The outputs (``output``, the ``--data-cache``) are checked against the inputs before
+    any work, also without ``output`` (unless a ``journal`` is given instead). The working
+    model holds its checkpoint again afterwards, bit for bit. The journal is removed once
+    the report is made (and written, with ``output``).
     """
+    if output is not None or journal is None:
+        journal = journal_of(analysis.options, workspace, output, resume, reads)
+    return run_checked(
+        analysis, workspace, journal, output=output, resume=resume, progress=progress
+    )
+
+
+def run_checked(
+    analysis: Analysis,
+    workspace: Workspace | Inputs,
+    journal: Path | None,
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """:func:`run`, its paths already checked: ``journal`` is what :func:`journal_of` gave
+    (an analysis that reads a file of its own checks first, then reads it, then runs)."""
     started = time.perf_counter()
-    if output is not None:
-        journal = journal_of(analysis, workspace, output, resume, reads)
     if isinstance(workspace, Inputs):
         workspace = workspace.open(analysis.options.data, analysis.options.eval, progress)
     analysis.check(workspace)
@@ -104,28 +123,44 @@ def run(
         summary=summary,
         seconds=time.perf_counter() - started,
     )
-    if output not in (None, "-") and distributed.is_main():
-        report.write(Path(output))
+    write_report(report, output)
     if record is not None:
         record.close()  # on every rank: its sums are in the report now
     return report
 
 
+def write_report(report: Report, output: str | Path | None) -> None:
+    """Write ``report`` to ``output`` (atomically), on the main process; None or ``-``: not
+    written (the command line prints it)."""
+    if output not in (None, "-") and distributed.is_main():
+        report.write(Path(output))
+
+
 def journal_of(
-    analysis: Analysis, workspace: Workspace | Inputs, output: str | Path, resume: bool, reads
+    options: RunOptions,
+    workspace: Workspace | Inputs,
+    output: str | Path | None,
+    resume: bool,
+    reads: Paths = (),
 ) -> Path | None:
-    """The journal of a run writing its report to ``output``, once the path is checked
-    against what the run reads (:func:`clipsharp.core.outputs.check_report`): the
-    checkpoints, the datasets of ``Inputs``, the files the options name, ``reads``."""
-    options = analysis.options
+    """Before any work: the journal of a run writing its report to ``output`` (None: none),
+    once the outputs (``output``, the ``--data-cache``) are checked against what the run
+    reads (:func:`clipsharp.core.outputs.check_report`, :func:`files_read`)."""
+    read = files_read(workspace, options, reads)
+    return check_report(output, resume, read, [("--data-cache", options.data.cache_dir)])
+
+
+def files_read(workspace: Workspace | Inputs, options: RunOptions, reads: Paths = ()) -> list:
+    """``(what, path)`` of what a run reads: the checkpoints (and the architecture beside
+    each), ``reads``, the datasets of ``Inputs``, the files the options name, the
+    ``--model`` config."""
     if isinstance(workspace, Inputs):
         paths, specs, model = workspace.checkpoints, workspace.specs, workspace.model
     else:
         paths, specs, model = {r: c.path for r, c in workspace.checkpoints.items()}, (), None
     ids = [spec.text for spec in specs if spec.role == "id"]
     oods = [spec.text for spec in specs if spec.role == "ood"]
-    read = [*checkpoint_inputs(paths), *reads, *run_files(ids, oods, model, options)]
-    return check_report(output, resume, read, [("--data-cache", options.data.cache_dir)])
+    return [*checkpoint_inputs(paths), *reads, *run_files(ids, oods, model, options)]
 
 
 def run_config(workspace: Workspace, options: RunOptions) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from ..data.load import EvalData, decode_device, load_all, read_classnames
-from ..data.specs import DatasetSpec
+from ..data.specs import DatasetSpec, dataset_specs
 from ..errors import CheckpointError, ConfigError, DatasetError
-from ..options import DataOptions, EvalOptions
+from ..options import DataOptions, EvalOptions, InputOptions
 from ..progress import Progress, step
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, validate_pair
@@ -150,6 +150,22 @@ class Inputs:
     specs: tuple[DatasetSpec, ...]  # the --id / --ood datasets
     model: str | None = None  # --model: an open_clip name or a config JSON
     allow_nonfinite: bool = False
+
+    @classmethod
+    def of(cls, checkpoints: Mapping[str, str | Path], options: InputOptions) -> Inputs:
+        """The inputs of a run on ``checkpoints`` (role -> file) with the datasets and the
+        model of ``options`` (``--id``, ``--ood``, ``--model``, ``--allow-nonfinite``).
+
+        Example:
+            >>> Inputs.of({"zero_shot": "zs.safetensors", "fine_tuned": "ft.safetensors"},
+            ...           InputOptions(ood=("data/shifted",)))
+        """
+        return cls(
+            {role: Path(path) for role, path in checkpoints.items()},
+            dataset_specs(options),
+            model=options.model,
+            allow_nonfinite=options.allow_nonfinite,
+        )
 
     def open(self, data: DataOptions, evaluation: EvalOptions, progress=None) -> Workspace:
         return open_workspace(

@@ -120,14 +120,9 @@ def _repair(artifacts, workspace, sample, sampled, measure, options, progress) -
     rule = StragglerOptions(top_k=options.top_k)
     stragglers = run_stragglers(sample, sampled, measure, rule, progress=progress)
     output = artifacts.root / "fine_tuned_aggressive_pruned.safetensors"
-    pruning = PruneOptions(sparsity=options.sparsity, target="task-vector")
-    report, pruned = run_prune(
-        workspace.checkpoints,
-        workspace.arch,
-        output,
-        pruning,
-        layers=",".join(stragglers.summary["stragglers"]),
-    )
+    layers = ",".join(stragglers.summary["stragglers"])
+    pruning = PruneOptions(layers=layers, sparsity=options.sparsity, target="task-vector")
+    report, pruned = run_prune(workspace.checkpoints, workspace.arch, output, pruning)
     add_before_and_after(report, workspace, pruned, _run_options(options, options.alphas), progress)
     return {"stragglers-aggressive": stragglers, "prune-aggressive": report}
 
