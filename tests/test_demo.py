@@ -359,14 +359,10 @@ def _sweep(saturated: dict[float, tuple[bool, bool]]) -> dict:
 
 
 def test_saturation_warning_names_a_rho_that_did_not_saturate():
-    from rich.console import Console
-
-    from clipsharp.cli.sharpness import warn_saturated
+    from clipsharp.reports.notes import saturation_warnings
 
     def warnings(doc: dict) -> str:
-        out = Console(record=True, width=400)
-        warn_saturated(doc, out)
-        return out.export_text()
+        return "\n".join(saturation_warnings(doc))
 
     sweep = warnings(_sweep({0.1: (False, False), 0.3: (False, False), 1.0: (True, False)}))
     assert "at rho=1 " in sweep and "at --rho 0.3 the noise brought no point" in sweep

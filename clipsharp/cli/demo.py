@@ -8,7 +8,7 @@ from typing import Annotated
 
 from ..core.outputs import check_folder
 from ..options import EvalOptions, option
-from .output import console, guard
+from .output import console, draw, guard
 from .params import offer
 from .progress import progress_bars
 
@@ -84,14 +84,11 @@ def command(
 def show(reports: dict, say) -> None:
     """The summary tables of the path, the stragglers, the repair and the study."""
     from ..demo.run import PAIRS
-    from .interpolate import path_table
-    from .prune import prune_tables
-    from .stragglers import straggler_table
-    from .study import study_table
+    from ..reports.tables import tables_of
 
     for name in PAIRS:
-        say.print(path_table(reports[f"interpolate-{name}"].to_dict()))
+        say.print(draw(tables_of(reports[f"interpolate-{name}"].to_dict())[0]))
         say.print(f"[dim]zero-shot vs the {name} fine-tune[/dim]\n")
-    say.print(straggler_table(reports["stragglers-aggressive"].to_dict()))
-    say.print(prune_tables(reports["prune-aggressive"].to_dict()))
-    say.print(study_table(reports["study"].to_dict()))
+    for kind in ("stragglers-aggressive", "prune-aggressive", "study"):
+        for table in tables_of(reports[kind].to_dict()):
+            say.print(draw(table))

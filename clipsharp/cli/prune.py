@@ -6,16 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 from rich.markup import escape
-from rich.table import Table
 
 from ..core.outputs import check_folder, check_output, checkpoint_inputs, uninterrupted
 from ..errors import ClipsharpError
 from ..options import PRUNE, InputOptions, PruneOptions, RunOptions, option
 from . import options as opt
-from .interpolate import path_table
 from .output import console, finish, guard, option_files
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, summary_table
+from .progress import progress_bars
 
 
 @offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
@@ -119,14 +117,7 @@ def command(
                 f"nothing was pruned, {escape(str(output))} holds the fine-tuned weights unchanged"
             )
         with uninterrupted():
-            finish(
-                result,
-                prune_tables(result.to_dict()),
-                report,
-                out,
-                flag="--report",
-                form=rendering.format,
-            )
+            finish(result, report, out, flag="--report", form=rendering.format)
             commit(staged, output, report)
         out.print(f"pruned checkpoint written to {output}")
     finally:
@@ -146,28 +137,3 @@ def commit(staged: Path, output: Path, report: str | None) -> None:
         if report not in (None, "-"):
             Path(report).unlink(missing_ok=True)
         raise
-
-
-def prune_tables(doc: dict) -> Table:
-    """What was pruned, per layer; the before/after comparison when measured."""
-    s = doc["summary"]
-    table = summary_table(
-        escape(f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): ")
-        + f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors",
-        ["layer"],
-        ["tensors", "pruned", "sparsity"],
-    )
-    for layer in s["layers"]:
-        rows = [r for r in doc["results"]["tensors"] if r["layer"] == layer]
-        pruned, numel = sum(r["pruned"] for r in rows), sum(r["numel"] for r in rows)
-        share = fmt(pruned / numel if numel else 0.0)
-        table.add_row(escape(layer), str(len(rows)), f"{pruned:,}", share)
-    if "before" not in s:
-        return table
-    from rich.console import Group
-
-    before = {**doc, "command": "before pruning", "summary": s["before"]}
-    before["results"] = {"path": doc["results"]["before"]}
-    after = {**doc, "command": "after pruning", "summary": s["after"]}
-    after["results"] = {"path": doc["results"]["after"]}
-    return Group(table, path_table(before), path_table(after))

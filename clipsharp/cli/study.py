@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-from rich.console import Group
 from rich.markup import escape
 
 from ..core.outputs import check_folder, check_output, checkpoint_inputs
@@ -15,7 +14,7 @@ from ..options import InputOptions, LayerwiseOptions, SweepOptions, option
 from . import options as opt
 from .output import console, finish, guard, option_files, reading
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, summary_table
+from .progress import progress_bars
 
 STUDY = "Study"
 
@@ -95,7 +94,7 @@ def command(
     else:
         folder = _reports_dir(reports_dir, report_path)
         report = _from_checkpoints(paths, folder, study, output, resume, inputs, out)
-    finish(report, study_table(report.to_dict()), output, out, form=rendering.format)
+    finish(report, output, out, form=rendering.format)
 
 
 def _reports_dir(given: Path | None, output: Path | None) -> Path:
@@ -144,42 +143,3 @@ def _from_checkpoints(
             progress=progress,
             say=lambda text: out.print(escape(text)),
         )
-
-
-def study_table(doc: dict) -> Group:
-    """Per OOD set: the measures ranked by |Spearman|, with the interval, tau-b and p; the
-    measures without a correlation listed under the table by reason (80 columns)."""
-    correlations = doc["summary"]["correlations"]
-    confidence = doc["config"].get("statistics", {}).get("confidence", 0.95)
-    tables = []
-    for name, found in correlations.items():
-        table = summary_table(
-            f"{escape(name)}: correlation with the OOD gain over "
-            f"{doc['inputs']['num_checkpoints']} fine-tuned checkpoints; * the {confidence:.0%} "
-            "interval excludes 0",
-            ["measure"],
-            ["n", "ρ", "interval", "τ-b", "p", ""],
-        )
-        without: dict[str, list[str]] = {}  # reason -> measures
-        for measure in doc["summary"].get("ranking", {}).get(name, sorted(found)):
-            c = found[measure]
-            if c["spearman"] is None and c.get("reason"):
-                without.setdefault(c["reason"], []).append(measure)
-                continue
-            interval = c.get("interval")
-            shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
-            table.add_row(
-                escape(measure),
-                str(c["checkpoints"]),
-                fmt(c["spearman"], 2),
-                shown,
-                fmt(c.get("kendall_tau_b"), 2),
-                fmt(c.get("p_value"), 3),
-                "[bold]*[/]" if c.get("excludes_zero") else "",
-            )
-        table.caption = escape(
-            "; ".join(f"no correlation, {reason}: {', '.join(m)}" for reason, m in without.items())
-        )
-        table.caption_justify = "left"
-        tables.append(table)
-    return Group(*tables)
