@@ -577,3 +577,18 @@ class SweepOptions:
     stragglers: StragglerOptions = field(default_factory=StragglerOptions)
     layerwise: LayerwiseOptions | None = None  # None: no layerwise analysis (--layerwise: block)
     statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``demo`` builds, where, and how it evaluates (its tour's sizes: demo/run.py)."""
+
+    out: Path = option(
+        Path("clipsharp-demo"), "Folder for the data, models, reports and figures.", metavar="DIR"
+    )
+    force: bool = option(False, "Rebuild the models even if cached.")
+    quick: bool = option(
+        False, "A toy recipe that builds in seconds: the commands and files, not the science."
+    )
+    seed: int = option(0, "Seed of the demo's training and of its analyses.", metavar="N")
+    evaluation: EvalOptions = field(default_factory=EvalOptions)  # device, batch size, prefetch

@@ -397,3 +397,12 @@ def test_only_the_careful_fine_tune_sees_inverted_digits(tmp_path):
         first, second = load_file(path), load_file(checkpoints(clean)[name])
         same = all(torch.equal(first[key], second[key]) for key in first)
         assert same == (name != "careful"), name
+
+
+def test_demo_evaluation_flags_reach_every_analysis_of_the_tour():
+    """--device, --batch-size and --prefetch-blocks of `demo` are its analyses' options."""
+    from clipsharp.demo.run import TourOptions, _run_options
+
+    tour = TourOptions(device="cpu", batch_size=7, prefetch_blocks=2)
+    evaluation = _run_options(tour, (0.0, 1.0)).eval
+    assert (evaluation.device, evaluation.batch_size, evaluation.prefetch_blocks) == ("cpu", 7, 2)
