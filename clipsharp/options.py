@@ -596,6 +596,21 @@ class SweepOptions:
     statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``demo`` builds, where, and how it evaluates (its tour's sizes: demo/run.py)."""
+
+    out: Path = option(
+        Path("clipsharp-demo"), "Folder for the data, models, reports and figures.", metavar="DIR"
+    )
+    force: bool = option(False, "Rebuild the models even if cached.")
+    quick: bool = option(
+        False, "A toy recipe that builds in seconds: the commands and files, not the science."
+    )
+    seed: int = option(0, "Seed of the demo's training and of its analyses.", metavar="N")
+    evaluation: EvalOptions = field(default_factory=EvalOptions)  # device, batch size, prefetch
+
+
 # ---- the options of merge and study, which only those commands take
 
 MERGE, STUDY = "Merge", "Study"  # --help panels

@@ -359,14 +359,10 @@ def _sweep(saturated: dict[float, tuple[bool, bool]]) -> dict:
 
 
 def test_saturation_warning_names_a_rho_that_did_not_saturate():
-    from rich.console import Console
-
-    from clipsharp.cli.sharpness import warn_saturated
+    from clipsharp.reports.notes import saturation_warnings
 
     def warnings(doc: dict) -> str:
-        out = Console(record=True, width=400)
-        warn_saturated(doc, out)
-        return out.export_text()
+        return "\n".join(saturation_warnings(doc))
 
     sweep = warnings(_sweep({0.1: (False, False), 0.3: (False, False), 1.0: (True, False)}))
     assert "at rho=1 " in sweep and "at --rho 0.3 the noise brought no point" in sweep
@@ -401,3 +397,12 @@ def test_only_the_careful_fine_tune_sees_inverted_digits(tmp_path):
         first, second = load_file(path), load_file(checkpoints(clean)[name])
         same = all(torch.equal(first[key], second[key]) for key in first)
         assert same == (name != "careful"), name
+
+
+def test_demo_evaluation_flags_reach_every_analysis_of_the_tour():
+    """--device, --batch-size and --prefetch-blocks of `demo` are its analyses' options."""
+    from clipsharp.demo.run import TourOptions, _run_options
+
+    tour = TourOptions(device="cpu", batch_size=7, prefetch_blocks=2)
+    evaluation = _run_options(tour, (0.0, 1.0)).eval
+    assert (evaluation.device, evaluation.batch_size, evaluation.prefetch_blocks) == ("cpu", 7, 2)

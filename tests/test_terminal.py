@@ -22,9 +22,10 @@ from conftest import (
 )
 from rich.console import Console
 
+from clipsharp.cli.output import draw
 from clipsharp.cli.progress import PlainProgress, point_text
-from clipsharp.cli.show import renderer
 from clipsharp.progress import Event
+from clipsharp.reports.tables import tables_of
 
 
 def wide(*args):
@@ -182,13 +183,18 @@ def made(pair, cli_report, tmp_path_factory):
     return done
 
 
+def drawn(doc: dict) -> str:
+    """The report's summary tables as an 80-column terminal shows them."""
+    out = Console(width=80, record=True)
+    for table in tables_of(doc):
+        out.print(draw(table))
+    return out.export_text()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_table_fits_80_columns_uncut(made, kind):
     doc = json.loads(made[kind][0].read_text())
-    table, _ = renderer(doc, made[kind][0])
-    out = Console(width=80, record=True)
-    out.print(table(doc))
-    text = out.export_text()
+    text = drawn(doc)
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text
 
@@ -201,10 +207,7 @@ def test_study_lists_measures_without_a_correlation_under_its_table(made):
     reason = "the measure is the same for every model"
     for measure in list(found)[:2]:
         found[measure] |= {"spearman": None, "interval": None, "reason": reason}
-    table, _ = renderer(doc, made["study"][0])
-    out = Console(width=80, record=True)
-    out.print(table(doc))
-    text = out.export_text()
+    text = drawn(doc)
     assert max(len(line) for line in text.splitlines()) <= 80
     for measure in list(found)[:2]:  # no row of their own: the name, then the count n
         assert not re.search(rf"^{re.escape(measure)}\s+\d", text, re.M)
@@ -232,10 +235,7 @@ def test_show_refuses_what_is_not_a_report(tmp_path):
 
 def test_interpolate_path_table_keeps_every_number(made):
     doc = json.loads(made["interpolate"][0].read_text())
-    table, _ = renderer(doc, made["interpolate"][0])
-    out = Console(width=80, record=True)
-    out.print(table(doc))
-    text = out.export_text()
+    text = drawn(doc)
     for summary in doc["summary"].values():
         assert f"{summary['gain']:+.3f}" in text and f"{summary['best_accuracy']:.3f}" in text
 

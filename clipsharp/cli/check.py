@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from ..options import option
 from ..reports.gates import Check, Verdict, show_value
-from .output import console, to_stdout
+from ..reports.tables import Table
+from .output import console, draw, to_stdout
 from .params import Rendering, offer
 
 GATES = "Gates"
@@ -132,7 +131,7 @@ def command(
     elif rendering.format == "md":
         to_stdout(to_markdown(verdict, report.name))
     else:
-        out.print(verdict_table(verdict, report.name))
+        out.print(draw(verdict_table(verdict, report.name)))
     failed = len(verdict.failures)
     if verdict.passed:
         out.print(f"check passed: {len(verdict.checks)} checks on {report.name}", markup=False)
@@ -155,17 +154,16 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def verdict_table(verdict: Verdict, title: str) -> Table:
-    from .progress import summary_table
+    from ..reports.tables import Mark
 
-    table = summary_table(
-        f"clipsharp check {title}", ["", "dataset", "field", "requirement", "value", "detail"], []
+    table = Table(
+        f"clipsharp check {title}", ("", "dataset", "field", "requirement", "value", "detail")
     )
     for c in verdict.checks:
-        mark = "[green]ok[/]" if c.passed else "[bold red]FAIL[/]"
-        detail = "" if c.passed else escape(c.message)
+        mark = Mark("ok", "good") if c.passed else Mark("FAIL", "alarm")
         value = show_value(c.value, near=c.threshold)
         cells = (c.dataset or "-", c.field or "-", _requirement(c), value)
-        table.add_row(mark, *(escape(cell) for cell in cells), detail)
+        table.add(mark, *cells, "" if c.passed else c.message)
     return table
 
 

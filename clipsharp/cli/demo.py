@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-from typing import Annotated
-
 from ..core.outputs import check_folder
-from ..options import EvalOptions, option
-from .output import console, guard
+from ..options import DemoOptions
+from .output import console, draw, guard
 from .params import offer
 from .progress import progress_bars
 
 
 @offer(
     *(
-        f"evaluation.{name}"
+        f"demo.evaluation.{name}"
         for name in ("precision", "templates", "head_classnames", "subset_logits", "block_images")
     )
 )
-def command(
-    *,
-    out: Annotated[
-        Path,
-        option(
-            Path("clipsharp-demo"),
-            "Folder for the data, models, reports and figures.",
-            metavar="DIR",
-        ),
-    ],
-    force: Annotated[bool, option(False, "Rebuild the models even if cached.")],
-    quick: Annotated[
-        bool,
-        option(
-            False, "A toy recipe that builds in seconds: the commands and files, not the science."
-        ),
-    ],
-    seed: Annotated[
-        int, option(0, "Seed of the demo's training and of its analyses.", metavar="N")
-    ],
-    evaluation: EvalOptions,
-) -> None:
+def command(*, demo: DemoOptions) -> None:
     """Build tiny zero-shot and fine-tuned CLIPs on bundled digits, and analyse them.
 
     A zero-shot CLIP is trained on captioned handwritten digits under broad
@@ -61,19 +36,14 @@ def command(
 
         clipsharp demo --out clipsharp-demo
     """
-    from ..demo.build import DemoRecipe, build_demo
-    from ..demo.run import TourOptions, run_tour
+    from ..demo.run import run_demo
 
+    out = demo.out
     guard([("--out", out)], [])
     check_folder(out, "--out")
-    recipe = DemoRecipe.tiny() if quick else DemoRecipe()
-    tour = TourOptions(device=evaluation.device, batch_size=evaluation.batch_size, seed=seed)
-    if quick:
-        tour = replace(tour, iterations=2, limit=64)
     say = console()
     with progress_bars(say) as progress:
-        artifacts = build_demo(out, force=force, progress=progress, seed=seed, recipe=recipe)
-        reports = run_tour(artifacts, tour, progress)
+        artifacts, reports = run_demo(demo, progress)
     say.print(f"demo models {'built' if artifacts.built else 'reused from the cache'} in {out}")
     show(reports, say)
     say.print(
@@ -84,14 +54,11 @@ def command(
 def show(reports: dict, say) -> None:
     """The summary tables of the path, the stragglers, the repair and the study."""
     from ..demo.run import PAIRS
-    from .interpolate import path_table
-    from .prune import prune_tables
-    from .stragglers import straggler_table
-    from .study import study_table
+    from ..reports.tables import tables_of
 
     for name in PAIRS:
-        say.print(path_table(reports[f"interpolate-{name}"].to_dict()))
+        say.print(draw(tables_of(reports[f"interpolate-{name}"].to_dict())[0]))
         say.print(f"[dim]zero-shot vs the {name} fine-tune[/dim]\n")
-    say.print(straggler_table(reports["stragglers-aggressive"].to_dict()))
-    say.print(prune_tables(reports["prune-aggressive"].to_dict()))
-    say.print(study_table(reports["study"].to_dict()))
+    for kind in ("stragglers-aggressive", "prune-aggressive", "study"):
+        for table in tables_of(reports[kind].to_dict()):
+            say.print(draw(table))

@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 from rich.markup import escape
-from rich.table import Table
 
 from ..core.outputs import check_output, checkpoint_inputs
 from ..options import InputOptions, option
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer
-from .progress import fmt, summary_table
 
 
 @offer("inputs.id", "inputs.ood")
@@ -49,32 +47,10 @@ def command(
         allow_nonfinite=inputs.allow_nonfinite,
     )
     doc = report.to_dict()
-    finish(report, layer_table(doc), output, console(), form=rendering.format)
+    finish(report, output, console(), form=rendering.format)
     inferred = doc["inputs"]["architecture"].get("inferred")
     if inferred and rendering.format == "table":
         console().print(escape(inferred_text(inferred)), soft_wrap=True)
-
-
-def layer_table(doc: dict) -> Table:
-    s = doc["summary"]
-    title = escape(
-        f"{s['model']} ({doc['inputs']['architecture']['source']}): {s['parameters']:,} parameters "
-        f"in {s['tensors']} tensors, {', '.join(s['dtypes'])}, {s['head']} head"
-    )
-    if not s.get("text_tower", True):
-        title += ", image tower only"
-    if s.get("source_layout"):
-        title += f", converted from a {s['source_layout']}"
-    pair = "fine_tuned" in doc["inputs"]["checkpoints"]
-    change = ["|ft-zs|/|zs|"] if pair else []
-    table = summary_table(title, ["layer"], ["tower", "tensors", "parameters", *change])
-    for row in doc["results"]["layers"]:
-        cells = [escape(row["layer"]), escape(row["tower"]), str(len(row["tensors"]))]
-        cells.append(f"{row['parameters']:,}")
-        if pair:
-            cells.append(fmt(row["relative_change"], 4) if row["relative_change"] else "unchanged")
-        table.add_row(*cells)
-    return table
 
 
 def inferred_text(inferred: dict) -> str:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from ..options import InputOptions, RunOptions
 from . import options as opt
 from .output import config_read, console, finish, gate
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, signed, summary_table
+from .progress import progress_bars
 
 
 @offer(
@@ -56,61 +52,5 @@ def command(
             progress=progress,
             reads=config_read(),
         )
-    doc = report.to_dict()
-    warn_chance(doc, out)
-    finish(report, path_table(doc), output, out, form=rendering.format, written=True)
+    finish(report, output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
-
-
-def path_table(doc: dict) -> Table:
-    """Per dataset: endpoints, best alpha, gain, depth, barrier, failure mode (80 columns)."""
-    table = summary_table(
-        f"{doc['command']}: α 0 = zero-shot, 1 = fine-tuned",
-        ["dataset", "role"],
-        ["acc(0)", "acc(1)", "best α", "best", "gain", "depth", "barrier", "failure"],
-    )
-    path = doc["results"]["path"]
-    first, last = _at(path, 0.0), _at(path, 1.0)
-    for dataset in doc["inputs"]["datasets"]:
-        name, s = dataset["name"], doc["summary"][dataset["name"]]
-        failure = {True: "[bold red]FAILURE[/]", False: "no", None: "-"}[s["failure_mode"]]
-        table.add_row(
-            escape(name),
-            dataset["role"],
-            fmt(first[name]["accuracy"]),
-            fmt(last[name]["accuracy"]),
-            f"{s['best_alpha']:g}",
-            fmt(s["best_accuracy"]),
-            signed(s["gain"]),
-            signed(s["depth"]),
-            signed(s["barrier"]),
-            failure,
-        )
-    return table
-
-
-def warn_chance(doc: dict, out: Console) -> None:
-    """A warning per dataset on which both endpoints are at chance: nothing to interpolate."""
-    from ..core.distributed import is_main
-    from ..reports.metrics import no_better_than_chance
-
-    if not is_main():
-        return
-    path = doc["results"]["path"]
-    for dataset in doc["inputs"]["datasets"]:
-        name, classes = dataset["name"], dataset.get("num_classes")
-        ends = [_at(path, 0.0)[name], _at(path, 1.0)[name]]
-        if not classes or not all(
-            no_better_than_chance(m["accuracy"], classes, m["num_examples"]) for m in ends
-        ):
-            continue
-        out.print(
-            f"[yellow]warning:[/] {escape(name)}: the zero-shot and the fine-tuned model are both "
-            f"at chance (accuracy {fmt(ends[0]['accuracy'])} and {fmt(ends[1]['accuracy'])}, "
-            f"chance {fmt(1 / classes)}): the path says nothing here; check the labels, "
-            "--classnames and --templates, or the checkpoints"
-        )
-
-
-def _at(path: list[dict], alpha: float) -> dict:
-    return next(point["metrics"] for point in path if point["alpha"] == alpha)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-from rich.table import Table
-
 from ..options import InputOptions, LayerwiseOptions, RunOptions
 from . import options as opt
 from .output import config_read, console, finish, gate
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, signed, summary_table
+from .progress import progress_bars
 
 
 @offer(
@@ -55,36 +52,5 @@ def command(
             progress=progress,
             reads=config_read(),
         )
-    finish(report, layer_table(report.to_dict()), output, out, form=rendering.format, written=True)
+    finish(report, output, out, form=rendering.format, written=True)
     gate(report, fail_on, out)
-
-
-def layer_table(doc: dict) -> Table:
-    """One row per layer, sorted by depth on the first OOD set (else the first set)."""
-    datasets = doc["inputs"]["datasets"]
-    focus = next((d for d in datasets if d["role"] == "ood"), datasets[0])["name"]
-    background = doc["config"]["background"]
-    table = summary_table(
-        f"layerwise on {escape(focus)}: background {escape(background)}, α 0 = zero-shot layer",
-        ["layer"],
-        ["tower", "gain", "depth", "barrier", "min acc", "collapse"],
-    )
-    rows = doc["summary"]["layers"]
-    changed = sorted((r for r in rows if not r["unchanged"]), key=lambda r: -r[focus]["depth"])
-    towers = {r["layer"]: r["tower"] for r in doc["results"]["layers"]}
-    for row in changed:
-        s = row[focus]
-        collapse = "[bold red]COLLAPSE[/]" if s["collapse"] else "no"
-        table.add_row(
-            escape(row["layer"]),
-            escape(towers.get(row["layer"], "-")),
-            signed(s["gain"]),
-            signed(s["depth"]),
-            signed(s["barrier"]),
-            fmt(s["min_accuracy"]),
-            collapse,
-        )
-    unchanged = [r["layer"] for r in rows if r["unchanged"]]
-    if unchanged:
-        table.caption = escape(f"unchanged (not evaluated): {', '.join(unchanged)}")
-    return table

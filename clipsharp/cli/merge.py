@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from rich.markup import escape
-from rich.table import Table
-
 from ..core.outputs import check_output, checkpoint_inputs
 from ..options import InputOptions, MergeOptions, option
 from . import options as opt
 from .output import console, finish, guard
 from .params import Rendering, offer
-from .progress import summary_table
 
 
 @offer("inputs.id", "inputs.ood")
@@ -61,32 +57,5 @@ def command(
     )
     done = merge(zero_shot, fine_tuned, output, merging, inputs)
     out = console()
-    choice = done.choice
-    if choice.on_test_set:
-        out.print(
-            f"[yellow]warning:[/] alpha {choice.alpha:g} was chosen on the OOD set "
-            f"{escape(choice.dataset)} (test-set selection): accuracy there is no longer an "
-            "unbiased estimate; the metadata records it"
-        )
-    finish(
-        done.report,
-        merge_table(done.report.to_dict()),
-        report,
-        out,
-        flag="--report",
-        form=rendering.format,
-    )
+    finish(done.report, report, out, flag="--report", form=rendering.format)
     out.print(f"merged model written to {done.output}", markup=False, soft_wrap=True)
-
-
-def merge_table(doc: dict) -> Table:
-    """The merged model: alpha and how it was chosen, the output, its format and architecture."""
-    s, architecture = doc["summary"], doc["inputs"]["architecture"]
-    kind = {"transformers": "transformers folder", "open_clip": "open_clip safetensors"}
-    table = summary_table(f"merge: theta(alpha) at alpha {s['alpha']:g}", ["", ""], [])
-    table.add_row("alpha", escape(f"{s['alpha']:g} ({s['selection']})"))
-    table.add_row("output", escape(s["output"]))
-    table.add_row("format", escape(kind.get(s["format"], s["format"])))
-    table.add_row("architecture", escape(f"{architecture['name']} ({architecture['source']})"))
-    table.add_row("tensors", str(s["tensors"]))
-    return table

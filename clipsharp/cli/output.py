@@ -12,13 +12,15 @@ import typer
 from rich.console import Console, ConsoleOptions, RenderableType, RenderHook
 from rich.markup import escape
 from rich.segment import Segment
-from rich.table import Table
+from rich.table import Table as RichTable
 
 from ..core.outputs import Paths, check_paths
 from ..errors import ClipsharpError
 from ..printable import printable
 from ..reports.gates import tripped
+from ..reports.notes import class_notes, dataset_notes, warnings_of
 from ..reports.report import Report
+from ..reports.tables import Mark, Table, markdown, tables_of
 
 
 def console() -> Console:
@@ -82,33 +84,25 @@ def gate(report: Report, fail_on: str | None, out: Console) -> None:
 
 def finish(
     report: Report,
-    summary: RenderableType,
     output: str | None,
     out: Console,
     flag: str = "-o",
     form: str = "table",
     written: bool = False,
 ) -> None:
-    """Show the summary and write the report, on the main process only.
+    """Show the summary (:func:`show_summary`) and write the report, on the main process only.
 
     The report goes to ``output`` (a file, written atomically, unless ``written``: the
-    library's ``run`` wrote it) or to stdout: with
-    ``-o -``, or with no ``-o`` when stdout is not a terminal (a pipe or a file).
-    At a terminal without ``-o``, only the summary is shown. ``form`` is the
-    ``--format``: ``table`` (rich, on stderr), ``json`` (the report on stdout) or
-    ``md`` (the summary as a GitHub markdown table on stdout).
+    library's ``run`` wrote it) or to stdout: with ``-o -``, or with no ``-o`` when stdout
+    is not a terminal (a pipe or a file). At a terminal without ``-o``, only the summary is
+    shown. ``form`` is the ``--format``: ``table`` (rich, on stderr), ``json`` (the report on
+    stdout) or ``md`` (the summary as a GitHub markdown table on stdout).
     """
     from ..core.distributed import is_main
 
     if not is_main():
         return
-    for line in class_notes(report.to_dict()):
-        out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
-    dataset_notes(report, out)
-    if form == "md":
-        to_stdout(markdown(summary))
-    elif form == "table":
-        out.print(summary)
+    show_summary(report.to_dict(), out, "" if form == "json" else form)
     piped = output is None and stdout_is_piped() and form != "md"
     printed = form == "json" or output == "-" or piped
     if printed:
@@ -121,35 +115,51 @@ def finish(
         out.print(f"[dim]pass {flag} FILE to save the JSON report[/dim]")
 
 
-def class_notes(doc: dict) -> list[str]:
-    """One line per dataset whose class names are not its own (ImageNet's, a list), and per
-    dataset mapped onto a stored head by an assumed order."""
-    config = doc.get("config") or {}
-    mapping = config.get("head_mapping") or {}
-    notes = []
-    for entry in (doc.get("inputs") or {}).get("datasets", []):
-        name, source = entry.get("name"), entry.get("class_names") or ""
-        if source.startswith(("imagenet", "--classnames imagenet")):
-            notes.append(f"{name}: class names {source}: CLIP's names of ImageNet's classes")
-        if "assumed" in mapping.get(name, ""):
-            notes.append(f"{name}: stored head: {mapping[name]}")
-    return notes
+def show_summary(doc: dict, out: Console, form: str = "table", name: str = "the report") -> None:
+    """A report's warnings and notes on stderr, then its summary tables: drawn on stderr
+    (``table``), as markdown on stdout (``md``), or not at all (``""``)."""
+    for line in warnings_of(doc):
+        out.print(f"[yellow]warning:[/] {escape(line)}")
+    for line in class_notes(doc):
+        out.print(f"[dim]note:[/] {escape(line)}", soft_wrap=True)
+    for line in dataset_notes(doc):
+        out.print(f"[yellow]note:[/] {escape(line)}")
+    if form == "md":
+        to_stdout(markdown(tables_of(doc, name)))
+    elif form == "table":
+        for table in tables_of(doc, name):
+            out.print(draw(table))
 
 
-def dataset_notes(report: Report, out: Console) -> None:
-    """What opening the datasets found (empty class folders, images left out), on stderr."""
-    from rich.markup import escape
+TONES = {"alarm": "bold red", "caution": "bold yellow", "good": "green", "strong": "bold"}
 
-    for entry in report.inputs.get("datasets", []):
-        name = escape(str(entry.get("name")))
-        for note in entry.get("notes", []):
-            out.print(f"[yellow]note:[/] {name}: {escape(note)}")
-        skipped = entry.get("skipped_images")
-        if skipped:
-            out.print(
-                f"[yellow]note:[/] {name}: {skipped['count']} images cannot be read and are "
-                f"left out (--skip-bad-images), first: {escape(skipped['first'][0])}"
-            )
+
+def draw(table: Table) -> RichTable:
+    """A :class:`clipsharp.reports.tables.Table` as rich draws it: no side borders, the names
+    columns folding a long name, the numbers columns right-aligned and never wrapped."""
+    from rich import box
+
+    def cell(value) -> str:
+        if isinstance(value, Mark):
+            return f"[{TONES[value.tone]}]{escape(value.text)}[/]"
+        return escape(value)
+
+    drawn = RichTable(
+        title=escape(table.title),
+        caption=escape(table.caption),
+        caption_justify="left" if table.caption_left else "center",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        title_justify="left",
+    )
+    for header in table.names:
+        drawn.add_column(escape(header), overflow="fold")
+    for header in table.numbers:
+        drawn.add_column(escape(header), justify="right", no_wrap=True)
+    for row in table.rows:
+        drawn.add_row(*map(cell, row))
+    return drawn
 
 
 def stdout_is_piped() -> bool:
@@ -221,28 +231,3 @@ def hold_closed_streams() -> None:
             if opened != fd:
                 os.dup2(opened, fd)
                 os.close(opened)
-
-
-def markdown(renderable: RenderableType) -> str:
-    """GitHub-flavoured markdown of a rich Table (or of each table in a Group)."""
-    from rich.console import Group
-    from rich.text import Text
-
-    if isinstance(renderable, Group):
-        return "\n".join(markdown(part) for part in renderable.renderables)
-    if not isinstance(renderable, Table):
-        return Text.from_markup(str(renderable)).plain + "\n"
-
-    def plain(cell) -> str:
-        text = Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
-        return text.replace("|", "\\|")
-
-    lines = [f"**{plain(renderable.title)}**", ""] if renderable.title else []
-    columns = renderable.columns
-    lines.append("| " + " | ".join(plain(c.header) for c in columns) + " |")
-    lines.append("|" + "|".join("---:" if c.justify == "right" else "---" for c in columns) + "|")
-    for row in zip(*(c.cells for c in columns), strict=True):
-        lines.append("| " + " | ".join(plain(cell) for cell in row) + " |")
-    if renderable.caption:
-        lines += ["", plain(renderable.caption)]
-    return "\n".join(lines) + "\n"

@@ -1,18 +1,16 @@
-"""What a run shows while it goes: live bars at a terminal, sparse lines in logs, and the
-numbers of the summary tables (:func:`fmt`, :func:`signed`). Rendering only: the library
-reports progress as :class:`clipsharp.progress.Event` calls."""
+"""What a run shows while it goes: live bars at a terminal, sparse lines in logs. Rendering
+only: the library reports progress as :class:`clipsharp.progress.Event` calls."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
-from rich.table import Table
 
 from ..printable import printable
 from ..progress import Event, Progress
@@ -190,33 +188,3 @@ class PlainProgress:
             at = f" at {point_text(event.point)}" if event.point else ""
             text = f"{event.task}: {run.status(event, now, clock=True)}{at}"
         self.out.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def summary_table(title: str, names: Sequence[str], numbers: Sequence[str]) -> Table:
-    """A summary table that fits an 80-column terminal without cutting a number.
-
-    No side borders; the ``names`` columns (dataset, layer) fold a long name over two
-    lines, the ``numbers`` columns right-align and never wrap.
-    """
-    from rich import box
-
-    table = Table(
-        title=title, box=box.SIMPLE_HEAD, padding=0, show_edge=False, title_justify="left"
-    )
-    for header in names:
-        table.add_column(header, overflow="fold")
-    for header in numbers:
-        table.add_column(header, justify="right", no_wrap=True)
-    return table
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def signed(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.{digits}f}"

@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 from rich.markup import escape
-from rich.table import Table
 
 from ..options import InputOptions, PruneOptions, RunOptions, option
 from . import options as opt
-from .interpolate import path_table
 from .output import config_read, console, finish
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, summary_table
+from .progress import progress_bars
 
 
 @offer("run.path.exclude", "run.path.extrapolate", "run.path.failure_threshold")
@@ -83,31 +81,5 @@ def command(
             f"layers: nothing was pruned, {escape(str(output))} holds the fine-tuned weights "
             "unchanged"
         )
-    table = prune_tables(result.to_dict())
-    finish(result, table, report, out, flag="--report", form=rendering.format, written=True)
+    finish(result, report, out, flag="--report", form=rendering.format, written=True)
     out.print(f"pruned checkpoint written to {output}")
-
-
-def prune_tables(doc: dict) -> Table:
-    """What was pruned, per layer; the before/after comparison when measured."""
-    s = doc["summary"]
-    table = summary_table(
-        escape(f"prune ({doc['config']['target']}, sparsity {doc['config']['sparsity']:g}): ")
-        + f"{s['pruned']:,} of {s['numel']:,} entries in {s['tensors']} tensors",
-        ["layer"],
-        ["tensors", "pruned", "sparsity"],
-    )
-    for layer in s["layers"]:
-        rows = [r for r in doc["results"]["tensors"] if r["layer"] == layer]
-        pruned, numel = sum(r["pruned"] for r in rows), sum(r["numel"] for r in rows)
-        share = fmt(pruned / numel if numel else 0.0)
-        table.add_row(escape(layer), str(len(rows)), f"{pruned:,}", share)
-    if "before" not in s:
-        return table
-    from rich.console import Group
-
-    before = {**doc, "command": "before pruning", "summary": s["before"]}
-    before["results"] = {"path": doc["results"]["before"]}
-    after = {**doc, "command": "after pruning", "summary": s["after"]}
-    after["results"] = {"path": doc["results"]["after"]}
-    return Group(table, path_table(before), path_table(after))

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from rich.markup import escape
-from rich.table import Table
-
 from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
 from . import options as opt
 from .output import config_read, console, finish
 from .params import Rendering, offer
-from .progress import fmt, progress_bars, signed, summary_table
+from .progress import progress_bars
 from .sharpness import _roles
 
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
@@ -56,34 +53,4 @@ def command(
             progress=progress,
             reads=config_read(),
         )
-    finish(
-        report, straggler_table(report.to_dict()), output, out, form=rendering.format, written=True
-    )
-
-
-def straggler_table(doc: dict) -> Table:
-    s = doc["summary"]
-    stragglers = set(s["stragglers"])
-    value = "sharpness" if s["by"] == "sharpness" else "depth"
-    table = summary_table(
-        escape(f"stragglers on {s['rank_on']}: {s['rule']}"),
-        ["layer"],
-        ["tower", value, "stderr", "zero-shot", "z", ""],
-    )
-    for row in sorted(doc["results"]["layers"], key=lambda r: -r[value]):
-        mark = "[bold red]STRAGGLER[/]" if row["layer"] in stragglers else ""
-        table.add_row(
-            escape(row["layer"]),
-            escape(row["tower"]),
-            signed(row[value]),
-            fmt(row.get("stderr")),
-            signed(row.get("zero_shot_sharpness")),
-            f"{row['z']:+.2f}",
-            mark,
-        )
-    if s.get("spearman"):
-        table.caption = "Spearman(sharpness, layer depth): " + ", ".join(
-            f"{escape(name)} {fmt(v['spearman'], 2)} ({v['layers']} layers)"
-            for name, v in s["spearman"].items()
-        )
-    return table
+    finish(report, output, out, form=rendering.format, written=True)

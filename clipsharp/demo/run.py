@@ -23,6 +23,7 @@ from ..core.workspace import Inputs, Workspace
 from ..data.specs import DatasetSpec
 from ..options import (
     DataOptions,
+    DemoOptions,
     EvalOptions,
     LayerwiseOptions,
     PathOptions,
@@ -36,7 +37,7 @@ from ..options import (
 from ..progress import Progress
 from ..reports.plot import figures, save_figures
 from ..reports.report import Report
-from .build import DemoArtifacts
+from .build import DemoArtifacts, DemoRecipe, build_demo
 
 PAIRS = ("careful", "aggressive")  # the fine-tunes analysed one by one; the study takes all
 
@@ -56,10 +57,32 @@ class TourOptions:
     study_alphas: tuple[float, ...] = (0.0, 1.0)  # the study's sharpness path (interpolate: alphas)
     device: str = "auto"
     batch_size: int = 128
+    prefetch_blocks: int | None = None  # None: from the cores and the device
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_seed(self.seed)  # before the models are trained, not after
+
+
+def run_demo(
+    options: DemoOptions, progress: Progress | None = None
+) -> tuple[DemoArtifacts, dict[str, Report]]:
+    """The ``demo`` command: build the models (or find them cached) in ``options.out``, then
+    run the tour; ``quick``: the toy recipe and a short tour (the files, not the science)."""
+    evaluation = options.evaluation
+    tour = TourOptions(
+        device=evaluation.device,
+        batch_size=evaluation.batch_size,
+        prefetch_blocks=evaluation.prefetch_blocks,
+        seed=options.seed,
+    )  # its seed checked before any training
+    if options.quick:
+        tour = replace(tour, iterations=2, limit=64)
+    recipe = DemoRecipe.tiny() if options.quick else DemoRecipe()
+    artifacts = build_demo(
+        options.out, force=options.force, progress=progress, seed=options.seed, recipe=recipe
+    )
+    return artifacts, run_tour(artifacts, tour, progress)
 
 
 def run_tour(
@@ -130,7 +153,11 @@ def _repair(artifacts, workspace, sample, sampled, measure, options, progress) -
 def _run_options(options: TourOptions, alphas: tuple[float, ...]) -> RunOptions:
     return RunOptions(
         data=DataOptions(seed=options.seed),
-        eval=EvalOptions(device=options.device, batch_size=options.batch_size),
+        eval=EvalOptions(
+            device=options.device,
+            batch_size=options.batch_size,
+            prefetch_blocks=options.prefetch_blocks,
+        ),
         path=PathOptions(alphas=alphas),
     )
 
