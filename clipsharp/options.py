@@ -592,3 +592,16 @@ class DemoOptions:
     )
     seed: int = option(0, "Seed of the demo's training and of its analyses.", metavar="N")
     evaluation: EvalOptions = field(default_factory=EvalOptions)  # device, batch size, prefetch
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What ``convert`` adds to each checkpoint, and whether it replaces an output."""
+
+    head: Path | None = option(
+        None,
+        "A classification head saved apart (a ClassificationHead module, or its "
+        "weight and bias) to attach to each checkpoint.",
+        metavar="FILE",
+    )
+    force: bool = option(False, "Replace the outputs that exist.")
