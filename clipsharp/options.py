@@ -611,6 +611,19 @@ class DemoOptions:
     evaluation: EvalOptions = field(default_factory=EvalOptions)  # device, batch size, prefetch
 
 
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What ``convert`` adds to each checkpoint, and whether it replaces an output."""
+
+    head: Path | None = option(
+        None,
+        "A classification head saved apart (a ClassificationHead module, or its "
+        "weight and bias) to attach to each checkpoint.",
+        metavar="FILE",
+    )
+    force: bool = option(False, "Replace the outputs that exist.")
+
+
 # ---- the options of merge and study, which only those commands take
 
 MERGE, STUDY = "Merge", "Study"  # --help panels

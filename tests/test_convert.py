@@ -214,3 +214,28 @@ def test_refused_paths_exit_2(state, config_file, tmp_path):
     assert no_model.exit_code == 2 and "cannot tell the architecture" in no_model.stderr
     forced = invoke("convert", source, "-o", taken, "--model", config_file, "--force")
     assert forced.exit_code == 0 and load_file(str(taken)).keys() == state.keys()
+
+
+def test_convert_from_python_checks_every_output_first_then_converts_each(
+    state, config_file, tmp_path
+):
+    """The library's convert(): the command's checks and its results, without the CLI."""
+    from clipsharp.analyses.convert import convert
+    from clipsharp.errors import ClipsharpError
+    from clipsharp.options import InputOptions
+
+    sources = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for source in sources:
+        torch.save(state, source)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    inputs = InputOptions(model=str(config_file))
+    with pytest.raises(ClipsharpError, match="the --model config"):  # -o is an input
+        convert(sources[:1], config_file, inputs=inputs)
+    done = dict(convert(sources, folder, inputs=inputs))
+    assert sorted(p.name for p in folder.iterdir()) == ["a.safetensors", "b.safetensors"]
+    line = done[sources[0]].describe()
+    assert (
+        line.startswith("converted a.pt (open_clip state_dict) -> ")
+        and f"{len(state)} tensors" in line
+    )

@@ -229,6 +229,24 @@ def test_fail_on_failure_mode(pair, tmp_path):
     assert wrong.exit_code == 2 and "choose failure-mode" in wrong.stderr
 
 
+def test_fail_on_collapse_names_layer_and_dataset_and_passes_unchanged_layers(pair, tmp_path):
+    state = load_file(str(pair.zero_shot))
+    state["visual.proj"] = state["visual.proj"] * 1.5  # one layer group moves, the rest do not
+    moved = save_checkpoint(tmp_path / "moved.safetensors", state)
+    same = ["layerwise", pair.zero_shot, moved, "--ood", pair.shifted, "--device", "cpu",
+            "--alphas", "0,1", "--fail-on", "collapse"]  # fmt: skip
+    output = tmp_path / "layers.json"
+    never = invoke(*same, "--collapse-threshold", "1", "-o", output)  # no layer can collapse
+    rows = json.loads(output.read_text())["summary"]["layers"]
+    changed = [row["layer"] for row in rows if not row["unchanged"]]
+    assert never.exit_code == 0, never.output
+    assert len(changed) == 1 and len(rows) > 1  # the unchanged rows do not trip the gate
+    always = invoke(*same, "--collapse-threshold", "-1", "-o", output)  # every changed layer does
+    assert always.exit_code == 1, always.output
+    assert f"--fail-on collapse: {changed[0]}/shifted" in always.stderr
+    assert invoke("check", output, "--no-collapse").exit_code == 1  # check's gate of that name
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [

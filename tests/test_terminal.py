@@ -23,8 +23,7 @@ from conftest import (
 from rich.console import Console
 
 from clipsharp.cli.output import draw
-from clipsharp.cli.progress import PlainProgress, point_text
-from clipsharp.progress import Event
+from clipsharp.progress import Event, PlainProgress, Where, clock
 from clipsharp.reports.tables import tables_of
 
 
@@ -46,21 +45,21 @@ class Clock:
 
 def lines_of(monkeypatch, calls) -> list[str]:
     """Feed ``(seconds, event)`` calls to PlainProgress on a fake clock."""
-    clock = Clock()
+    fake = Clock()
     # PlainProgress reads time.monotonic and takes no clock: a fake one replays minutes at once
-    monkeypatch.setattr(time, "monotonic", clock)
-    out = Console(record=True, width=200)
-    progress = PlainProgress(out)
+    monkeypatch.setattr(time, "monotonic", fake)
+    lines = []
+    progress = PlainProgress(lines.append)
     for seconds, event in calls:
-        clock.now = 1000.0 + seconds
+        fake.now = 1000.0 + seconds
         progress(event)
-    return out.export_text().splitlines()
+    return lines
 
 
 def test_plain_progress_is_a_line_per_10_percent_or_10_seconds(monkeypatch):
     total = 100_000  # a tick of 10 image-evaluations every 1 ms: 10 s in all
     calls = [
-        (i * 0.001, Event("interpolate", 10 * i, total, point=f"{i % 11 / 10}"))
+        (i * 0.001, Event("interpolate", 10 * i, total, point=Where(alpha=i % 11 / 10)))
         for i in range(10_001)
     ]
     lines = lines_of(monkeypatch, calls)
@@ -116,31 +115,95 @@ def test_a_run_with_many_points_logs_few_lines(pair):
 
 
 @pytest.mark.parametrize(
-    ("key", "shown"),
-    [("0.5", "α=0.5"), ("visual.block.3@0.25", "visual.block.3 α=0.25"),
-     ("alpha=0.5/rho=0.1/draw=3", "α=0.5 ρ=0.1 draw 3"),
-     ("fine_tuned/visual.block.0/rho=1.0/draw=2", "fine_tuned visual.block.0 ρ=1.0 draw 2")],
-)  # fmt: skip
-def test_points_are_named_in_the_papers_words(key, shown):
-    assert point_text(key) == shown
+    ("where", "shown"),
+    [
+        (Where(alpha=0.5), "α=0.5"),
+        (Where(layer="visual.block.3", alpha=0.25), "visual.block.3 α=0.25"),
+        (Where(alpha=0.5, rho=0.1, draw=3), "α=0.5 ρ=0.1 draw 3"),
+        (Where(alpha=0.0, rho=0.0, draw=0), "α=0.0 ρ=0.0 draw 0"),  # zeros are shown
+        (
+            Where("fine_tuned", "visual.block.0", rho=1.0, draw=2),
+            "fine_tuned visual.block.0 ρ=1.0 draw 2",
+        ),
+        (Where("background"), "background"),
+    ],
+)
+def test_points_are_named_in_the_papers_words(where, shown):
+    assert str(where) == shown
 
 
-def test_library_reports_points_and_steps(pair):
+def test_the_clock_reads_hours_minutes_seconds():
+    assert clock(0) == "0:00:00" and clock(59.6) == "0:01:00"
+    assert clock(3725) == "1:02:05" and clock(36_000) == "10:00:00"
+
+
+def test_plain_progress_prints_on_stderr_by_default(capsys):
+    progress = PlainProgress()
+    progress(Event("fine-tune \x1b[2Jx", 0, 10, "steps"))
+    captured = capsys.readouterr()
+    assert (
+        captured.out == ""
+        and captured.err == "fine-tune \\x1b[2Jx:   0% 0/10 steps, 0:00:00 elapsed\n"
+    )
+
+
+def test_commands_name_the_last_point_of_each_pass(made):
+    """What a log shows of a run: the pass's last point, in the paper's words."""
+    assert re.search(
+        r"^interpolate: 100% 132/132 evals, .* at α=1\.0$", made["interpolate"][1], re.M
+    )
+    assert re.search(
+        r"^layerwise: 100% 396/396 evals, .* at visual\.head α=0\.5$", made["layerwise"][1], re.M
+    )
+    assert re.search(r"^sharpness: 100% .* at α=1\.0 ρ=0\.3 draw 1$", made["sharpness"][1], re.M)
+    last = r"^layer sharpness: 100% .* at zero_shot visual\.head ρ=1\.0 draw 1$"
+    assert re.search(last, made["stragglers"][1], re.M)
+
+
+def test_bars_at_a_terminal_name_the_task_and_its_point():
+    from clipsharp.cli.progress import progress_bars
+
+    out = Console(force_terminal=True, record=True, width=120)
+    with progress_bars(out) as progress:
+        progress(Event("sharpness", 0, 60))
+        progress(Event("sharpness", 30, 60, point=Where(alpha=0.5, rho=0.1, draw=3)))
+        progress(Event("fine-tune [x]", 1, 4, "steps"))  # a name that looks like markup
+    shown = out.export_text()  # the frames drawn, one after the other
+    assert re.search(r"sharpness α=0\.5 ρ=0\.1 draw 3 ━+ +50% 30/60 evals, ", shown)
+    assert re.search(r"fine-tune \[x\] +━+ +25% 1/4 steps ", shown)
+
+
+def interpolate_from_python(pair, progress) -> None:
+    """``run_interpolation`` of the tiny pair on the OOD set at alphas 0, 0.5, 1."""
     from clipsharp.analyses.interpolate import run_interpolation
     from clipsharp.core.workspace import Inputs
     from clipsharp.data.specs import DatasetSpec
 
-    calls = []
-    options = run_options((0.0, 0.5, 1.0), batch_size=4)
     inputs = Inputs({"zero_shot": pair.zero_shot, "fine_tuned": pair.fine_tuned},
                     (DatasetSpec.parse(str(pair.shifted), "ood"),))  # fmt: skip
-    run_interpolation(inputs, options, progress=calls.append)
+    run_interpolation(inputs, run_options((0.0, 0.5, 1.0), batch_size=4), progress=progress)
+
+
+def test_a_python_caller_gets_log_lines_without_the_cli(pair):
+    lines = []
+    interpolate_from_python(pair, progress=PlainProgress(lines.append))
+    first = next(line for line in lines if line.startswith("interpolate:"))
+    assert first == "interpolate:   0% 0/60 evals, 0:00:00 elapsed"
+    assert re.fullmatch(
+        r"interpolate: 100% 60/60 evals, \d:\d\d:\d\d elapsed, .* at α=1\.0", lines[-1]
+    )
+    assert "zero-shot head: 100% 4/4 classes, 0:00:00 elapsed" in lines
+
+
+def test_library_reports_points_and_steps(pair):
+    calls = []
+    interpolate_from_python(pair, progress=calls.append)
     tasks = [event.task for event in calls]
     assert tasks[:4] == ["reading checkpoints"] * 2 + ["opening datasets"] * 2
     head = [(e.done, e.total, e.unit) for e in calls if e.task == "zero-shot head"]
     assert head == [(4, 4, "classes")]  # the 4 class names, encoded once (the text tower stays)
-    assert Event("interpolate", 20 * 2, 20 * 3, point="0.5") in calls  # image-evaluations
-    assert calls[-1] == Event("interpolate", 60, 60, "evals", point="1.0")
+    assert Event("interpolate", 20 * 2, 20 * 3, point=Where(alpha=0.5)) in calls  # images x points
+    assert calls[-1] == Event("interpolate", 60, 60, "evals", point=Where(alpha=1.0))
 
 
 # ----------------------------------------------------------------------------- tables, show

@@ -35,8 +35,11 @@ from ..core.checkpoint import (
     save_checkpoint,
 )
 from ..core.models import Architecture, build_classifier, resolve_architecture
+from ..core.outputs import Paths, check_output
+from ..core.outputs import check_paths as check_not_inputs
 from ..core.pickles import Inert, Pickled, is_module, read_pickle, recover_state_dict
 from ..errors import CheckpointError, ClipsharpError, ConfigError
+from ..options import ConvertOptions, InputOptions
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts put it
 PARALLEL_PREFIX = "module."  # torch.nn.DataParallel / DistributedDataParallel
@@ -56,6 +59,20 @@ class Converted:
     stripped_prefix: bool  # whether "module." was removed from every key
     layout: str = families.OPEN_CLIP.name  # the layout recognised (core/families.py)
     head: Path | None = None  # the --head file attached
+
+    def describe(self) -> str:
+        """One line: what was read, how, and what was written."""
+        how = [
+            self.layout,
+            f"from {self.wrapper!r}" if self.wrapper else "",
+            "'module.' stripped" * self.stripped_prefix,
+            f"head from {self.head.name}" if self.head else "",
+        ]
+        return (
+            f"converted {self.source.name} ({', '.join(h for h in how if h)}) -> {self.output}: "
+            f"{self.tensors} tensors, {self.parameters:,} parameters, architecture "
+            f"{self.architecture.name} (from {self.architecture.source})"
+        )
 
 
 @dataclass(frozen=True)
@@ -165,14 +182,49 @@ def find_state(source: Path, allow_nonfinite: bool = False) -> Found:
     return Found(tensors, {}, layout, wrapper, stripped)
 
 
-def convert_each(
-    pairs: Sequence[tuple[Path, Path]], **options: Any
+def convert(
+    sources: Sequence[Path],
+    output: Path,
+    options: ConvertOptions | None = None,
+    inputs: InputOptions | None = None,
+    *,
+    reads: Paths = (),
 ) -> Iterator[tuple[Path, Converted | ClipsharpError]]:
-    """:func:`convert_checkpoint` of each (input, output) pair, in order: what it wrote, or
-    the error that stopped that one (the others go on). ``options``: its keyword options."""
-    for source, output in pairs:
+    """The ``convert`` command: each of ``sources`` to ``output`` (one file), or into the
+    folder ``output`` as NAME.safetensors. Every output is checked before any is written
+    (writable, not an input: the sources, ``--head``, ``--model``, ``reads``); then yields,
+    in order, what each conversion wrote or the error that stopped it (the others go on).
+    """
+    options, inputs = options or ConvertOptions(), inputs or InputOptions()
+    pairs = plan_outputs(sources, output)
+    if len(pairs) == 1 and pairs[0][1] == output:
+        check_output(str(output))
+    check_not_inputs(
+        [("-o", target) for _, target in pairs],
+        [
+            *[("the input checkpoint", source) for source, _ in pairs],
+            ("the --head file", options.head),
+            ("the --model config", inputs.model),
+            *reads,
+        ],
+    )
+    return _each(pairs, options, inputs)
+
+
+def _each(pairs, options: ConvertOptions, inputs: InputOptions) -> Iterator:
+    for source, target in pairs:
         try:
-            yield source, convert_checkpoint(source, output, **options)
+            yield (
+                source,
+                convert_checkpoint(
+                    source,
+                    target,
+                    model=inputs.model,
+                    head=options.head,
+                    force=options.force,
+                    allow_nonfinite=inputs.allow_nonfinite,
+                ),
+            )
         except ClipsharpError as e:
             yield source, e
 

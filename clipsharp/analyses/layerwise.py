@@ -19,6 +19,7 @@ from ..core.prefix import stage_of, vit_depth
 from ..core.weights import CONVENTION, path_between, with_endpoints
 from ..core.workspace import Inputs, Workspace
 from ..options import BACKGROUNDS, LayerwiseOptions, RunOptions
+from ..progress import Where
 from ..reports.paths import PathPoint, path_summary
 from ..reports.report import Report
 
@@ -70,7 +71,7 @@ class Layerwise(Analysis):
         path = path_between(workspace, self.options.path.exclude)
         home = self.home
         depth = vit_depth(workspace.classifier) if self.layer_options.prefix_cache else None
-        points = [Point("background", lambda: path.set_alpha(home))]
+        points = [Point("background", lambda: path.set_alpha(home), where=Where("background"))]
         for layer, (_, keys) in self.layers(workspace).items():
             stage = stage_of(keys, depth) if depth and keys else 0
             for alpha in self.alphas:
@@ -81,6 +82,7 @@ class Layerwise(Analysis):
                             write=lambda a=alpha, k=keys: path.set_alpha(a, k),
                             undo=lambda k=keys: path.set_alpha(home, k),  # exact: lerp at 0, 1
                             stage=stage,
+                            where=Where(layer=layer, alpha=alpha),
                         )
                     )
         return points

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 from ..core.analysis import Analysis, run, run_config
@@ -31,6 +31,7 @@ from ..core.weights import CONVENTION, path_between
 from ..core.workspace import Inputs, Workspace
 from ..data.load import EvalData
 from ..options import RunOptions, SharpnessOptions
+from ..progress import Where
 from ..reports.metrics import Metrics, at_chance
 from ..reports.report import Report
 from .ascent import Ascent, u_norm
@@ -75,9 +76,10 @@ class Base:
 
     name: str  # e.g. "alpha=0.5", "fine_tuned"; the key of the clean point
     write: Callable[[], None]  # writes the base into the working model
+    where: Where  # where it lies, for progress: Where(alpha=0.5), Where("fine_tuned")
 
     def point(self) -> Point:
-        return Point(self.name, self.write)
+        return Point(self.name, self.write, where=self.where)
 
 
 class Draws:
@@ -93,18 +95,25 @@ class Draws:
         self.perturbation: Perturbation | None = None
 
     def clean(self, base: Base) -> Point:
-        return Point(base.name, lambda: self._hold(base))
+        return Point(base.name, lambda: self._hold(base), where=base.where)
 
     def around(
-        self, base: Base, keys: Sequence[str], rhos: Sequence[float], iterations: int, tag=""
+        self,
+        base: Base,
+        keys: Sequence[str],
+        rhos: Sequence[float],
+        iterations: int,
+        layer: str = "",
     ) -> list[Point]:
-        """The draws at ``base`` perturbing ``keys``; ``tag`` tells apart sets of keys."""
+        """The draws at ``base`` perturbing ``keys``; ``layer`` names the group of the keys
+        when several are measured (stragglers)."""
         points = []
         for rho in rhos:
             for draw in range(iterations):
-                key = draw_key(base.name, rho, draw, tag)
+                key = draw_key(base.name, rho, draw, layer)
                 write = lambda r=rho, k=draw: self._perturb(base, keys, r, k)  # noqa: E731
-                points.append(Point(key, write, undo=self._restore))
+                where = replace(base.where, layer=layer, rho=rho, draw=draw)
+                points.append(Point(key, write, undo=self._restore, where=where))
         return points
 
     def _hold(self, base: Base) -> None:
@@ -124,18 +133,23 @@ class Draws:
             self.perturbation = None
 
 
-def draw_key(base: str, rho: float, draw: int, tag: str = "") -> str:
-    return f"{base}{tag}/rho={rho!r}/draw={draw}"
+def draw_key(base: str, rho: float, draw: int, layer: str = "") -> str:
+    return f"{_at_layer(base, layer)}/rho={rho!r}/draw={draw}"
+
+
+def _at_layer(base: str, layer: str) -> str:
+    """The name of ``base`` with ``layer`` perturbed alone (stragglers), in the journal."""
+    return f"{base}/{layer}" if layer else base
 
 
 def average_metrics(
-    measured: Metric, base: str, rho: float, iterations: int, datasets, tag: str = ""
+    measured: Metric, base: str, rho: float, iterations: int, datasets, layer: str = ""
 ) -> dict[str, SharpnessMetrics]:
     """Dataset name -> average sharpness at ``base`` and ``rho`` from the engine's metrics."""
     return {
         d.name: _over_draws(
             measured[base][d.name],
-            [measured[draw_key(base, rho, k, tag)][d.name] for k in range(iterations)],
+            [measured[draw_key(base, rho, k, layer)][d.name] for k in range(iterations)],
             d.num_classes,
         )
         for d in datasets
@@ -161,7 +175,7 @@ def measure_sharpness(
     """
     engine = Engine(classifier, heads, datasets, batch_size)
     heads.invalidate()  # the heads of the weights as they are now
-    base = Base("current", lambda: None)
+    base = Base("current", lambda: None, Where("current"))
     if options.kind == "worst":
         clean = engine.evaluate([base.point()], name=None)[base.name]
         return {
@@ -238,6 +252,7 @@ def worst_sharpness(
                 name,
                 lambda u=u: perturbation.write(u.items()),
                 undo=perturbation.restore,
+                where=Where(name),
             )
             for name, u in (("best", best_u), ("last", last_u))
         ]
@@ -263,7 +278,7 @@ def measure_worst(
     keys: Sequence[str],
     options: SharpnessOptions,
     clean: Metric,
-    tag: str = "",
+    layer: str = "",
 ) -> dict[tuple[str, float], dict[str, SharpnessMetrics]]:
     """``{(base, rho): {dataset: metrics}}`` of worst-case sharpness around each base, given
     the ``clean`` metrics of the bases. Each finished ascent is journalled; a resumed run
@@ -273,7 +288,7 @@ def measure_worst(
         for rho in options.rhos:
             result[(base.name, rho)] = {}
             for data in engine.datasets:
-                name = f"{base.name}{tag}/rho={rho!r}/{data.name}"
+                name = f"{_at_layer(base.name, layer)}/rho={rho!r}/{data.name}"
                 stored = engine.journal.get(name) if engine.journal else None
                 if stored is None:
                     found = worst_sharpness(
@@ -305,9 +320,12 @@ class Sharpness(Analysis):
 
     def bases(self, workspace: Workspace) -> list[Base]:
         if "zero_shot" not in workspace.checkpoints:  # one model, measured as it is
-            return [Base("model", lambda: None)]
+            return [Base("model", lambda: None, Where("model"))]
         path = path_between(workspace, self.options.path.exclude)
-        return [Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a)) for a in self.alphas(workspace)]
+        return [
+            Base(f"alpha={a!r}", lambda a=a: path.set_alpha(a), Where(alpha=a))
+            for a in self.alphas(workspace)
+        ]
 
     def config(self, workspace: Workspace) -> dict:
         keys = perturbed_keys(workspace.classifier, self.sharpness)

@@ -25,7 +25,7 @@ from ..core.perturb import NoiseBank, perturbed_keys
 from ..core.workspace import Inputs, Workspace
 from ..errors import ConfigError, ReportError
 from ..options import RunOptions, SharpnessOptions, StragglerOptions
-from ..progress import Progress
+from ..progress import Progress, Where
 from ..reports.report import Report, read_report
 from ..reports.statistics import spearman
 from .sharpness import Base, Draws, SharpnessMetrics, average_metrics, measure_worst
@@ -124,7 +124,11 @@ class Stragglers(Analysis):
         """``{role: {layer: {dataset: SharpnessMetrics}}}``."""
         groups = layer_groups(perturbed_keys(workspace.classifier, self.measure_options))
         bases = [
-            Base(role, lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors))
+            Base(
+                role,
+                lambda r=role: workspace.classifier.load(workspace.checkpoints[r].tensors),
+                Where(role),
+            )
             for role in self.roles(workspace)
         ]
         options, rho = self.measure_options, self.measure_options.rhos[0]
@@ -132,7 +136,7 @@ class Stragglers(Analysis):
             clean = engine.evaluate([b.point() for b in bases], name="clean", label="clean")
             return {
                 base.name: {
-                    layer: measure_worst(engine, [base], keys, options, clean, f"/{layer}")[
+                    layer: measure_worst(engine, [base], keys, options, clean, layer)[
                         (base.name, rho)
                     ]
                     for layer, keys in groups.items()
@@ -144,12 +148,12 @@ class Stragglers(Analysis):
         for base in bases:
             points.append(draws.clean(base))
             for layer, keys in groups.items():
-                points += draws.around(base, keys, [rho], options.iterations, f"/{layer}")
+                points += draws.around(base, keys, [rho], options.iterations, layer)
         measured = engine.evaluate(points, label="layer sharpness")
         return {
             base.name: {
                 layer: average_metrics(
-                    measured, base.name, rho, options.iterations, workspace.datasets, f"/{layer}"
+                    measured, base.name, rho, options.iterations, workspace.datasets, layer
                 )
                 for layer in groups
             }

@@ -9,13 +9,11 @@ from typing import Annotated
 import typer
 
 from ..options import option
-from ..reports.gates import Check, Verdict, show_value
+from ..reports.gates import Check, Gates, Verdict, run_checks, show_value
 from ..reports.tables import Table
 from .output import console, draw, to_stdout
 from .params import Rendering, offer
 
-GATES = "Gates"
-BASELINE = "Baseline"
 GATE_FAILED = 1
 
 
@@ -28,68 +26,7 @@ GATE_FAILED = 1
 def command(
     report: Annotated[Path, option(..., "A clipsharp report (JSON).", argument=True)],
     *,
-    min_gain: Annotated[
-        float | None, option(None, "Each OOD dataset: gain >= this.", metavar="X", panel=GATES)
-    ],
-    max_depth: Annotated[
-        float | None, option(None, "Each dataset: depth <= this.", metavar="X", panel=GATES)
-    ],
-    max_barrier: Annotated[
-        float | None, option(None, "Each dataset: barrier <= this.", metavar="X", panel=GATES)
-    ],
-    max_sharpness: Annotated[
-        float | None,
-        option(
-            None,
-            "Sharpness reports, each dataset and rho: max_sharpness <= this.",
-            metavar="X",
-            panel=GATES,
-        ),
-    ],
-    no_failure_mode: Annotated[
-        bool, option(False, "Fail when any OOD dataset has failure_mode true.", panel=GATES)
-    ],
-    require: Annotated[
-        list[str] | None,
-        option(
-            None,
-            "FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
-            "'*' matches every dataset (or element): 'shifted.gain>=0.02', '*.gain>0'. "
-            "Repeatable.",
-            metavar="FIELD<OP>VALUE",
-            panel=GATES,
-        ),
-    ],
-    datasets: Annotated[
-        str | None,
-        option(
-            None,
-            "Gate exactly these datasets (comma-separated) with every threshold, and "
-            "with '*' in --require. Default: gain and failure mode on OOD sets, the rest "
-            "on every set.",
-            metavar="NAMES",
-            panel=GATES,
-        ),
-    ],
-    baseline: Annotated[
-        Path | None,
-        option(
-            None,
-            "An earlier report of the same command to compare with.",
-            metavar="REPORT",
-            panel=BASELINE,
-        ),
-    ],
-    max_drop: Annotated[
-        str | None,
-        option(
-            None,
-            "With --baseline: best_accuracy and gain of each baseline dataset may drop "
-            "by at most this (absolute, 0.01) or this percentage of the baseline (1%).",
-            metavar="X|P%",
-            panel=BASELINE,
-        ),
-    ],
+    gates: Gates,
     rendering: Rendering,
 ) -> None:
     """Exit 1 when a report fails a threshold: a CI gate.
@@ -103,27 +40,16 @@ def command(
 
         clipsharp check path.json --no-failure-mode --min-gain 0.01 --format md
     """
-    from ..reports.gates import Gates, Requirement, baseline_max_drop, run_checks
     from ..reports.report import read_report
 
-    gates = Gates(
-        min_gain=min_gain,
-        max_depth=max_depth,
-        max_barrier=max_barrier,
-        max_sharpness=max_sharpness,
-        no_failure_mode=no_failure_mode,
-        requires=tuple(Requirement.parse(text) for text in require or []),
-        datasets=_names(datasets),
-        max_drop=baseline_max_drop(baseline, max_drop),
-    )
     doc = read_report(report)
-    old = read_report(baseline) if baseline else None
+    old = read_report(gates.baseline) if gates.baseline else None
     verdict = run_checks(
         doc,
         gates,
         old,
         report_name=report.name,
-        baseline_name=baseline.name if baseline else "the baseline",
+        baseline_name=gates.baseline.name if gates.baseline else "the baseline",
     )
     out = console()
     if rendering.format == "json":
@@ -140,17 +66,6 @@ def command(
         f"check FAILED: {failed} of {len(verdict.checks)} checks on {report.name}", markup=False
     )
     raise typer.Exit(GATE_FAILED)
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    from ..errors import ConfigError
-
-    if text is None:
-        return None
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise ConfigError(f"--datasets {text!r} names no dataset; write a,b")
-    return names
 
 
 def verdict_table(verdict: Verdict, title: str) -> Table:

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..core.outputs import check_output
-from ..options import InputOptions, option
-from .output import console, guard
+from ..options import ConvertOptions, InputOptions, option
+from .output import config_read, console
 from .params import offer
 
 
@@ -36,16 +35,7 @@ def command(
             short="-o",
         ),
     ],
-    head: Annotated[
-        Path | None,
-        option(
-            None,
-            "A classification head saved apart (a ClassificationHead module, or its "
-            "weight and bias) to attach to each checkpoint.",
-            metavar="FILE",
-        ),
-    ],
-    force: Annotated[bool, option(False, "Replace the outputs that exist.")],
+    options: ConvertOptions,
     inputs: InputOptions,
 ) -> None:
     """Convert pickled checkpoints to safetensors, executing nothing they hold.
@@ -64,45 +54,14 @@ def command(
 
         clipsharp convert finetuned.pt -o finetuned.safetensors --model ViT-B-32
     """
-    from ..analyses.convert import convert_each, plan_outputs
+    from ..analyses.convert import convert
 
-    pairs = plan_outputs(checkpoints, output)
-    if len(pairs) == 1 and pairs[0][1] == output:
-        check_output(str(output))
-    guard(
-        [("-o", target) for _, target in pairs],
-        [
-            *[("the input checkpoint", source) for source, _ in pairs],
-            ("the --head file", head),
-            ("the --model config", inputs.model),
-        ],
-    )
-    options = {
-        "model": inputs.model,
-        "head": head,
-        "force": force,
-        "allow_nonfinite": inputs.allow_nonfinite,
-    }
     failed = 0
-    for _, done in convert_each(pairs, **options):
+    for _, done in convert(checkpoints, output, options, inputs, reads=config_read()):
         if isinstance(done, Exception):
             failed += 1
             typer.echo(f"clipsharp convert: error: {done}", err=True)
             continue
-        console().print(_line(done), markup=False, soft_wrap=True)
+        console().print(done.describe(), markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
-
-
-def _line(done) -> str:
-    how = [
-        done.layout,
-        f"from {done.wrapper!r}" if done.wrapper else "",
-        "'module.' stripped" * done.stripped_prefix,
-        f"head from {done.head.name}" if done.head else "",
-    ]
-    return (
-        f"converted {done.source.name} ({', '.join(h for h in how if h)}) -> {done.output}: "
-        f"{done.tensors} tensors, {done.parameters:,} parameters, architecture "
-        f"{done.architecture.name} (from {done.architecture.source})"
-    )

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..data.load import EvalData
 from ..errors import ConfigError
 from ..options import auto_prefetch
-from ..progress import Event, Progress
+from ..progress import Event, Progress, Where
 from ..reports.metrics import Metrics
 from . import distributed
 from .feed import Prefetch, host_blocks
@@ -66,6 +66,7 @@ class Point:
     write: Callable[[], None]  # write the point's weights in place
     undo: Callable[[], None] = _nothing  # back to the background (exactly, by copy or lerp)
     stage: int = 0  # prefix stage the forward starts from; 0: the images
+    where: Where | None = None  # where it lies (alpha, layer, rho, draw), for progress
 
 
 Metric = dict[str, dict[str, Metrics]]  # point key -> dataset name -> metrics
@@ -139,7 +140,7 @@ class Engine:
                     sums[i, index] += self._point(
                         points[i], (written, points[i].key), data, batches, labels, prefix, stage
                     )
-                    ticker.tick(sum(len(b) for b in batches), points[i].key)
+                    ticker.tick(sum(len(b) for b in batches), points[i].where)
                 done[index] += sum(len(b) for b in batches)
                 if self.journal is not None and name is not None:
                     self.journal.save_pass(name, keys, _names(datasets), done, sums.tolist())
@@ -317,7 +318,7 @@ class _Ticker:
         if progress:
             progress(Event(label, self.done, self.total))
 
-    def tick(self, images: int, point: str = "") -> None:
+    def tick(self, images: int, point: Where | None = None) -> None:
         self.done += images
         if self.progress:
             self.progress(Event(self.label, self.done, self.total, point=point))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..progress import Where
 from .checkpoint import Checkpoint
 from .engine import Point
 from .models import ClipClassifier
@@ -102,6 +103,7 @@ class WeightPath:
         return Point(
             key=alpha_key(alpha),
             write=lambda: self.set_alpha(alpha),
+            where=Where(alpha=alpha),
         )
 
 

@@ -1,161 +1,201 @@
-"""``check``: a CI gate on a report — thresholds on its summary, drops against a baseline.
+"""``check``: a CI gate on a report — requirements on its summary, drops against a baseline.
 
-Which datasets a named threshold gates (``docs/ci.md``):
+One mechanism: every gate is a :class:`Requirement`, ``value OP threshold`` at a path in
+``summary``. ``--min-gain 0.01`` is ``<dataset>.gain >= 0.01`` on each gated dataset (the
+report's datasets of the requirement's roles, or ``Gates.datasets``: ``docs/ci.md``);
+``--require`` writes one out, a leading ``*`` standing for the gated datasets; ``--fail-on``
+of interpolate / layerwise is ``--no-failure-mode`` / ``--no-collapse``. Fail closed: a field
+missing, null or not a number, an empty summary or no dataset to gate is a failed check.
 
-- ``--min-gain`` and ``--no-failure-mode``: the OOD datasets (``inputs.datasets[].role``);
-- ``--max-depth``, ``--max-barrier``, ``--max-sharpness``: every dataset;
-- ``Gates.datasets`` (``--datasets``): exactly these, for every named threshold.
-
-Fail closed: a field that is missing, null or not a number, an empty summary, or no
-dataset for a threshold to gate is a failed check, named. Thresholds compare the
-stored float exactly (``--min-gain 0.01`` passes at gain == 0.01). Drops against a
-baseline are computed exactly on the decimal values as the reports store them.
-Malformed gates (a bad ``--require``, nothing to check) raise :class:`ConfigError`.
+Tolerance: every comparison (drops against a baseline included) holds two numbers within
+``TOLERANCE`` = 1e-9 equal: ``<=`` passes at value <= threshold + 1e-9, ``<`` at value <
+threshold - 1e-9, ``==`` at |value - threshold| <= 1e-9; true / false compare exactly.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..options import option
 
-OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-    "==": operator.eq,
-}
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """What a named threshold option reads and how it compares: ``value OP threshold`` passes."""
-
-    option: str  # the command-line flag, for messages
-    field: str  # path inside summary.<dataset> (of each element when it is a list)
-    op: str  # a key of OPS
-    roles: tuple[str, ...] | None  # dataset roles gated by default; None: every dataset
-    fixed: bool | None = None  # a flag's own threshold (--no-failure-mode: failure_mode == false)
-
-
-THRESHOLDS: dict[str, Threshold] = {  # Gates field -> what it checks
-    "min_gain": Threshold("--min-gain", "gain", ">=", ("ood",)),
-    "max_depth": Threshold("--max-depth", "depth", "<=", None),
-    "max_barrier": Threshold("--max-barrier", "barrier", "<=", None),
-    "max_sharpness": Threshold("--max-sharpness", "max_sharpness", "<=", None),
-    "no_failure_mode": Threshold("--no-failure-mode", "failure_mode", "==", ("ood",), fixed=False),
+TOLERANCE = 1e-9  # two numbers this close are equal in every comparison of a gate
+OPS = ("<=", ">=", "<", ">", "==")
+EACH = "<dataset>"  # in a path: each gated dataset (never typed: a --require FIELD holds no <)
+OOD = ("ood",)
+NAMED = {  # Gates field -> the path it gates, OP, the roles it gates by default (None: all)
+    "min_gain": ((EACH, "gain"), ">=", OOD),
+    "max_depth": ((EACH, "depth"), "<=", None),
+    "max_barrier": ((EACH, "barrier"), "<=", None),
+    "max_sharpness": ((EACH, "max_sharpness"), "<=", None),  # every rho of a sharpness summary
+    "no_failure_mode": ((EACH, "failure_mode"), "==", OOD),  # a switch: == false
+    "no_collapse": (("layers", "*", EACH, "collapse"), "==", None),  # a switch: == false
 }
 BASELINE_FIELDS = {"interpolate": ("best_accuracy", "gain")}  # command -> fields, higher is better
+TOGETHER = "--baseline and --max-drop go together: give both or neither"
+GATES, BASELINE = "Gates", "Baseline"  # --help panels
 _REQUIRE = re.compile(r"^\s*([^\s<>=]+)\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
+
+
+def passes(value: float | bool, op: str, threshold: float | bool) -> bool:
+    """``value OP threshold``, two numbers within ``TOLERANCE`` counting as equal."""
+    if isinstance(threshold, bool):
+        return value is threshold  # == only
+    equal = abs(value - threshold) <= TOLERANCE
+    below, above = value < threshold and not equal, value > threshold and not equal
+    return {"<=": not above, ">=": not below, "<": below, ">": above, "==": equal}[op]
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """``--require FIELD<OP>VALUE``: FIELD is a dotted path in ``summary``; ``*`` matches all."""
+    """``value OP threshold`` at a path inside ``summary``: a named threshold or a --require."""
 
-    field: str  # "shifted.gain", "*.gain", "shifted.0.max_sharpness"
-    op: str  # a key of OPS
-    value: float | bool  # true / false only with ==
-    text: str  # as written
+    path: tuple[str, ...]  # ("shifted", "gain"), (EACH, "gain"), ("shifted", "0", "fine_tuned")
+    op: str  # one of OPS
+    threshold: float | bool  # true / false only with ==
+    name: str  # as messages name it: "--min-gain", "--require '*.gain>0'"
+    roles: tuple[str, ...] | None = None  # the datasets EACH stands for by default; None: all
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threshold, bool) and not math.isfinite(self.threshold):
+            raise ConfigError(f"{self.name} {self.threshold} is not a finite number")
 
     @classmethod
     def parse(cls, text: str) -> Requirement:
-        match = _REQUIRE.match(text)
+        """``--require FIELD<OP>VALUE``: FIELD a dotted path, ``*`` matching every key."""
+        match, name = _REQUIRE.match(text), f"--require {text!r}"
         if not match:
             raise ConfigError(
-                f"--require {text!r} is not FIELD<OP>VALUE; write e.g. 'shifted.gain>=0.02' "
+                f"{name} is not FIELD<OP>VALUE; write e.g. 'shifted.gain>=0.02' "
                 f"(OP: {', '.join(OPS)})"
             )
         field, op, raw = match.groups()
-        if any(not part for part in field.split(".")):
-            raise ConfigError(f"--require {text!r}: {field!r} has an empty part; write a.b.c")
+        path = tuple(field.split("."))
+        if not all(path):
+            raise ConfigError(f"{name}: {field!r} has an empty part; write a.b.c")
+        path = (EACH, *path[1:]) if path[0] == "*" else path
         if raw in ("true", "false"):
             if op != "==":
-                raise ConfigError(f"--require {text!r}: true / false compare only with ==")
-            return cls(field, op, raw == "true", text)
-        return cls(field, op, _finite_number(raw, f"--require {text!r}"), text)
-
-
-@dataclass(frozen=True)
-class MaxDrop:
-    """``--max-drop X`` (absolute, in the field's units) or ``X%`` (of the baseline's |value|)."""
-
-    amount: Decimal  # >= 0; a percentage when relative
-    relative: bool
-    text: str  # as written
-
-    @classmethod
-    def parse(cls, text: str) -> MaxDrop:
-        relative = text.strip().endswith("%")
-        number = text.strip().removesuffix("%")
+                raise ConfigError(f"{name}: true / false compare only with ==")
+            return cls(path, op, raw == "true", name)
         try:
-            amount = Decimal(number)
-        except InvalidOperation:
-            amount = Decimal("NaN")
-        if not amount.is_finite() or amount < 0:
-            raise ConfigError(f"--max-drop {text!r} is not a non-negative number; write 0.01 or 1%")
-        return cls(amount, relative, text.strip())
+            return cls(path, op, float(raw), name)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a finite number (or true / false)") from None
 
-    def allows(self, old: Decimal, drop: Decimal) -> tuple[bool, Decimal]:
-        """Whether ``drop`` from ``old`` is allowed, and the largest allowed drop (exact)."""
-        if self.relative:
-            return drop * 100 <= self.amount * abs(old), self.amount * abs(old) / 100
-        return drop <= self.amount, self.amount
+
+def allowed_drop(max_drop: str, old: float) -> float:
+    """The largest drop ``--max-drop`` allows from ``old``: X (absolute), or X% of |old|."""
+    try:
+        amount = float(max_drop.strip().removesuffix("%"))
+    except ValueError:
+        amount = math.nan
+    if not math.isfinite(amount) or amount < 0:
+        raise ConfigError(f"--max-drop {max_drop!r} is not a non-negative number; write 0.01 or 1%")
+    return amount * abs(old) / 100 if max_drop.strip().endswith("%") else amount
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    """``a,b`` -> ("a", "b") (None: no --datasets)."""
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ConfigError(f"--datasets {text!r} names no dataset; write a,b")
+    return names
+
+
+def _threshold(text: str) -> Any:
+    """A named threshold's flag: a number X, the field untested when not given."""
+    return option(None, text, metavar="X", panel=GATES)
 
 
 @dataclass(frozen=True)
 class Gates:
-    """Everything ``check`` tests; a None / False field is not tested."""
+    """Everything ``check`` tests, each field one of its flags; None / False / (): not tested."""
 
-    min_gain: float | None = None  # gain >= this (OOD datasets)
-    max_depth: float | None = None  # depth <= this (every dataset)
-    max_barrier: float | None = None  # barrier <= this (every dataset)
-    max_sharpness: float | None = None  # every rho's max_sharpness <= this (every dataset)
-    no_failure_mode: bool = False  # failure_mode == false (OOD datasets)
-    requires: tuple[Requirement, ...] = ()  # --require, each on its own paths
-    datasets: tuple[str, ...] | None = None  # gate exactly these datasets; None: by role
-    max_drop: MaxDrop | None = None  # largest drop of BASELINE_FIELDS against a baseline
+    min_gain: float | None = _threshold("Each OOD dataset: gain >= this.")
+    max_depth: float | None = _threshold("Each dataset: depth <= this.")
+    max_barrier: float | None = _threshold("Each dataset: barrier <= this.")
+    max_sharpness: float | None = _threshold(
+        "Sharpness reports, each dataset and rho: max_sharpness <= this."
+    )
+    no_failure_mode: bool = option(
+        False, "Fail when any OOD dataset has failure_mode true.", panel=GATES
+    )
+    no_collapse: bool = option(
+        False, "Fail when a layer collapses on any dataset (layerwise).", panel=GATES
+    )
+    require: tuple[str, ...] = option(
+        (),
+        "FIELD<OP>VALUE on a dotted path in summary, OP one of <= >= < > ==; "
+        "'*' matches every dataset (or element): 'shifted.gain>=0.02', '*.gain>0'. "
+        "Repeatable.",
+        metavar="FIELD<OP>VALUE",
+        panel=GATES,
+    )
+    datasets: tuple[str, ...] | None = option(
+        None,
+        "Gate exactly these datasets (comma-separated) with every threshold, and "
+        "with '*' in --require. Default: gain and failure mode on OOD sets, the rest "
+        "on every set.",
+        metavar="NAMES",
+        panel=GATES,
+        parse=parse_names,
+    )
+    baseline: Path | None = option(
+        None,
+        "An earlier report of the same command to compare with.",
+        metavar="REPORT",
+        panel=BASELINE,
+    )
+    max_drop: str | None = option(
+        None,
+        "With --baseline: best_accuracy and gain of each baseline dataset may drop "
+        "by at most this (absolute, 0.01) or this percentage of the baseline (1%).",
+        metavar="X|P%",
+        panel=BASELINE,
+    )
 
     def __post_init__(self) -> None:
-        for name, spec in THRESHOLDS.items():
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{spec.option} {value} is not a finite number")
-        if not (self.named() or self.requires or self.max_drop):
+        if (self.baseline is None) != (self.max_drop is None):
+            raise ConfigError(TOGETHER)
+        if self.max_drop is not None:
+            allowed_drop(self.max_drop, 0.0)  # refuses a malformed one
+        if not (self.requirements() or self.max_drop):
+            named = ", ".join(map(_flag, NAMED))
             raise ConfigError(
-                "nothing to check: give a threshold (--min-gain, --max-depth, --max-barrier, "
-                "--max-sharpness, --no-failure-mode), --require, or --baseline with --max-drop"
+                f"nothing to check: give a threshold ({named}), --require, or --baseline with "
+                "--max-drop"
             )
 
-    def named(self) -> list[tuple[Threshold, float | bool]]:
-        """The named thresholds in use, with the threshold each compares against."""
-        used = []
-        for name, spec in THRESHOLDS.items():
-            value = getattr(self, name)
-            if value is None or value is False:
-                continue
-            used.append((spec, spec.fixed if spec.fixed is not None else value))
-        return used
+    def requirements(self) -> list[Requirement]:
+        """The named thresholds in use, then each --require."""
+        named = [
+            Requirement(path, op, False if value is True else value, _flag(name), roles)
+            for name, (path, op, roles) in NAMED.items()
+            if (value := getattr(self, name)) is not None and value is not False
+        ]
+        return named + [Requirement.parse(text) for text in self.require]
 
 
 @dataclass(frozen=True)
 class Check:
     """One comparison and its outcome."""
 
-    dataset: str | None  # the first part of the path in summary; None: the report as a whole
-    field: str  # the rest of the path ("gain", "0.max_sharpness")
-    op: str  # a key of OPS, or "drop<=" against a baseline
+    dataset: str | None  # the gated dataset (first in the path); None: the report as a whole
+    field: str  # the rest of the path ("gain", "0.max_sharpness", "layers.3.collapse")
+    op: str  # one of OPS, or "drop<=" against a baseline
     threshold: float | bool | None
     value: Any  # as stored in the report (None: missing or null)
     passed: bool
     message: str
+    subject: str = ""  # as --fail-on names it: DATASET, or LAYER/DATASET (not in the verdict)
 
 
 @dataclass(frozen=True)
@@ -172,14 +212,8 @@ class Verdict:
         return [c for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
-
-
-def baseline_max_drop(baseline: object | None, max_drop: str | None) -> MaxDrop | None:
-    """The parsed ``--max-drop``; it and ``--baseline`` go together, or neither is given."""
-    if (baseline is None) != (max_drop is None):
-        raise ConfigError("--baseline and --max-drop go together: give both or neither")
-    return MaxDrop.parse(max_drop) if max_drop else None
+        checks = [{k: v for k, v in asdict(c).items() if k != "subject"} for c in self.checks]
+        return {"passed": self.passed, "checks": checks}
 
 
 def run_checks(
@@ -190,39 +224,68 @@ def run_checks(
     report_name: str = "the report",
     baseline_name: str = "the baseline",
 ) -> Verdict:
-    """Test ``gates`` on a report (as read by :func:`clipsharp.reports.report.read_report`).
-
-    Args:
-        report: the report document.
-        gates: the thresholds; ``gates.max_drop`` needs ``baseline`` and the reverse.
-        baseline: an earlier report of the same command, or None.
-        report_name, baseline_name: how messages name the two (their file names).
-
-    Returns:
-        The :class:`Verdict`: one :class:`Check` per dataset and field tested.
+    """Test ``gates`` on a report (as :func:`clipsharp.reports.report.read_report` reads it);
+    ``baseline`` is the document at ``gates.baseline`` (None without one), and the names are
+    how messages name the two. One :class:`Check` per path tested.
 
     Example:
         >>> run_checks(read_report("path.json"), Gates(min_gain=0.0)).passed
     """
     if (baseline is None) != (gates.max_drop is None):
-        raise ConfigError("--baseline and --max-drop go together: give both or neither")
+        raise ConfigError(TOGETHER)
     summary = report.get("summary")
     if not isinstance(summary, dict) or not summary:
         message = f"{report_name} has an empty summary: the analysis measured nothing"
         return Verdict((Check(None, "summary", "", None, None, False, message),))
-    checks: list[Check] = []
-    for spec, threshold in gates.named():
-        checks += _threshold_checks(report, spec, threshold, gates.datasets, report_name)
-    for requirement in gates.requires:
-        for path, value in lookup(summary, requirement.field.split("."), gates.datasets):
-            checks.append(_compare(summary, path, value, requirement.op, requirement.value))
+    checks = [
+        check
+        for requirement in gates.requirements()
+        for check in _checks(report, requirement, gates.datasets, report_name)
+    ]
     if baseline is not None and gates.max_drop is not None:
         names = (report_name, baseline_name)
-        checks += _baseline_checks(report, baseline, gates.max_drop, gates.datasets, names)
+        checks += _baseline_checks(report, baseline, gates, names)
     return Verdict(tuple(checks))
 
 
-# ----------------------------------------------------------------------------- thresholds
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ----------------------------------------------------------------------------- requirements
+
+
+def _checks(
+    report: Mapping[str, Any], req: Requirement, chosen: tuple[str, ...] | None, report_name: str
+) -> list[Check]:
+    """One check per path the requirement reaches, EACH standing for each gated dataset."""
+    summary = report["summary"]
+    if EACH not in req.path:
+        return [_compare(summary, path, value, req, 0) for path, value in lookup(summary, req.path)]
+    at = req.path.index(EACH)
+    roles = req.roles
+    names = chosen or [
+        str(d["name"]) for d in _datasets(report) if not roles or d.get("role") in roles
+    ]
+    if not names:
+        which = f"{'/'.join(roles)} dataset" if roles else "dataset"
+        field = ".".join(p for p in req.path if p != EACH)
+        message = (
+            f"{req.name}: {report_name} has no {which} to gate; "
+            "name the datasets to gate with --datasets"
+        )
+        return [Check(None, field, req.op, req.threshold, None, False, message)]
+    return [
+        _compare(summary, path, value, req, at)
+        for name in names
+        for path, value in lookup(summary, (*req.path[:at], name, *req.path[at + 1 :]))
+    ]
+
+
+def _datasets(report: Mapping[str, Any]) -> list[dict]:
+    """The report's ``inputs.datasets`` entries (name, role, fingerprint)."""
+    datasets = (report.get("inputs") or {}).get("datasets") or []
+    return [d for d in datasets if isinstance(d, dict) and "name" in d]
 
 
 @dataclass(frozen=True)
@@ -233,13 +296,11 @@ class Missing:
 
 
 def lookup(
-    node: Any, segments: Sequence[str], first: Sequence[str] | None = None, path: tuple = ()
+    node: Any, segments: tuple[str, ...], path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Every ``(path, value)`` a dotted path reaches; ``*`` matches every key or element,
-    and a name applied to a list applies to each of its elements.
-
-    ``first`` restricts what ``*`` matches at the top level (the gated datasets).
-    A path that leads nowhere yields its value as :class:`Missing`.
+    """Every ``(path, value)`` a path reaches: ``*`` matches every key or element (but a layer
+    marked ``unchanged``, not evaluated), and a name applied to a list applies to each of its
+    elements. A path that leads nowhere yields its value as :class:`Missing`.
     """
     if not segments:
         yield path, node
@@ -247,18 +308,16 @@ def lookup(
     head, rest = segments[0], segments[1:]
     children = _children(node)
     if head == "*":
-        chosen = list(children)
-        if not path and first is not None:
-            chosen = [key for key in chosen if key in first]
+        chosen = {k: v for k, v in children.items() if _children(v).get("unchanged") is not True}
         if not chosen:
-            yield (*path, "*", *rest), Missing(tuple(children))
-        for key in chosen:
-            yield from lookup(children[key], rest, first, (*path, key))
+            yield (*path, "*", *rest), Missing(())
+        for key, child in chosen.items():
+            yield from lookup(child, rest, (*path, key))
     elif head in children:
-        yield from lookup(children[head], rest, first, (*path, head))
+        yield from lookup(children[head], rest, (*path, head))
     elif isinstance(node, list) and node:  # a field of a list: of each element (one per rho)
         for index, child in enumerate(node):
-            yield from lookup(child, segments, first, (*path, str(index)))
+            yield from lookup(child, segments, (*path, str(index)))
     else:
         yield (*path, head, *rest), Missing(tuple(children))
 
@@ -271,75 +330,44 @@ def _children(node: Any) -> dict[str, Any]:
     return {}
 
 
-def _threshold_checks(
-    report: Mapping[str, Any],
-    spec: Threshold,
-    threshold: float | bool,
-    chosen: Sequence[str] | None,
-    report_name: str,
-) -> list[Check]:
-    names = gated_datasets(report, spec.roles, chosen)
-    if not names:
-        which = "dataset" if spec.roles is None else f"{'/'.join(spec.roles)} dataset"
-        message = (
-            f"{spec.option}: {report_name} has no {which} to gate; "
-            "name the datasets to gate with --datasets"
-        )
-        return [Check(None, spec.field, spec.op, threshold, None, False, message)]
-    summary = report["summary"]
-    return [
-        _compare(summary, path, value, spec.op, threshold)
-        for name in names
-        for path, value in lookup(summary, [name, *spec.field.split(".")])
-    ]
-
-
-def gated_datasets(
-    report: Mapping[str, Any], roles: tuple[str, ...] | None, chosen: Sequence[str] | None
-) -> list[str]:
-    """``chosen`` when given, else the report's datasets of these roles (None: all), in order."""
-    if chosen is not None:
-        return list(chosen)
-    datasets = (report.get("inputs") or {}).get("datasets") or []
-    return [
-        str(d["name"])
-        for d in datasets
-        if isinstance(d, dict) and "name" in d and (roles is None or d.get("role") in roles)
-    ]
-
-
 def _compare(
-    summary: Mapping[str, Any], path: tuple[str, ...], value: Any, op: str, threshold: float | bool
+    summary: Mapping[str, Any], path: tuple[str, ...], value: Any, req: Requirement, at: int
 ) -> Check:
-    dataset, field = path[0], ".".join(path[1:])
-    where = "summary." + ".".join(path) + _context(summary, path)
+    """The check of ``value`` found at ``path``, whose dataset is ``path[at]``."""
+    dataset, field = path[at], ".".join(path[:at] + path[at + 1 :])
+    row = _row(summary, path)
+    rho, layer = row.get("rho"), row.get("layer")
+    where = "summary." + ".".join(path)
+    where += f" (rho {rho:g})" if isinstance(rho, int | float) else ""
+    where += f" (layer {layer})" if isinstance(layer, str) else ""
+    subject = f"{layer}/{dataset}" if isinstance(layer, str) else dataset
+    op, threshold = req.op, req.threshold
     wanted = f"{op} {show_value(threshold)}"
 
-    def failed(message: str, shown: Any = None) -> Check:
-        return Check(dataset, field, op, threshold, shown, False, message)
+    def check(passed: bool, message: str, shown: Any = None) -> Check:
+        return Check(dataset, field, op, threshold, shown, passed, message, subject)
 
     if isinstance(value, Missing):
         has = f" (found: {', '.join(value.keys[:8])})" if value.keys else ""
-        return failed(f"{where} is missing{has}, needs {wanted}")
+        return check(False, f"{where} is missing{has}, needs {wanted}")
     if value is None:
-        return failed(f"{where} is null, needs {wanted}")
+        return check(False, f"{where} is null, needs {wanted}")
     if isinstance(threshold, bool) != isinstance(value, bool) or not isinstance(value, int | float):
         kind = "true / false" if isinstance(threshold, bool) else "a number"
-        return failed(f"{where} = {show_value(value)} is not {kind}, needs {wanted}", value)
-    passed = OPS[op](value, threshold)
+        return check(False, f"{where} = {show_value(value)} is not {kind}, needs {wanted}", value)
+    passed = passes(value, op, threshold)
     near = f"{where} = {show_value(value, near=threshold)}"
-    shown = near + (f" {wanted}" if passed else f", needs {wanted}")
-    return Check(dataset, field, op, threshold, value, passed, shown)
+    return check(passed, near + (f" {wanted}" if passed else f", needs {wanted}"), value)
 
 
-def _context(summary: Mapping[str, Any], path: tuple[str, ...]) -> str:
-    """`` (rho 0.1)`` when the path goes through a per-rho entry of a sharpness summary."""
+def _row(summary: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The per-rho entry (sharpness) or per-layer row (layerwise) the path goes through."""
     node: Any = summary
     for key in path:
         node = _children(node).get(key)
-        if isinstance(node, dict) and isinstance(node.get("rho"), int | float):
-            return f" (rho {node['rho']:g})"
-    return ""
+        if isinstance(node, dict) and ("rho" in node or "layer" in node):
+            return node
+    return {}
 
 
 def show_value(value: Any, near: Any = None) -> str:
@@ -360,103 +388,57 @@ def show_value(value: Any, near: Any = None) -> str:
     return repr(value)
 
 
-def _finite_number(text: str, where: str) -> float:
-    try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise ConfigError(f"{where}: {text!r} is not a finite number (or true / false)")
-    return number
-
-
 # ----------------------------------------------------------------------------- baseline
 
 
 def _baseline_checks(
-    report: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    max_drop: MaxDrop,
-    chosen: Sequence[str] | None,
-    names: tuple[str, str],
+    report: Mapping[str, Any], baseline: Mapping[str, Any], gates: Gates, names: tuple[str, str]
 ) -> list[Check]:
-    report_name, baseline_name = names
-    command, old_command = report.get("command"), baseline.get("command")
-    if command != old_command:
+    """Per dataset of the baseline and field of BASELINE_FIELDS: the drop, at most the allowed."""
+    (report_name, baseline_name), command = names, report.get("command")
+    if command != baseline.get("command"):
         raise ConfigError(
-            f"{baseline_name} is a {old_command} report and {report_name} a {command} report; "
-            "compare reports of the same command"
+            f"{baseline_name} is a {baseline.get('command')} report and {report_name} a "
+            f"{command} report; compare reports of the same command"
         )
     if command not in BASELINE_FIELDS:
         raise ConfigError(
             f"--baseline compares {', '.join(BASELINE_FIELDS)} reports, not {command} reports"
         )
     old_summary, summary = _children(baseline.get("summary")), report["summary"]
-    datasets = [n for n in old_summary if chosen is None or n in chosen]
+    datasets = [n for n in old_summary if gates.datasets is None or n in gates.datasets]
     if not datasets:
         message = f"{baseline_name} has no dataset to compare with"
         return [Check(None, "summary", "drop<=", None, None, False, message)]
-    moved = _changed_fingerprints(report, baseline)
+    new_print, old_print = (
+        {d["name"]: d.get("fingerprint") for d in _datasets(r)} for r in (report, baseline)
+    )
     checks = []
     for name in datasets:
         if name not in summary:
             message = f"dataset {name} of {baseline_name} is missing from {report_name}"
             checks.append(Check(name, "", "drop<=", None, None, False, message))
             continue
+        moved = name in old_print and new_print.get(name, old_print[name]) != old_print[name]
+        note = " (the dataset differs from the baseline's)" if moved else ""
         for field in BASELINE_FIELDS[command]:
-            note = " (the dataset differs from the baseline's)" if name in moved else ""
             old, new = _children(old_summary[name]).get(field), _children(summary[name]).get(field)
-            checks.append(_drop_check(name, field, old, new, max_drop, names, note))
+            checks.append(_drop_check(name, field, old, new, gates.max_drop, names, note))
     return checks
 
 
 def _drop_check(
-    name: str,
-    field: str,
-    old: Any,
-    new: Any,
-    max_drop: MaxDrop,
-    names: tuple[str, str],
-    note: str,
+    name: str, field: str, old: Any, new: Any, max_drop: str, names: tuple[str, str], note: str
 ) -> Check:
-    """Passes when ``old - new`` is at most the allowed drop, computed in exact decimals."""
     for value, where in ((old, names[1]), (new, names[0])):
         if not isinstance(value, int | float) or isinstance(value, bool):
             message = f"{name}.{field} in {where} is {show_value(value)}, not a number"
             return Check(name, field, "drop<=", None, None, False, message)
-    drop = Decimal(repr(old)) - Decimal(repr(new))
-    passed, allowed = max_drop.allows(Decimal(repr(old)), drop)
-    verb = "<=" if passed else ">"
+    drop, allowed = old - new, allowed_drop(max_drop, old)
+    passed = passes(drop, "<=", allowed)
     message = (
         f"{name}.{field}: {show_value(old)} in {names[1]} -> {show_value(new, near=old)}: "
-        f"drop {show_value(float(drop), near=float(allowed))} {verb} "
-        f"{allowed} (--max-drop {max_drop.text}){note}"
+        f"drop {show_value(drop, near=allowed)} {'<=' if passed else '>'} "
+        f"{show_value(allowed)} (--max-drop {max_drop.strip()}){note}"
     )
-    return Check(name, field, "drop<=", float(allowed), float(drop), passed, message)
-
-
-def _changed_fingerprints(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> set[str]:
-    def prints(doc: Mapping[str, Any]) -> dict[str, Any]:
-        datasets = (doc.get("inputs") or {}).get("datasets") or []
-        return {d.get("name"): d.get("fingerprint") for d in datasets if isinstance(d, dict)}
-
-    new, old = prints(report), prints(baseline)
-    return {name for name in new.keys() & old.keys() if new[name] != old[name]}
-
-
-def tripped(summary: dict, condition: str) -> list[str]:
-    """What trips a ``--fail-on`` gate: OOD datasets in failure mode, or collapsed layers.
-
-    ``condition`` is ``failure-mode`` (an ``interpolate`` summary) or ``collapse`` (a
-    ``layerwise`` summary, reported as ``layer/dataset``).
-    """
-    if condition == "failure-mode":
-        return [name for name, s in summary.items() if s.get("failure_mode") is True]
-    if condition == "collapse":
-        return [
-            f"{row['layer']}/{name}"
-            for row in summary.get("layers", [])
-            for name, s in row.items()
-            if isinstance(s, dict) and s.get("collapse") is True
-        ]
-    raise ValueError(f"unknown --fail-on condition {condition!r}")
+    return Check(name, field, "drop<=", allowed, drop, passed, message)
