@@ -5,7 +5,7 @@ The library takes these dataclasses as they are. The CLI offers each field decla
 :func:`option` as a flag of every command that takes its dataclass (``cli/params.py``
 generates the typer parameters), and ``clipsharp.toml`` can set it under the flag's name.
 Adding an option is adding a field here (and using it where it matters). The arguments and
-options of the command line alone are declared with :func:`option` too (``cli/options.py``).
+options of the command line alone are declared with :func:`option` too, at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 from .errors import ConfigError
 
@@ -685,3 +685,98 @@ class StudyOptions:
         metavar="DIR",
         panel=STUDY,
     )
+
+
+# ----------------------------------------------------------------------------- the CLI's own
+# The arguments and outputs several commands share, as the annotations of their parameters
+# (``output: opt.Output``), and how a command shows its result.
+
+ZeroShot = Annotated[
+    Path,
+    option(
+        ...,
+        "Zero-shot checkpoint: alpha = 0. A .safetensors file, a transformers CLIPModel "
+        "folder, hf-hub:ORG/REPO or pretrained:MODEL/TAG.",
+        metavar="ZERO_SHOT",
+        argument=True,
+    ),
+]
+FineTuned = Annotated[
+    Path,
+    option(
+        ...,
+        "Fine-tuned checkpoint: alpha = 1. A .safetensors file or a transformers CLIPModel folder.",
+        metavar="FINE_TUNED",
+        argument=True,
+    ),
+]
+Checkpoints = Annotated[
+    list[Path],
+    option(
+        ...,
+        "One checkpoint (.safetensors): measure that model; or a zero-shot and a "
+        "fine-tuned one: measure at every alpha of the path between them.",
+        metavar="CHECKPOINT",
+        argument=True,
+    ),
+]
+Output = Annotated[
+    str | None,
+    option(
+        None,
+        "Write the JSON report to FILE (atomically), or to stdout with '-'. "
+        "Default: stdout when it is not a terminal.",
+        metavar="FILE",
+        short="-o",
+    ),
+]
+ReportFile = Annotated[
+    str | None,
+    option(
+        None,
+        "Write the JSON report to FILE, or '-' for stdout (default when piped).",
+        metavar="FILE",
+    ),
+]
+Resume = Annotated[
+    bool,
+    option(
+        False,
+        "Continue an interrupted run from the journal beside -o FILE "
+        "(same inputs and options only).",
+    ),
+]
+FailOn = Annotated[
+    str | None,
+    option(None, "Exit 1 after writing the report when this condition holds.", metavar="CONDITION"),
+]
+
+
+def check_fail_on(value: str | None, *allowed: str) -> None:
+    if value is not None and value not in allowed:
+        raise ConfigError(
+            f"--fail-on {value!r} is not a condition here; choose {' or '.join(allowed)}"
+        )
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How a command shows its result (the CLI's own options)."""
+
+    formats: ClassVar[tuple[str, ...]] = ("table", "json", "md")  # --format's choices
+    format: str = option(
+        "table",
+        "table: the summary on stderr; json: the report on stdout; md: the summary "
+        "as a GitHub markdown table on stdout (for a CI job summary).",
+        metavar="table|json|md",
+    )
+    show_config: bool = option(
+        False, "Print the resolved options (flags, clipsharp.toml, defaults) and exit."
+    )
+
+    def __post_init__(self) -> None:
+        if self.format not in self.formats:
+            *most, last = self.formats
+            raise ConfigError(
+                f"--format {self.format!r} is unknown; choose {', '.join(most)} or {last}"
+            )

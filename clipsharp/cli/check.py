@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ..options import option
-from ..reports.gates import Check, Gates, Verdict, run_checks, show_value
-from ..reports.tables import Table
+from ..options import Rendering, option
+from ..reports.gates import Gates, run_checks
+from ..reports.tables import verdict_markdown, verdict_table
 from .output import console, draw, to_stdout
-from .params import Rendering, offer
+from .params import offer
 
 GATE_FAILED = 1
 
@@ -55,7 +55,7 @@ def command(
     if rendering.format == "json":
         to_stdout(json.dumps(verdict.to_dict(), indent=2) + "\n")
     elif rendering.format == "md":
-        to_stdout(to_markdown(verdict, report.name))
+        to_stdout(verdict_markdown(verdict, report.name))
     else:
         out.print(draw(verdict_table(verdict, report.name)))
     failed = len(verdict.failures)
@@ -66,55 +66,3 @@ def command(
         f"check FAILED: {failed} of {len(verdict.checks)} checks on {report.name}", markup=False
     )
     raise typer.Exit(GATE_FAILED)
-
-
-def verdict_table(verdict: Verdict, title: str) -> Table:
-    from ..reports.tables import Mark
-
-    table = Table(
-        f"clipsharp check {title}", ("", "dataset", "field", "requirement", "value", "detail")
-    )
-    for c in verdict.checks:
-        mark = Mark("ok", "good") if c.passed else Mark("FAIL", "alarm")
-        value = show_value(c.value, near=c.threshold)
-        cells = (c.dataset or "-", c.field or "-", _requirement(c), value)
-        table.add(mark, *cells, "" if c.passed else c.message)
-    return table
-
-
-def to_markdown(verdict: Verdict, title: str) -> str:
-    """A one-line verdict and a GitHub-flavoured table, one row per check (for
-    ``$GITHUB_STEP_SUMMARY``)."""
-    failed = len(verdict.failures)
-    total = len(verdict.checks)
-    if verdict.passed:
-        line = f"**✅ clipsharp check passed**: {total} of {total} checks passed on `{title}`"
-    else:
-        line = f"**❌ clipsharp check failed**: {failed} of {total} checks failed on `{title}`"
-    rows = [
-        line,
-        "",
-        "| | dataset | field | requirement | value | detail |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in verdict.checks:
-        cells = [
-            "✅" if c.passed else "❌",
-            c.dataset or "-",
-            c.field or "-",
-            _requirement(c),
-            show_value(c.value),
-            c.message,
-        ]
-        rows.append("| " + " | ".join(_cell(text) for text in cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-def _requirement(check: Check) -> str:
-    if check.threshold is None:
-        return check.op or "-"
-    return f"{check.op} {show_value(check.threshold)}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

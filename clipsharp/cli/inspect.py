@@ -7,11 +7,11 @@ from typing import Annotated
 
 from rich.markup import escape
 
+from .. import options as opt
 from ..core.outputs import check_output, checkpoint_inputs
-from ..options import InputOptions, option
-from . import options as opt
+from ..options import InputOptions, Rendering, option
 from .output import console, finish, guard
-from .params import Rendering, offer
+from .params import offer
 
 
 @offer("inputs.id", "inputs.ood")

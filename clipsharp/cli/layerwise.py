@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..options import InputOptions, LayerwiseOptions, RunOptions
-from . import options as opt
+from .. import options as opt
+from ..options import InputOptions, LayerwiseOptions, Rendering, RunOptions
 from .output import config_read, console, finish, gate
-from .params import Rendering, offer
+from .params import offer
 from .progress import progress_bars
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from .. import options as opt
 from ..core.outputs import check_output, checkpoint_inputs
-from ..options import InputOptions, MergeOptions, option
-from . import options as opt
+from ..options import InputOptions, MergeOptions, Rendering, option
 from .output import console, finish, guard
-from .params import Rendering, offer
+from .params import offer
 
 
 @offer("inputs.id", "inputs.ood")

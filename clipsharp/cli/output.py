@@ -17,7 +17,7 @@ from rich.table import Table as RichTable
 from ..core.outputs import Paths, check_paths
 from ..errors import ClipsharpError
 from ..printable import printable
-from ..reports.gates import Gates, run_checks
+from ..reports.gates import tripped
 from ..reports.notes import class_notes, dataset_notes, warnings_of
 from ..reports.report import Report
 from ..reports.tables import Mark, Table, markdown, tables_of
@@ -76,11 +76,7 @@ def gate(report: Report, fail_on: str | None, out: Console) -> None:
     """Exit 1 after the report is written when its ``--fail-on`` check fails on a value:
     check's --no-failure-mode or --no-collapse. What has nothing to judge (no OOD set,
     every layer unchanged) does not trip it."""
-    if not fail_on:
-        return
-    gates = Gates(no_failure_mode=fail_on == "failure-mode", no_collapse=fail_on == "collapse")
-    verdict = run_checks(report.to_dict(), gates)
-    failing = [c.subject for c in verdict.failures if c.value is not None]
+    failing = tripped(report.to_dict(), fail_on) if fail_on else []
     if failing:
         out.print(f"--fail-on {fail_on}: {', '.join(failing)}", markup=False)
         raise typer.Exit(1)

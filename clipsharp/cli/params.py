@@ -23,8 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import ConfigError
-from ..options import flag_of, option
+from ..options import flag_of
 
 
 @dataclass(frozen=True)
@@ -225,27 +224,4 @@ def _value(f, raw: Any) -> Any:
     return raw
 
 
-@dataclass(frozen=True)
-class Rendering:
-    """How a command shows its result (the CLI's own options)."""
-
-    formats: typing.ClassVar[tuple[str, ...]] = ("table", "json", "md")  # --format's choices
-    format: str = option(
-        "table",
-        "table: the summary on stderr; json: the report on stdout; md: the summary "
-        "as a GitHub markdown table on stdout (for a CI job summary).",
-        metavar="table|json|md",
-    )
-    show_config: bool = option(
-        False, "Print the resolved options (flags, clipsharp.toml, defaults) and exit."
-    )
-
-    def __post_init__(self) -> None:
-        if self.format not in self.formats:
-            *most, last = self.formats
-            raise ConfigError(
-                f"--format {self.format!r} is unknown; choose {', '.join(most)} or {last}"
-            )
-
-
-__all__ = ["Offer", "Rendering", "Surface", "leaves", "offer"]
+__all__ = ["Offer", "Surface", "leaves", "offer"]

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from rich.markup import escape
 
-from ..options import InputOptions, PruneOptions, RunOptions, option
-from . import options as opt
+from .. import options as opt
+from ..options import InputOptions, PruneOptions, Rendering, RunOptions, option
 from .output import config_read, console, finish
-from .params import Rendering, offer
+from .params import offer
 from .progress import progress_bars
 
 

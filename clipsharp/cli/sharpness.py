@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from .. import options as opt
 from ..errors import ConfigError
-from ..options import InputOptions, RunOptions, SharpnessOptions
-from . import options as opt
+from ..options import InputOptions, Rendering, RunOptions, SharpnessOptions
 from .output import config_read, console, finish
-from .params import Rendering, offer
+from .params import offer
 from .progress import progress_bars
 
 

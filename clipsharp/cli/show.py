@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from ..options import option
+from ..options import Rendering, option
 from .output import console, show_summary
-from .params import Rendering, offer
+from .params import offer
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..options import InputOptions, PathOptions, RunOptions, SharpnessOptions, StragglerOptions
-from . import options as opt
+from .. import options as opt
+from ..options import (
+    InputOptions,
+    PathOptions,
+    Rendering,
+    RunOptions,
+    SharpnessOptions,
+    StragglerOptions,
+)
 from .output import config_read, console, finish
-from .params import Rendering, offer
+from .params import offer
 from .progress import progress_bars
 from .sharpness import _roles
 

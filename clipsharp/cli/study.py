@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from ..options import InputOptions, StudyOptions, SweepOptions
-from . import options as opt
+from .. import options as opt
+from ..options import InputOptions, Rendering, StudyOptions, SweepOptions
 from .output import config_read, console, finish
-from .params import Rendering, offer
+from .params import offer
 from .progress import progress_bars
 
 

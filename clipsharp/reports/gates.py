@@ -442,3 +442,12 @@ def _drop_check(
         f"{show_value(allowed)} (--max-drop {max_drop.strip()}){note}"
     )
     return Check(name, field, "drop<=", allowed, drop, passed, message)
+
+
+def tripped(report: Mapping[str, Any], condition: str) -> list[str]:
+    """What trips ``--fail-on CONDITION`` of interpolate / layerwise: the subjects (DATASET,
+    LAYER/DATASET) whose value fails check's ``--no-failure-mode`` / ``--no-collapse``; what
+    has nothing to judge (no OOD set, every layer unchanged) trips nothing."""
+    conditions = {"failure-mode": "no_failure_mode", "collapse": "no_collapse"}
+    verdict = run_checks(report, Gates(**{conditions[condition]: True}))
+    return [c.subject for c in verdict.failures if c.value is not None]

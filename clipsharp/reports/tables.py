@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ReportError
+from .gates import Check, Verdict, show_value
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,42 @@ def study_tables(doc: dict) -> list[Table]:
         )
         tables.append(table)
     return tables
+
+
+def verdict_table(verdict: Verdict, title: str) -> Table:
+    """``check``'s verdict: one row per check, the failures with their message."""
+    table = Table(
+        f"clipsharp check {title}", ("", "dataset", "field", "requirement", "value", "detail")
+    )
+    for c in verdict.checks:
+        mark = Mark("ok", "good") if c.passed else Mark("FAIL", "alarm")
+        value = show_value(c.value, near=c.threshold)
+        cells = (c.dataset or "-", c.field or "-", _requirement(c), value)
+        table.add(mark, *cells, "" if c.passed else c.message)
+    return table
+
+
+def verdict_markdown(verdict: Verdict, title: str) -> str:
+    """A one-line verdict and a GitHub-flavoured table, one row per check (for
+    ``$GITHUB_STEP_SUMMARY``)."""
+    failed, total = len(verdict.failures), len(verdict.checks)
+    if verdict.passed:
+        line = f"**✅ clipsharp check passed**: {total} of {total} checks passed on `{title}`"
+    else:
+        line = f"**❌ clipsharp check failed**: {failed} of {total} checks failed on `{title}`"
+    rows = [line, "", "| | dataset | field | requirement | value | detail |", "|" + "---|" * 6]
+    for c in verdict.checks:
+        mark = "✅" if c.passed else "❌"
+        cells = [mark, c.dataset or "-", c.field or "-", _requirement(c), show_value(c.value)]
+        cells = [_escaped(text).replace("\n", " ") for text in [*cells, c.message]]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _requirement(check: Check) -> str:
+    if check.threshold is None:
+        return check.op or "-"
+    return f"{check.op} {show_value(check.threshold)}"
 
 
 TABLES: dict[str, Callable[[dict], Table | list[Table]]] = {  # command -> its summary
