@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from .. import options as opt
 from ..options import InputOptions, Rendering, RunOptions
-from .output import config_read, console, finish, gate
+from .output import analyse, gate
 from .params import offer
-from .progress import progress_bars
 
 
 @offer(
@@ -39,18 +38,15 @@ def command(
             --id data/in_dist --ood data/shifted -o path.json
     """
     from ..analyses.interpolate import run_interpolation
-    from ..core.workspace import Inputs
 
     opt.check_fail_on(fail_on, "failure-mode")
-    out = console()
-    with progress_bars(out) as progress:
-        report = run_interpolation(
-            Inputs.of({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, inputs),
-            run,
-            output=output,
-            resume=resume,
-            progress=progress,
-            reads=config_read(),
-        )
-    finish(report, output, out, form=rendering.format, written=True)
-    gate(report, fail_on, out)
+    report = analyse(
+        run_interpolation,
+        {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
+        inputs,
+        run,
+        output=output,
+        resume=resume,
+        form=rendering.format,
+    )
+    gate(report, fail_on)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from .. import options as opt
 from ..options import InputOptions, LayerwiseOptions, Rendering, RunOptions
-from .output import config_read, console, finish, gate
+from .output import analyse, gate
 from .params import offer
-from .progress import progress_bars
 
 
 @offer(
@@ -38,19 +37,16 @@ def command(
             --ood data/shifted --alphas 0,0.5,1
     """
     from ..analyses.layerwise import run_layerwise
-    from ..core.workspace import Inputs
 
     opt.check_fail_on(fail_on, "collapse")
-    out = console()
-    with progress_bars(out) as progress:
-        report = run_layerwise(
-            Inputs.of({"zero_shot": zero_shot, "fine_tuned": fine_tuned}, inputs),
-            run,
-            layerwise,
-            output=output,
-            resume=resume,
-            progress=progress,
-            reads=config_read(),
-        )
-    finish(report, output, out, form=rendering.format, written=True)
-    gate(report, fail_on, out)
+    report = analyse(
+        run_layerwise,
+        {"zero_shot": zero_shot, "fine_tuned": fine_tuned},
+        inputs,
+        run,
+        layerwise,
+        output=output,
+        resume=resume,
+        form=rendering.format,
+    )
+    gate(report, fail_on)

@@ -72,13 +72,33 @@ def config_read() -> list:
     return [("the config file", found[0])] if found else []
 
 
-def gate(report: Report, fail_on: str | None, out: Console) -> None:
+def analyse(run_analysis, checkpoints: dict, inputs, *options, output, resume, form) -> Report:
+    """An analysis command after parsing: its one library call on these checkpoints and
+    options (``run_interpolation``, ...), with progress shown, then :func:`finish`."""
+    from ..core.workspace import Inputs
+    from .progress import progress_bars
+
+    out = console()
+    with progress_bars(out) as progress:
+        report = run_analysis(
+            Inputs.of(checkpoints, inputs),
+            *options,
+            output=output,
+            resume=resume,
+            progress=progress,
+            reads=config_read(),
+        )
+    finish(report, output, out, form=form, written=True)
+    return report
+
+
+def gate(report: Report, fail_on: str | None) -> None:
     """Exit 1 after the report is written when its ``--fail-on`` check fails on a value:
     check's --no-failure-mode or --no-collapse. What has nothing to judge (no OOD set,
     every layer unchanged) does not trip it."""
     failing = tripped(report.to_dict(), fail_on) if fail_on else []
     if failing:
-        out.print(f"--fail-on {fail_on}: {', '.join(failing)}", markup=False)
+        console().print(f"--fail-on {fail_on}: {', '.join(failing)}", markup=False)
         raise typer.Exit(1)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from .. import options as opt
 from ..errors import ConfigError
 from ..options import InputOptions, Rendering, RunOptions, SharpnessOptions
-from .output import config_read, console, finish
+from .output import analyse
 from .params import offer
-from .progress import progress_bars
 
 
 @offer(
@@ -43,20 +42,17 @@ def command(
             --ood data/shifted -o sharp.json
     """
     from ..analyses.sharpness import run_sharpness
-    from ..core.workspace import Inputs
 
-    out = console()
-    with progress_bars(out) as progress:
-        report = run_sharpness(
-            Inputs.of(_roles(checkpoints), inputs),
-            run,
-            sharpness,
-            output=output,
-            resume=resume,
-            progress=progress,
-            reads=config_read(),
-        )
-    finish(report, output, out, form=rendering.format, written=True)
+    analyse(
+        run_sharpness,
+        _roles(checkpoints),
+        inputs,
+        run,
+        sharpness,
+        output=output,
+        resume=resume,
+        form=rendering.format,
+    )
 
 
 def _roles(checkpoints: list) -> dict:

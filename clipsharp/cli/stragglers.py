@@ -13,9 +13,8 @@ from ..options import (
     SharpnessOptions,
     StragglerOptions,
 )
-from .output import config_read, console, finish
+from .output import analyse
 from .params import offer
-from .progress import progress_bars
 from .sharpness import _roles
 
 PATH_FIELDS = [f.name for f in fields(PathOptions)]  # stragglers measures no path
@@ -46,18 +45,15 @@ def command(
             --ood data/shifted -o stragglers.json
     """
     from ..analyses.stragglers import run_stragglers
-    from ..core.workspace import Inputs
 
-    out = console()
-    with progress_bars(out) as progress:
-        report = run_stragglers(
-            Inputs.of(_roles(checkpoints), inputs),
-            run,
-            sharpness,
-            rule,
-            output=output,
-            resume=resume,
-            progress=progress,
-            reads=config_read(),
-        )
-    finish(report, output, out, form=rendering.format, written=True)
+    analyse(
+        run_stragglers,
+        _roles(checkpoints),
+        inputs,
+        run,
+        sharpness,
+        rule,
+        output=output,
+        resume=resume,
+        form=rendering.format,
+    )
