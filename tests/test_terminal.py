@@ -169,7 +169,8 @@ def test_bars_at_a_terminal_name_the_task_and_its_point():
         progress(Event("sharpness", 30, 60, point=Where(alpha=0.5, rho=0.1, draw=3)))
         progress(Event("fine-tune [x]", 1, 4, "steps"))  # a name that looks like markup
     shown = out.export_text()  # the frames drawn, one after the other
-    assert re.search(r"sharpness α=0\.5 ρ=0\.1 draw 3 ━+ +50% 30/60 evals, ", shown)
+    # the rate follows once time has passed between two events, which a fast run may not see
+    assert re.search(r"sharpness α=0\.5 ρ=0\.1 draw 3 ━+ +50% 30/60 evals\b", shown)
     assert re.search(r"fine-tune \[x\] +━+ +25% 1/4 steps ", shown)
 
 
