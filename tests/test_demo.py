@@ -401,8 +401,11 @@ def test_only_the_careful_fine_tune_sees_inverted_digits(tmp_path):
 
 def test_demo_evaluation_flags_reach_every_analysis_of_the_tour():
     """--device, --batch-size and --prefetch-blocks of `demo` are its analyses' options."""
-    from clipsharp.demo.run import TourOptions, _run_options
+    from clipsharp.demo.run import _run_options, tour_of
+    from clipsharp.options import DemoOptions, EvalOptions
 
-    tour = TourOptions(device="cpu", batch_size=7, prefetch_blocks=2)
+    flags = EvalOptions(device="cpu", batch_size=7, prefetch_blocks=2)
+    tour = tour_of(DemoOptions(quick=True, evaluation=flags))
+    assert (tour.iterations, tour.limit) == (2, 64)  # --quick: the short tour
     evaluation = _run_options(tour, (0.0, 1.0)).eval
     assert (evaluation.device, evaluation.batch_size, evaluation.prefetch_blocks) == ("cpu", 7, 2)

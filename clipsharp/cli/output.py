@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from rich.table import Table as RichTable
 
 from ..core.outputs import Paths, check_paths
 from ..errors import ClipsharpError
+from ..options import InputOptions
 from ..printable import printable
 from ..reports.gates import tripped
 from ..reports.notes import class_notes, dataset_notes, warnings_of
@@ -72,7 +73,15 @@ def config_read() -> list:
     return [("the config file", found[0])] if found else []
 
 
-def analyse(run_analysis, checkpoints: dict, inputs, *options, output, resume, form) -> Report:
+def analyse(
+    run_analysis: Callable[..., Report],
+    checkpoints: dict,
+    inputs: InputOptions,
+    *options: object,
+    output: str | None,
+    resume: bool,
+    form: str,
+) -> Report:
     """An analysis command after parsing: its one library call on these checkpoints and
     options (``run_interpolation``, ...), with progress shown, then :func:`finish`."""
     from ..core.workspace import Inputs

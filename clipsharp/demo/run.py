@@ -69,20 +69,25 @@ def run_demo(
 ) -> tuple[DemoArtifacts, dict[str, Report]]:
     """The ``demo`` command: build the models (or find them cached) in ``options.out``, then
     run the tour; ``quick``: the toy recipe and a short tour (the files, not the science)."""
+    tour = tour_of(options)  # its seed checked before any training
+    recipe = DemoRecipe.tiny() if options.quick else DemoRecipe()
+    artifacts = build_demo(
+        options.out, force=options.force, progress=progress, seed=options.seed, recipe=recipe
+    )
+    return artifacts, run_tour(artifacts, tour, progress)
+
+
+def tour_of(options: DemoOptions) -> TourOptions:
+    """What the tour measures for these options: their evaluation flags, a short tour when
+    ``quick``."""
     evaluation = options.evaluation
     tour = TourOptions(
         device=evaluation.device,
         batch_size=evaluation.batch_size,
         prefetch_blocks=evaluation.prefetch_blocks,
         seed=options.seed,
-    )  # its seed checked before any training
-    if options.quick:
-        tour = replace(tour, iterations=2, limit=64)
-    recipe = DemoRecipe.tiny() if options.quick else DemoRecipe()
-    artifacts = build_demo(
-        options.out, force=options.force, progress=progress, seed=options.seed, recipe=recipe
     )
-    return artifacts, run_tour(artifacts, tour, progress)
+    return replace(tour, iterations=2, limit=64) if options.quick else tour
 
 
 def run_tour(
